@@ -1,0 +1,70 @@
+//! Per-engine knowledge: which request fields each server understands, where it reports its
+//! version. Holds no connections: callers do the IO with what this module tells them.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// The kind of server behind a target; it decides request quirks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TargetKind {
+    Vllm,
+    Sglang,
+    Llamacpp,
+    /// Any OpenAI-compatible server: only standard fields are sent.
+    Openai,
+}
+
+impl TargetKind {
+    /// The kind implied by a target's name, for the three named engines.
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "vllm" => Some(Self::Vllm),
+            "sglang" => Some(Self::Sglang),
+            "llamacpp" => Some(Self::Llamacpp),
+            _ => None,
+        }
+    }
+
+    /// Whether the server accepts `ignore_eos` (run to `max_tokens` regardless of EOS).
+    pub fn supports_ignore_eos(self) -> bool {
+        !matches!(self, Self::Openai)
+    }
+
+    /// Whether the server puts cumulative usage on every chunk when asked
+    /// (`stream_options.continuous_usage_stats`), which gives exact tokens per chunk.
+    pub fn supports_continuous_usage(self) -> bool {
+        matches!(self, Self::Vllm | Self::Sglang)
+    }
+
+    /// Where the server reports its version, and the JSON pointer to read there.
+    pub fn version_endpoint(self) -> Option<(&'static str, &'static str)> {
+        match self {
+            Self::Vllm => Some(("/version", "/version")),
+            Self::Sglang => Some(("/get_server_info", "/version")),
+            Self::Llamacpp => Some(("/props", "/build_info")),
+            Self::Openai => None,
+        }
+    }
+
+    /// The engine's name as written in fixtures and manifests.
+    pub fn engine_name(self) -> &'static str {
+        match self {
+            Self::Vllm => "vLLM",
+            Self::Sglang => "SGLang",
+            Self::Llamacpp => "llama.cpp",
+            Self::Openai => "openai-compatible",
+        }
+    }
+}
+
+impl fmt::Display for TargetKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Vllm => "vllm",
+            Self::Sglang => "sglang",
+            Self::Llamacpp => "llamacpp",
+            Self::Openai => "openai",
+        })
+    }
+}

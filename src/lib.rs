@@ -1,0 +1,19 @@
+//! inferlab: controlled, repeatable experiments against LLM inference servers.
+//!
+//! Data flow: `spec` (TOML → `Experiment`) → `workload` (pure, seeded → `Schedule`) → `run`
+//! (executes against a live URL or the `replay` server, through `client`) → `record`
+//! (`RequestRecord`s, instants as data) → `metrics` (pure `PhaseSummary`) → `assert` (verdicts)
+//! and `report` (results directory, snapshot view). `trial` ties one experiment × target
+//! together for the CLI and the generated tests, so both do exactly the same thing.
+
+pub mod assert;
+pub mod client;
+pub mod engine;
+pub mod metrics;
+pub mod record;
+pub mod replay;
+pub mod report;
+pub mod run;
+pub mod spec;
+pub mod trial;
+pub mod workload;

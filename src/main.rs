@@ -1,0 +1,231 @@
+//! `inferlab`: a thin CLI over the library. Exit codes: 0 success, 1 an assertion failed (or a
+//! replay did not match its recording), 2 bad input or a trial that could not run.
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use inferlab::report;
+use inferlab::spec::{self, Experiment};
+use inferlab::trial::{self, Plan, TrialOptions};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "inferlab",
+    version,
+    about = "Latency and throughput experiments against LLM inference servers"
+)]
+struct Cli {
+    /// Directory of experiment files.
+    #[arg(
+        long,
+        global = true,
+        default_value = "experiments",
+        env = "INFERLAB_EXPERIMENTS_DIR"
+    )]
+    experiments: PathBuf,
+    /// Directory of recorded fixtures.
+    #[arg(
+        long,
+        global = true,
+        default_value = "wiremock-fixtures",
+        env = "INFERLAB_FIXTURES_DIR"
+    )]
+    fixtures: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// List every trial (`<experiment>::<target>`) and the mode it would run in.
+    List,
+    /// Check experiment files (all of them when none are given).
+    Validate { files: Vec<PathBuf> },
+    /// Run the trials whose name contains any FILTER (all when none is given).
+    Run {
+        filters: Vec<String>,
+        /// Only this target.
+        #[arg(long)]
+        target: Option<String>,
+        /// Where results go.
+        #[arg(long, default_value = "results", env = "INFERLAB_RESULTS_DIR")]
+        results: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match dispatch(&cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn dispatch(cli: &Cli) -> anyhow::Result<ExitCode> {
+    match &cli.command {
+        Command::List => list(cli),
+        Command::Validate { files } => validate(cli, files),
+        Command::Run {
+            filters,
+            target,
+            results,
+        } => {
+            let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+            rt.block_on(run(cli, filters, target.as_deref(), results))
+        }
+    }
+}
+
+/// Loads every experiment; prints each error; `None` when any file is bad.
+fn load_all(dir: &Path) -> anyhow::Result<Option<Vec<Experiment>>> {
+    let files = spec::discover(dir).with_context(|| format!("reading {}", dir.display()))?;
+    if files.is_empty() {
+        anyhow::bail!("no experiment files (*.toml) in {}", dir.display());
+    }
+    let mut out = Vec::new();
+    let mut bad = false;
+    for f in files {
+        match spec::load(&f) {
+            Ok(e) => out.push(e),
+            Err(e) => {
+                eprintln!("{e}");
+                bad = true;
+            }
+        }
+    }
+    Ok((!bad).then_some(out))
+}
+
+fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok()
+}
+
+fn list(cli: &Cli) -> anyhow::Result<ExitCode> {
+    let Some(exps) = load_all(&cli.experiments)? else {
+        return Ok(ExitCode::from(2));
+    };
+    for e in &exps {
+        for t in &e.targets {
+            let mode = match trial::plan(e, t, &env, &cli.fixtures) {
+                Ok(Plan::Ignored { reason }) => format!("ignored: {reason}"),
+                Ok(p) => p.mode().map_or("", |m| m.as_str()).to_string(),
+                Err(err) => format!("error: {err}"),
+            };
+            println!("{}::{}  [{mode}]", e.name, t.name);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn validate(cli: &Cli, files: &[PathBuf]) -> anyhow::Result<ExitCode> {
+    let files = if files.is_empty() {
+        spec::discover(&cli.experiments)
+            .with_context(|| format!("reading {}", cli.experiments.display()))?
+    } else {
+        files.to_vec()
+    };
+    let mut bad = 0;
+    for f in &files {
+        match spec::load(f) {
+            Ok(e) => println!(
+                "ok  {} ({} phases, {} targets, {} assertions)",
+                f.display(),
+                e.phases.len(),
+                e.targets.len(),
+                e.assertions.len()
+            ),
+            Err(e) => {
+                eprintln!("{e}");
+                bad += 1;
+            }
+        }
+    }
+    Ok(if bad > 0 {
+        ExitCode::from(2)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+async fn run(
+    cli: &Cli,
+    filters: &[String],
+    only: Option<&str>,
+    results: &Path,
+) -> anyhow::Result<ExitCode> {
+    let Some(exps) = load_all(&cli.experiments)? else {
+        return Ok(ExitCode::from(2));
+    };
+    let opts = TrialOptions {
+        results_root: results.to_path_buf(),
+        fixtures_root: cli.fixtures.clone(),
+        salt: env("INFERLAB_SALT").and_then(|s| s.parse().ok()),
+    };
+    let mut selected = 0;
+    let mut failed = false;
+    let mut broken = false;
+    for e in &exps {
+        for t in &e.targets {
+            let name = format!("{}::{}", e.name, t.name);
+            if only.is_some_and(|o| o != t.name)
+                || !(filters.is_empty() || filters.iter().any(|f| name.contains(f.as_str())))
+            {
+                continue;
+            }
+            selected += 1;
+            let plan = match trial::plan(e, t, &env, &cli.fixtures) {
+                Ok(Plan::Ignored { reason }) => {
+                    println!("== {name}: skipped: {reason}\n");
+                    continue;
+                }
+                Ok(p) => p,
+                Err(err) => {
+                    eprintln!("== {name}: {err}\n");
+                    broken = true;
+                    continue;
+                }
+            };
+            let mode = plan.mode().map_or("", |m| m.as_str());
+            println!("== {name} [{mode}]");
+            match trial::run_trial(e, t, plan, &opts).await {
+                Ok(out) => {
+                    print!("{}", report::phase_table(&out.summary));
+                    if !out.verdicts.is_empty() {
+                        println!();
+                        print!("{}", report::verdict_lines(&out.verdicts));
+                    }
+                    for u in &out.replay_unmatched {
+                        println!("replay mismatch: {u}");
+                    }
+                    for w in &out.write_errors {
+                        eprintln!("warning: writing requests.jsonl: {w}");
+                    }
+                    if let Some(f) = &out.fixture_written {
+                        println!("fixture written: {}", f.display());
+                    }
+                    println!("results: {}\n", out.dir.display());
+                    failed |= !out.passed();
+                }
+                Err(err) => {
+                    eprintln!("{name}: {err}\n");
+                    broken = true;
+                }
+            }
+        }
+    }
+    if selected == 0 {
+        eprintln!("no trial matches {filters:?}");
+        return Ok(ExitCode::from(2));
+    }
+    Ok(if broken {
+        ExitCode::from(2)
+    } else if failed {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}

@@ -1,0 +1,628 @@
+//! Records → per-phase `Summary`. Pure: no clock, no IO.
+//!
+//! Definitions follow `shared/reference/metrics.md`: latency statistics include successful,
+//! non-warmup requests only; errors are counted by kind; percentiles come from HDR histograms
+//! (µs resolution, 3 significant digits) which are kept so results can be merged later, while
+//! min, max, mean and standard deviation are computed exactly from the samples.
+
+use crate::record::{ErrorKind, RequestRecord, TokenCounting};
+use hdrhistogram::Histogram;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// Service-level objectives for goodput: a request is good when it succeeded and meets every
+/// configured bound (inclusive). An undefined TPOT (one output token) meets a TPOT bound.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct Slo {
+    #[serde(with = "opt_ms", rename = "ttft_ms")]
+    pub ttft: Option<Duration>,
+    #[serde(with = "opt_ms", rename = "tpot_ms")]
+    pub tpot: Option<Duration>,
+    #[serde(with = "opt_ms", rename = "e2e_ms")]
+    pub e2e: Option<Duration>,
+}
+
+impl Slo {
+    pub fn is_empty(&self) -> bool {
+        self.ttft.is_none() && self.tpot.is_none() && self.e2e.is_none()
+    }
+
+    fn met_by(&self, r: &RequestRecord) -> bool {
+        fn within(bound: Option<Duration>, value: Option<Duration>, undefined_ok: bool) -> bool {
+            match (bound, value) {
+                (None, _) => true,
+                (Some(b), Some(v)) => v <= b,
+                (Some(_), None) => undefined_ok,
+            }
+        }
+        r.ok()
+            && within(self.ttft, r.ttft(), false)
+            && within(self.tpot, r.tpot(), true)
+            && within(self.e2e, r.e2e(), false)
+    }
+}
+
+mod opt_ms {
+    use serde::Serializer;
+    use std::time::Duration;
+    pub fn serialize<S: Serializer>(v: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(d) => s.serialize_f64(d.as_secs_f64() * 1e3),
+            None => s.serialize_none(),
+        }
+    }
+}
+
+/// Latency statistics in milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct LatencyStats {
+    pub count: u64,
+    pub min_ms: f64,
+    pub max_ms: f64,
+    pub mean_ms: f64,
+    pub stddev_ms: f64,
+    pub p50_ms: f64,
+    pub p90_ms: f64,
+    pub p95_ms: f64,
+    pub p99_ms: f64,
+    pub p999_ms: f64,
+}
+
+/// The latency metrics a summary holds, in a fixed order.
+pub const LATENCY_METRICS: &[&str] = &[
+    "ttft",
+    "ttft_scheduled",
+    "client_queue",
+    "e2e",
+    "tpot",
+    "ntpot",
+    "chunk_itl",
+    "token_itl",
+];
+
+/// Statistics that can follow a latency metric in an assertion (`warm.ttft.p50`).
+pub const STATS: &[&str] = &[
+    "p50", "p90", "p95", "p99", "p999", "mean", "min", "max", "stddev", "count",
+];
+
+/// Scalar metrics and whether they are durations.
+pub const SCALAR_METRICS: &[(&str, Dim)] = &[
+    ("requests", Dim::Plain),
+    ("succeeded", Dim::Plain),
+    ("failed", Dim::Plain),
+    ("error_rate", Dim::Plain),
+    ("duration", Dim::Time),
+    ("request_throughput", Dim::Plain),
+    ("output_throughput", Dim::Plain),
+    ("total_throughput", Dim::Plain),
+    ("goodput", Dim::Plain),
+    ("concurrency_achieved", Dim::Plain),
+    ("prompt_tokens", Dim::Plain),
+    ("output_tokens", Dim::Plain),
+    ("cached_tokens", Dim::Plain),
+    ("cached_token_ratio", Dim::Plain),
+];
+
+/// Dimension of a value in assertions: durations must be compared with durations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Dim {
+    Time,
+    Plain,
+}
+
+/// Where a metric path is wrong, in words for the user.
+pub fn check_metric(metric: &str, stat: Option<&str>) -> Result<Dim, String> {
+    if LATENCY_METRICS.contains(&metric) {
+        return match stat {
+            None => Err(format!(
+                "`{metric}` is a distribution: add a statistic ({})",
+                STATS.join(", ")
+            )),
+            Some("count") => Ok(Dim::Plain),
+            Some(s) if STATS.contains(&s) => Ok(Dim::Time),
+            Some(s) => Err(format!(
+                "unknown statistic `{s}` (expected one of {})",
+                STATS.join(", ")
+            )),
+        };
+    }
+    if let Some((_, dim)) = SCALAR_METRICS.iter().find(|(m, _)| *m == metric) {
+        return match stat {
+            None => Ok(*dim),
+            Some(s) => Err(format!(
+                "`{metric}` is a single number; `.{s}` does not apply"
+            )),
+        };
+    }
+    let known: Vec<&str> = LATENCY_METRICS
+        .iter()
+        .copied()
+        .chain(SCALAR_METRICS.iter().map(|(m, _)| *m))
+        .collect();
+    Err(format!(
+        "unknown metric `{metric}` (expected one of {})",
+        known.join(", ")
+    ))
+}
+
+/// One phase's (or the whole run's) figures.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PhaseSummary {
+    /// Measured requests (warmup excluded).
+    pub requests: u64,
+    pub succeeded: u64,
+    pub failed: u64,
+    /// Failures by kind (`http_503`, `stream_error`, `timeout_idle`, …).
+    pub errors: BTreeMap<String, u64>,
+    pub error_rate: f64,
+    pub warmup_requests: u64,
+    pub duration_s: f64,
+    pub request_throughput: f64,
+    /// Output tokens per second.
+    pub output_throughput: f64,
+    /// Prompt plus output tokens per second.
+    pub total_throughput: f64,
+    /// Requests per second meeting every SLO; `None` without an `[slo]`.
+    pub goodput: Option<f64>,
+    pub concurrency_achieved: f64,
+    pub prompt_tokens: u64,
+    pub output_tokens: u64,
+    pub cached_tokens: u64,
+    /// cached ÷ prompt tokens, from server usage.
+    pub cached_token_ratio: Option<f64>,
+    /// Output chunks received by the client (a chunk can hold several tokens).
+    pub output_chunks: u64,
+    /// Successful requests whose stream carried no usage (their token counts are the client's).
+    pub usage_missing: u64,
+    /// Successful requests whose tokens per chunk were unknown (token_itl excludes them).
+    pub tokens_per_chunk_unknown: u64,
+    pub ttft: Option<LatencyStats>,
+    pub ttft_scheduled: Option<LatencyStats>,
+    pub client_queue: Option<LatencyStats>,
+    pub e2e: Option<LatencyStats>,
+    pub tpot: Option<LatencyStats>,
+    pub ntpot: Option<LatencyStats>,
+    pub chunk_itl: Option<LatencyStats>,
+    pub token_itl: Option<LatencyStats>,
+}
+
+/// A value an assertion can read: seconds for `Dim::Time`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Value {
+    pub value: f64,
+    pub dim: Dim,
+}
+
+impl PhaseSummary {
+    pub fn latency(&self, metric: &str) -> Option<&LatencyStats> {
+        match metric {
+            "ttft" => self.ttft.as_ref(),
+            "ttft_scheduled" => self.ttft_scheduled.as_ref(),
+            "client_queue" => self.client_queue.as_ref(),
+            "e2e" => self.e2e.as_ref(),
+            "tpot" => self.tpot.as_ref(),
+            "ntpot" => self.ntpot.as_ref(),
+            "chunk_itl" => self.chunk_itl.as_ref(),
+            "token_itl" => self.token_itl.as_ref(),
+            _ => None,
+        }
+    }
+
+    /// Reads `metric[.stat]`. `Err` names a bad path; `Ok(None)` means no samples.
+    pub fn value(&self, metric: &str, stat: Option<&str>) -> Result<Option<Value>, String> {
+        let dim = check_metric(metric, stat)?;
+        if let Some(stat) = stat {
+            let Some(s) = self.latency(metric) else {
+                return Ok(if stat == "count" {
+                    Some(Value {
+                        value: 0.0,
+                        dim: Dim::Plain,
+                    })
+                } else {
+                    None
+                });
+            };
+            let ms = match stat {
+                "p50" => s.p50_ms,
+                "p90" => s.p90_ms,
+                "p95" => s.p95_ms,
+                "p99" => s.p99_ms,
+                "p999" => s.p999_ms,
+                "mean" => s.mean_ms,
+                "min" => s.min_ms,
+                "max" => s.max_ms,
+                "stddev" => s.stddev_ms,
+                _ => {
+                    return Ok(Some(Value {
+                        value: s.count as f64,
+                        dim,
+                    }));
+                }
+            };
+            return Ok(Some(Value {
+                value: ms / 1e3,
+                dim,
+            }));
+        }
+        let value = match metric {
+            "requests" => Some(self.requests as f64),
+            "succeeded" => Some(self.succeeded as f64),
+            "failed" => Some(self.failed as f64),
+            "error_rate" => Some(self.error_rate),
+            "duration" => Some(self.duration_s),
+            "request_throughput" => Some(self.request_throughput),
+            "output_throughput" => Some(self.output_throughput),
+            "total_throughput" => Some(self.total_throughput),
+            "goodput" => self.goodput,
+            "concurrency_achieved" => Some(self.concurrency_achieved),
+            "prompt_tokens" => Some(self.prompt_tokens as f64),
+            "output_tokens" => Some(self.output_tokens as f64),
+            "cached_tokens" => Some(self.cached_tokens as f64),
+            "cached_token_ratio" => self.cached_token_ratio,
+            _ => None,
+        };
+        Ok(value.map(|value| Value { value, dim }))
+    }
+}
+
+/// Histograms behind a summary's percentiles, in µs, by metric name.
+pub type Histograms = BTreeMap<&'static str, Histogram<u64>>;
+
+/// Samples of one latency metric.
+struct Samples {
+    hist: Histogram<u64>,
+    sum_us: f64,
+    sum_sq_us: f64,
+    min_us: f64,
+    max_us: f64,
+}
+
+impl Samples {
+    fn new() -> Self {
+        Self {
+            // 1 µs .. 1 h, 3 significant digits; cannot fail for these constants.
+            hist: Histogram::new_with_bounds(1, 3_600_000_000, 3)
+                .expect("constant histogram bounds are valid"),
+            sum_us: 0.0,
+            sum_sq_us: 0.0,
+            min_us: f64::INFINITY,
+            max_us: 0.0,
+        }
+    }
+
+    fn add(&mut self, d: Duration) {
+        let us = d.as_secs_f64() * 1e6;
+        self.hist.saturating_record(us.round() as u64);
+        self.sum_us += us;
+        self.sum_sq_us += us * us;
+        self.min_us = self.min_us.min(us);
+        self.max_us = self.max_us.max(us);
+    }
+
+    fn stats(&self) -> Option<LatencyStats> {
+        let n = self.hist.len();
+        if n == 0 {
+            return None;
+        }
+        let nf = n as f64;
+        let mean = self.sum_us / nf;
+        let var = (self.sum_sq_us / nf - mean * mean).max(0.0);
+        let q = |p: f64| self.hist.value_at_quantile(p) as f64 / 1e3;
+        Some(LatencyStats {
+            count: n,
+            min_ms: self.min_us / 1e3,
+            max_ms: self.max_us / 1e3,
+            mean_ms: mean / 1e3,
+            stddev_ms: var.sqrt() / 1e3,
+            p50_ms: q(0.50),
+            p90_ms: q(0.90),
+            p95_ms: q(0.95),
+            p99_ms: q(0.99),
+            p999_ms: q(0.999),
+        })
+    }
+}
+
+/// Summarises the records of one phase (or of the whole run). Warmup records are counted in
+/// `warmup_requests` and otherwise ignored.
+pub fn summarize<'a>(
+    records: impl IntoIterator<Item = &'a RequestRecord>,
+    slo: &Slo,
+) -> (PhaseSummary, Histograms) {
+    let mut samples: BTreeMap<&'static str, Samples> = LATENCY_METRICS
+        .iter()
+        .map(|&m| (m, Samples::new()))
+        .collect();
+    let mut add = |m: &'static str, d: Option<Duration>| {
+        if let (Some(d), Some(s)) = (d, samples.get_mut(m)) {
+            s.add(d);
+        }
+    };
+    let mut s = PhaseSummary {
+        requests: 0,
+        succeeded: 0,
+        failed: 0,
+        errors: BTreeMap::new(),
+        error_rate: 0.0,
+        warmup_requests: 0,
+        duration_s: 0.0,
+        request_throughput: 0.0,
+        output_throughput: 0.0,
+        total_throughput: 0.0,
+        goodput: None,
+        concurrency_achieved: 0.0,
+        prompt_tokens: 0,
+        output_tokens: 0,
+        cached_tokens: 0,
+        cached_token_ratio: None,
+        output_chunks: 0,
+        usage_missing: 0,
+        tokens_per_chunk_unknown: 0,
+        ttft: None,
+        ttft_scheduled: None,
+        client_queue: None,
+        e2e: None,
+        tpot: None,
+        ntpot: None,
+        chunk_itl: None,
+        token_itl: None,
+    };
+    let mut window: Option<(Duration, Duration)> = None;
+    let mut good = 0u64;
+    let mut e2e_sum = Duration::ZERO;
+    let mut cached_reported = false;
+    for r in records {
+        if r.warmup {
+            s.warmup_requests += 1;
+            continue;
+        }
+        s.requests += 1;
+        let end = r.end.max(r.chunks.last().map_or(r.end, |c| c.at));
+        window = Some(match window {
+            None => (r.intended, end),
+            Some((a, b)) => (a.min(r.intended), b.max(end)),
+        });
+        if let Some(f) = &r.failure {
+            s.failed += 1;
+            *s.errors.entry(error_key(f.kind)).or_default() += 1;
+            continue;
+        }
+        s.succeeded += 1;
+        if slo.met_by(r) {
+            good += 1;
+        }
+        s.output_tokens += r.output_tokens();
+        s.output_chunks += r.chunks.len() as u64;
+        match r.usage {
+            Some(u) => {
+                s.prompt_tokens += u.prompt_tokens;
+                if let Some(c) = u.cached_tokens {
+                    s.cached_tokens += c;
+                    cached_reported = true;
+                }
+            }
+            None => s.usage_missing += 1,
+        }
+        e2e_sum += r.e2e().unwrap_or_default();
+        add("ttft", r.ttft());
+        add("ttft_scheduled", r.ttft_scheduled());
+        add("client_queue", Some(r.client_queue()));
+        add("e2e", r.e2e());
+        add("tpot", r.tpot());
+        add("ntpot", r.ntpot());
+        let known = r.token_counting != TokenCounting::Unknown;
+        if !known {
+            s.tokens_per_chunk_unknown += 1;
+        }
+        for pair in r.chunks.windows(2) {
+            let gap = pair[1].at.saturating_sub(pair[0].at);
+            add("chunk_itl", Some(gap));
+            if known {
+                let tokens = pair[1].tokens.unwrap_or(1);
+                // A chunk that carried no token (possible with continuous usage) adds no sample.
+                for _ in 0..tokens {
+                    add("token_itl", Some(gap / tokens));
+                }
+            }
+        }
+    }
+    if s.requests > 0 {
+        s.error_rate = s.failed as f64 / s.requests as f64;
+    }
+    if let Some((start, end)) = window {
+        let d = end.saturating_sub(start).as_secs_f64();
+        s.duration_s = d;
+        if d > 0.0 {
+            s.request_throughput = s.succeeded as f64 / d;
+            s.output_throughput = s.output_tokens as f64 / d;
+            s.total_throughput = (s.prompt_tokens + s.output_tokens) as f64 / d;
+            s.concurrency_achieved = e2e_sum.as_secs_f64() / d;
+            if !slo.is_empty() {
+                s.goodput = Some(good as f64 / d);
+            }
+        }
+    }
+    if cached_reported && s.prompt_tokens > 0 {
+        s.cached_token_ratio = Some(s.cached_tokens as f64 / s.prompt_tokens as f64);
+    }
+    s.ttft = samples["ttft"].stats();
+    s.ttft_scheduled = samples["ttft_scheduled"].stats();
+    s.client_queue = samples["client_queue"].stats();
+    s.e2e = samples["e2e"].stats();
+    s.tpot = samples["tpot"].stats();
+    s.ntpot = samples["ntpot"].stats();
+    s.chunk_itl = samples["chunk_itl"].stats();
+    s.token_itl = samples["token_itl"].stats();
+    let hists = samples.into_iter().map(|(k, v)| (k, v.hist)).collect();
+    (s, hists)
+}
+
+fn error_key(kind: ErrorKind) -> String {
+    kind.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::{ChunkTime, Failure, Usage};
+
+    fn ms(v: u64) -> Duration {
+        Duration::from_millis(v)
+    }
+
+    /// A request sent at `sent` ms with output chunks at the given offsets (ms from send).
+    fn rec(sent: u64, chunks: &[u64], tokens: u64) -> RequestRecord {
+        RequestRecord {
+            phase: "p".into(),
+            index: 0,
+            warmup: false,
+            group: None,
+            intended: ms(sent),
+            sent: ms(sent),
+            headers: Some(ms(sent + 1)),
+            status: Some(200),
+            chunks: chunks
+                .iter()
+                .map(|&c| ChunkTime {
+                    at: ms(sent + c),
+                    tokens: None,
+                })
+                .collect(),
+            end: ms(sent + chunks.last().copied().unwrap_or(0) + 1),
+            usage: Some(Usage {
+                prompt_tokens: 100,
+                completion_tokens: tokens,
+                cached_tokens: Some(40),
+            }),
+            token_counting: if tokens == chunks.len() as u64 {
+                TokenCounting::OnePerChunk
+            } else {
+                TokenCounting::Unknown
+            },
+            output_chars: 0,
+            events: 0,
+            server_timings: None,
+            failure: None,
+        }
+    }
+
+    #[test]
+    fn per_request_definitions() {
+        let r = rec(10, &[100, 110, 130], 3);
+        assert_eq!(r.ttft(), Some(ms(100)));
+        assert_eq!(r.e2e(), Some(ms(130)));
+        assert_eq!(r.tpot(), Some(ms(15)));
+        assert_eq!(r.ntpot(), Some(Duration::from_nanos(43_333_333)));
+        let one = rec(0, &[50], 1);
+        assert_eq!(one.tpot(), None, "TPOT is undefined for one token");
+    }
+
+    #[test]
+    fn summary_counts_throughput_and_itl() {
+        let records = [rec(0, &[100, 110, 130], 3), rec(0, &[200, 210, 230], 3)];
+        let (s, h) = summarize(&records, &Slo::default());
+        assert_eq!((s.requests, s.succeeded, s.failed), (2, 2, 0));
+        assert_eq!(s.output_tokens, 6);
+        assert_eq!(s.prompt_tokens, 200);
+        assert_eq!(s.cached_token_ratio, Some(0.4));
+        // Window: 0 → 231 ms (end of the later request).
+        assert!((s.duration_s - 0.231).abs() < 1e-9);
+        assert!((s.output_throughput - 6.0 / 0.231).abs() < 1e-6);
+        let ttft = s.ttft.unwrap();
+        assert_eq!(ttft.count, 2);
+        assert_eq!(
+            (ttft.min_ms, ttft.max_ms, ttft.mean_ms),
+            (100.0, 200.0, 150.0)
+        );
+        let itl = s.chunk_itl.unwrap();
+        assert_eq!(itl.count, 4);
+        assert_eq!((itl.min_ms, itl.max_ms), (10.0, 20.0));
+        assert_eq!(s.token_itl.unwrap().count, 4);
+        assert_eq!(h["ttft"].len(), 2);
+        assert!(s.goodput.is_none());
+        // Little's law: (130 + 230) / 231.
+        assert!((s.concurrency_achieved - 360.0 / 231.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn token_itl_splits_multi_token_chunks() {
+        let mut r = rec(0, &[100, 120], 5);
+        r.token_counting = TokenCounting::Exact;
+        r.chunks[0].tokens = Some(1);
+        r.chunks[1].tokens = Some(4);
+        let (s, _) = summarize([&r], &Slo::default());
+        let t = s.token_itl.unwrap();
+        assert_eq!(t.count, 4);
+        assert_eq!(t.max_ms, 5.0);
+        // Unknown tokens per chunk: token_itl has no samples, chunk_itl still does.
+        let r = rec(0, &[100, 120], 5);
+        let (s, _) = summarize([&r], &Slo::default());
+        assert!(s.token_itl.is_none());
+        assert_eq!(s.tokens_per_chunk_unknown, 1);
+        assert_eq!(s.chunk_itl.unwrap().count, 1);
+    }
+
+    #[test]
+    fn failures_are_counted_by_kind_and_excluded_from_latency() {
+        let mut bad = rec(0, &[5], 1);
+        bad.failure = Some(Failure {
+            kind: ErrorKind::Http(503),
+            detail: "busy".into(),
+        });
+        let mut warm = rec(0, &[1], 1);
+        warm.warmup = true;
+        let records = [rec(0, &[100, 110], 2), bad, warm];
+        let (s, _) = summarize(&records, &Slo::default());
+        assert_eq!(
+            (s.requests, s.succeeded, s.failed, s.warmup_requests),
+            (2, 1, 1, 1)
+        );
+        assert_eq!(s.errors.get("http_503"), Some(&1));
+        assert_eq!(s.error_rate, 0.5);
+        assert_eq!(s.ttft.unwrap().count, 1);
+    }
+
+    #[test]
+    fn goodput_is_inclusive_and_ignores_errors() {
+        let slo = Slo {
+            ttft: Some(ms(100)),
+            ..Slo::default()
+        };
+        let records = [rec(0, &[100, 150], 2), rec(0, &[101, 150], 2)];
+        let (s, _) = summarize(&records, &slo);
+        assert!((s.goodput.unwrap() - 1.0 / 0.151).abs() < 1e-9);
+    }
+
+    #[test]
+    fn metric_paths_are_checked() {
+        assert_eq!(check_metric("ttft", Some("p50")), Ok(Dim::Time));
+        assert_eq!(check_metric("ttft", Some("count")), Ok(Dim::Plain));
+        assert_eq!(check_metric("error_rate", None), Ok(Dim::Plain));
+        assert!(
+            check_metric("ttft", None)
+                .unwrap_err()
+                .contains("add a statistic")
+        );
+        assert!(
+            check_metric("ttft", Some("p42"))
+                .unwrap_err()
+                .contains("unknown statistic")
+        );
+        assert!(
+            check_metric("tfft", Some("p50"))
+                .unwrap_err()
+                .contains("unknown metric")
+        );
+        assert!(check_metric("error_rate", Some("p50")).is_err());
+    }
+
+    #[test]
+    fn empty_input_has_no_statistics() {
+        let (s, _) = summarize(std::iter::empty(), &Slo::default());
+        assert_eq!(s.requests, 0);
+        assert!(s.ttft.is_none());
+        assert_eq!(s.value("ttft", Some("p50")), Ok(None));
+        assert_eq!(s.value("ttft", Some("count")).unwrap().unwrap().value, 0.0);
+    }
+}

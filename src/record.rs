@@ -1,0 +1,184 @@
+//! `RequestRecord`: what one request did, as instants.
+//!
+//! Every time is an offset from the run's origin instant (one monotonic clock per run), taken
+//! when the bytes arrived, before any decoding. Durations (TTFT, E2E, gaps) are derived by the
+//! `metrics` module; nothing here is rounded.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::time::Duration;
+
+/// One output-carrying chunk: when its bytes were read, and how many tokens it carried when
+/// that is known exactly.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChunkTime {
+    pub at: Duration,
+    pub tokens: Option<u32>,
+}
+
+/// Server-reported token usage (`usage` in the OpenAI stream).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Usage {
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    /// `usage.prompt_tokens_details.cached_tokens`; `None` when the server did not say.
+    pub cached_tokens: Option<u64>,
+}
+
+/// How the tokens of each chunk are known.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TokenCounting {
+    /// Cumulative usage on every chunk (`continuous_usage_stats`): exact per chunk.
+    Exact,
+    /// The final usage equals the number of output chunks, and a chunk carries at least one
+    /// token, so every chunk carried exactly one.
+    OnePerChunk,
+    /// Chunks may carry several tokens and the server did not say how many.
+    Unknown,
+}
+
+/// Why a request failed. The `Display` form is the key used in summaries (`http_503`, …).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    /// The TCP/TLS connection could not be made.
+    Connect,
+    /// A non-2xx status before any stream.
+    Http(u16),
+    /// An error object inside a 200 stream.
+    StreamError,
+    /// No response headers or first body byte within the first-byte timeout.
+    TimeoutFirstByte,
+    /// No bytes for longer than the idle timeout between chunks.
+    TimeoutIdle,
+    /// The request exceeded its total deadline.
+    TimeoutTotal,
+    /// The connection was reset or closed before the stream ended.
+    Disconnect,
+    /// Not an event stream, or a record whose JSON could not be read.
+    Decode,
+}
+
+impl fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ErrorKind::Connect => f.write_str("connect"),
+            ErrorKind::Http(status) => write!(f, "http_{status}"),
+            ErrorKind::StreamError => f.write_str("stream_error"),
+            ErrorKind::TimeoutFirstByte => f.write_str("timeout_first_byte"),
+            ErrorKind::TimeoutIdle => f.write_str("timeout_idle"),
+            ErrorKind::TimeoutTotal => f.write_str("timeout_total"),
+            ErrorKind::Disconnect => f.write_str("disconnect"),
+            ErrorKind::Decode => f.write_str("decode"),
+        }
+    }
+}
+
+/// A failure with the server's or the transport's words (never containing credentials).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Failure {
+    pub kind: ErrorKind,
+    pub detail: String,
+}
+
+/// llama.cpp's per-request `timings` object (prompt cache reuse and server-side speeds).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct ServerTimings {
+    pub cache_n: Option<u64>,
+    pub prompt_n: Option<u64>,
+    pub prompt_ms: Option<f64>,
+    pub predicted_n: Option<u64>,
+    pub predicted_ms: Option<f64>,
+}
+
+/// Everything observed about one request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RequestRecord {
+    pub phase: String,
+    /// Position in the phase's schedule (warmup requests included).
+    pub index: u32,
+    /// Warmup requests are recorded but excluded from every statistic.
+    pub warmup: bool,
+    /// Shared-prefix group, when the workload has groups.
+    pub group: Option<u32>,
+    /// When the schedule meant to send it. Equal to `sent` in closed-loop phases.
+    pub intended: Duration,
+    /// When the request was handed to the connection.
+    pub sent: Duration,
+    /// When the response headers arrived.
+    pub headers: Option<Duration>,
+    pub status: Option<u16>,
+    /// Output-carrying chunks only (role-only, empty, usage-only chunks and `[DONE]` excluded).
+    pub chunks: Vec<ChunkTime>,
+    /// When the stream ended (or failed).
+    pub end: Duration,
+    pub usage: Option<Usage>,
+    pub token_counting: TokenCounting,
+    /// Characters of output text received (content, reasoning and completion text).
+    pub output_chars: u64,
+    /// SSE events received, of every sort.
+    pub events: u32,
+    pub server_timings: Option<ServerTimings>,
+    pub failure: Option<Failure>,
+}
+
+impl RequestRecord {
+    pub fn ok(&self) -> bool {
+        self.failure.is_none()
+    }
+
+    /// Send → first output chunk.
+    pub fn ttft(&self) -> Option<Duration> {
+        Some(self.chunks.first()?.at.saturating_sub(self.sent))
+    }
+
+    /// Intended send → first output chunk (includes client-side queueing).
+    pub fn ttft_scheduled(&self) -> Option<Duration> {
+        Some(self.chunks.first()?.at.saturating_sub(self.intended))
+    }
+
+    /// Send → last output chunk.
+    pub fn e2e(&self) -> Option<Duration> {
+        Some(self.chunks.last()?.at.saturating_sub(self.sent))
+    }
+
+    pub fn client_queue(&self) -> Duration {
+        self.sent.saturating_sub(self.intended)
+    }
+
+    /// Output tokens: the server's count when it sent usage, else the client's.
+    pub fn output_tokens(&self) -> u64 {
+        match self.usage {
+            Some(u) => u.completion_tokens,
+            None => self.client_tokens(),
+        }
+    }
+
+    /// The client's own count: exact per-chunk counts where known, else one per chunk (a lower
+    /// bound).
+    pub fn client_tokens(&self) -> u64 {
+        self.chunks
+            .iter()
+            .map(|c| u64::from(c.tokens.unwrap_or(1)))
+            .sum()
+    }
+
+    /// `(e2e − ttft) / (n − 1)`; undefined for n ≤ 1.
+    pub fn tpot(&self) -> Option<Duration> {
+        let n = self.output_tokens();
+        if n <= 1 {
+            return None;
+        }
+        let decode = self.e2e()?.checked_sub(self.ttft()?)?;
+        Some(decode / u32::try_from(n - 1).ok()?)
+    }
+
+    /// `e2e / n`.
+    pub fn ntpot(&self) -> Option<Duration> {
+        let n = u32::try_from(self.output_tokens())
+            .ok()
+            .filter(|&n| n > 0)?;
+        Some(self.e2e()? / n)
+    }
+}

@@ -1,0 +1,436 @@
+//! Results on disk and views for people: `results/<experiment>/<UTC time>-<target>/` with
+//! `manifest.json`, `requests.jsonl` (appended as requests complete), `summary.json` and
+//! `histograms/<phase>/<metric>.hdr` (HdrHistogram V2 + DEFLATE, mergeable). Every JSON object
+//! carries `schema_version`. Also: the deterministic snapshot view and the phase table.
+
+use crate::assert::{Verdict, format_value};
+use crate::metrics::{Histograms, LatencyStats, PhaseSummary};
+use crate::record::RequestRecord;
+use crate::spec::{Experiment, RequestShape, Workload};
+use hdrhistogram::serialization::{Serializer as _, V2DeflateSerializer};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{self, BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+pub const RESULTS_SCHEMA_VERSION: u32 = 1;
+
+/// `2026-11-28T12:34:56Z` for `t`.
+pub fn utc_rfc3339(t: SystemTime) -> String {
+    let secs = t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let (y, m, d) = civil_from_days((secs / 86_400) as i64);
+    let s = secs % 86_400;
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        s / 3600,
+        s / 60 % 60,
+        s % 60
+    )
+}
+
+/// `20261128T123456Z`, for directory names.
+pub fn utc_compact(t: SystemTime) -> String {
+    utc_rfc3339(t).replace(['-', ':'], "")
+}
+
+/// Days since 1970-01-01 → (year, month, day), proleptic Gregorian (H. Hinnant's algorithm).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+/// One line of `requests.jsonl`: flat, units in names, times in ms from the run's origin.
+#[derive(Debug, Serialize)]
+pub struct RequestRow<'a> {
+    pub schema_version: u32,
+    pub phase: &'a str,
+    pub index: u32,
+    pub warmup: bool,
+    pub group: Option<u32>,
+    pub ok: bool,
+    pub error_kind: Option<String>,
+    pub error_detail: Option<&'a str>,
+    pub http_status: Option<u16>,
+    pub intended_ms: f64,
+    pub sent_ms: f64,
+    pub headers_ms: Option<f64>,
+    pub end_ms: f64,
+    pub client_queue_ms: f64,
+    pub ttft_ms: Option<f64>,
+    pub ttft_scheduled_ms: Option<f64>,
+    pub e2e_ms: Option<f64>,
+    pub tpot_ms: Option<f64>,
+    pub ntpot_ms: Option<f64>,
+    pub prompt_tokens: Option<u64>,
+    pub output_tokens: u64,
+    pub cached_tokens: Option<u64>,
+    pub usage_reported: bool,
+    pub token_counting: crate::record::TokenCounting,
+    pub output_chunks: usize,
+    pub output_chars: u64,
+    pub events: u32,
+    /// Each output chunk's arrival, ms after the send.
+    pub chunk_offsets_ms: Vec<f64>,
+    pub chunk_tokens: Vec<Option<u32>>,
+    pub server_cache_n: Option<u64>,
+    pub server_prompt_n: Option<u64>,
+    pub server_prompt_ms: Option<f64>,
+}
+
+impl<'a> RequestRow<'a> {
+    pub fn new(r: &'a RequestRecord) -> Self {
+        Self {
+            schema_version: RESULTS_SCHEMA_VERSION,
+            phase: &r.phase,
+            index: r.index,
+            warmup: r.warmup,
+            group: r.group,
+            ok: r.ok(),
+            error_kind: r.failure.as_ref().map(|f| f.kind.to_string()),
+            error_detail: r.failure.as_ref().map(|f| f.detail.as_str()),
+            http_status: r.status,
+            intended_ms: ms(r.intended),
+            sent_ms: ms(r.sent),
+            headers_ms: r.headers.map(ms),
+            end_ms: ms(r.end),
+            client_queue_ms: ms(r.client_queue()),
+            ttft_ms: r.ttft().map(ms),
+            ttft_scheduled_ms: r.ttft_scheduled().map(ms),
+            e2e_ms: r.e2e().map(ms),
+            tpot_ms: r.tpot().map(ms),
+            ntpot_ms: r.ntpot().map(ms),
+            prompt_tokens: r.usage.map(|u| u.prompt_tokens),
+            output_tokens: r.output_tokens(),
+            cached_tokens: r.usage.and_then(|u| u.cached_tokens),
+            usage_reported: r.usage.is_some(),
+            token_counting: r.token_counting,
+            output_chunks: r.chunks.len(),
+            output_chars: r.output_chars,
+            events: r.events,
+            chunk_offsets_ms: r
+                .chunks
+                .iter()
+                .map(|c| ms(c.at.saturating_sub(r.sent)))
+                .collect(),
+            chunk_tokens: r.chunks.iter().map(|c| c.tokens).collect(),
+            server_cache_n: r.server_timings.and_then(|t| t.cache_n),
+            server_prompt_n: r.server_timings.and_then(|t| t.prompt_n),
+            server_prompt_ms: r.server_timings.and_then(|t| t.prompt_ms),
+        }
+    }
+}
+
+/// A results directory being written.
+pub struct ResultsDir {
+    pub path: PathBuf,
+    requests: BufWriter<File>,
+}
+
+impl ResultsDir {
+    /// Creates `root/<experiment>/<UTC time>-<target>[-N]/`.
+    pub fn create(
+        root: &Path,
+        experiment: &str,
+        target: &str,
+        started: SystemTime,
+    ) -> io::Result<Self> {
+        let parent = root.join(experiment);
+        std::fs::create_dir_all(&parent)?;
+        let base = format!("{}-{target}", utc_compact(started));
+        let mut path = parent.join(&base);
+        let mut n = 1;
+        loop {
+            match std::fs::create_dir(&path) {
+                Ok(()) => break,
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                    n += 1;
+                    path = parent.join(format!("{base}-{n}"));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        let requests = BufWriter::new(File::create(path.join("requests.jsonl"))?);
+        Ok(Self { path, requests })
+    }
+
+    /// Appends one request and flushes, so the line is on disk when this returns.
+    pub fn append(&mut self, r: &RequestRecord) -> io::Result<()> {
+        serde_json::to_writer(&mut self.requests, &RequestRow::new(r))?;
+        self.requests.write_all(b"\n")?;
+        self.requests.flush()
+    }
+
+    pub fn write_json(&self, name: &str, value: &impl Serialize) -> io::Result<()> {
+        let mut text = serde_json::to_string_pretty(value)?;
+        text.push('\n');
+        let tmp = self.path.join(format!("{name}.tmp"));
+        std::fs::write(&tmp, text)?;
+        std::fs::rename(tmp, self.path.join(name))
+    }
+
+    /// Writes each non-empty histogram as `histograms/<phase>/<metric>.hdr`.
+    pub fn write_histograms(&self, phase: &str, hists: &Histograms) -> io::Result<()> {
+        let dir = self.path.join("histograms").join(phase);
+        std::fs::create_dir_all(&dir)?;
+        let mut ser = V2DeflateSerializer::new();
+        for (metric, h) in hists {
+            if h.is_empty() {
+                continue;
+            }
+            let mut buf = Vec::new();
+            ser.serialize(h, &mut buf)
+                .map_err(|e| io::Error::other(format!("histogram {phase}/{metric}: {e:?}")))?;
+            std::fs::write(dir.join(format!("{metric}.hdr")), buf)?;
+        }
+        Ok(())
+    }
+}
+
+/// A phase's summary with its name, in schedule order.
+#[derive(Debug, Clone, Serialize)]
+pub struct NamedSummary {
+    pub name: String,
+    #[serde(flatten)]
+    pub summary: PhaseSummary,
+}
+
+/// An assertion verdict as stored.
+#[derive(Debug, Clone, Serialize)]
+pub struct VerdictRow {
+    pub expr: String,
+    pub passed: bool,
+    pub lhs: Option<f64>,
+    pub rhs: Option<f64>,
+    /// `s` for durations (values in seconds), empty for plain numbers.
+    pub unit: &'static str,
+    pub operands: BTreeMap<String, Option<f64>>,
+    pub reason: Option<String>,
+}
+
+impl From<&Verdict> for VerdictRow {
+    fn from(v: &Verdict) -> Self {
+        Self {
+            expr: v.source.clone(),
+            passed: v.passed,
+            lhs: v.lhs,
+            rhs: v.rhs,
+            unit: match v.dim {
+                crate::metrics::Dim::Time => "s",
+                crate::metrics::Dim::Plain => "",
+            },
+            operands: v
+                .operands
+                .iter()
+                .map(|o| (o.path.clone(), o.value.map(|x| x.value)))
+                .collect(),
+            reason: v.reason.clone(),
+        }
+    }
+}
+
+/// `summary.json`.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunSummary {
+    pub schema_version: u32,
+    pub experiment: String,
+    pub target: String,
+    pub mode: String,
+    /// Prompt lengths are counted in words that are single tokens for Llama-family
+    /// tokenizers, not with the server's tokenizer: `prompt_tokens` (from server usage) is exact.
+    pub prompt_lengths: &'static str,
+    pub phases: Vec<NamedSummary>,
+    pub all: PhaseSummary,
+    pub assertions: Vec<VerdictRow>,
+}
+
+impl RunSummary {
+    pub fn phase(&self, name: &str) -> Option<&PhaseSummary> {
+        if name == "all" {
+            return Some(&self.all);
+        }
+        self.phases
+            .iter()
+            .find(|p| p.name == name)
+            .map(|p| &p.summary)
+    }
+}
+
+/// What a snapshot holds: only what is deterministic for a given experiment and server
+/// behaviour — configuration, counts, token totals, error kinds, assertion outcomes. No timing.
+#[derive(Debug, Clone, Serialize)]
+pub struct SnapshotView {
+    pub experiment: String,
+    pub target: String,
+    pub target_kind: String,
+    pub seed: u64,
+    pub model: String,
+    pub phases: Vec<SnapshotPhase>,
+    pub assertions: Vec<SnapshotAssertion>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SnapshotPhase {
+    pub name: String,
+    pub workload: Workload,
+    pub request: RequestShape,
+    pub warmup: u32,
+    pub requests: u64,
+    pub succeeded: u64,
+    pub errors: BTreeMap<String, u64>,
+    pub prompt_tokens: u64,
+    pub output_tokens: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cached_tokens: Option<u64>,
+    pub usage_missing: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SnapshotAssertion {
+    pub expr: String,
+    pub passed: bool,
+}
+
+pub fn snapshot_view(
+    exp: &Experiment,
+    target: &str,
+    model: &str,
+    summary: &RunSummary,
+) -> SnapshotView {
+    let kind = exp
+        .target(target)
+        .map_or_else(String::new, |t| t.kind.to_string());
+    SnapshotView {
+        experiment: exp.name.clone(),
+        target: target.to_string(),
+        target_kind: kind,
+        seed: exp.seed,
+        model: model.to_string(),
+        phases: exp
+            .phases
+            .iter()
+            .filter_map(|p| {
+                let s = summary.phase(&p.name)?;
+                Some(SnapshotPhase {
+                    name: p.name.clone(),
+                    workload: p.workload.clone(),
+                    request: p.request,
+                    warmup: p.warmup,
+                    requests: s.requests,
+                    succeeded: s.succeeded,
+                    errors: s.errors.clone(),
+                    prompt_tokens: s.prompt_tokens,
+                    output_tokens: s.output_tokens,
+                    cached_tokens: exp.snapshot.cached_tokens.then_some(s.cached_tokens),
+                    usage_missing: s.usage_missing,
+                })
+            })
+            .collect(),
+        assertions: summary
+            .assertions
+            .iter()
+            .map(|a| SnapshotAssertion {
+                expr: a.expr.clone(),
+                passed: a.passed,
+            })
+            .collect(),
+    }
+}
+
+/// The per-phase table printed after a run.
+pub fn phase_table(summary: &RunSummary) -> String {
+    let mut out = String::new();
+    let header = format!(
+        "{:<12} {:>5} {:>5} {:>10} {:>10} {:>10} {:>10} {:>9} {:>9} {:>9} {:>8}",
+        "phase",
+        "ok",
+        "err",
+        "ttft p50",
+        "ttft p99",
+        "tpot p50",
+        "e2e p50",
+        "req/s",
+        "out tok/s",
+        "itl p50",
+        "cached"
+    );
+    out.push_str(&header);
+    out.push('\n');
+    let fmt_ms = |s: Option<&LatencyStats>, f: fn(&LatencyStats) -> f64| match s {
+        Some(s) => format!("{:.1}ms", f(s)),
+        None => "-".to_string(),
+    };
+    let rows = summary
+        .phases
+        .iter()
+        .map(|p| (p.name.as_str(), &p.summary))
+        .chain(std::iter::once(("all", &summary.all)));
+    for (name, s) in rows {
+        out.push_str(&format!(
+            "{:<12} {:>5} {:>5} {:>10} {:>10} {:>10} {:>10} {:>9.2} {:>9.1} {:>9} {:>8}\n",
+            name,
+            s.succeeded,
+            s.failed,
+            fmt_ms(s.ttft.as_ref(), |x| x.p50_ms),
+            fmt_ms(s.ttft.as_ref(), |x| x.p99_ms),
+            fmt_ms(s.tpot.as_ref(), |x| x.p50_ms),
+            fmt_ms(s.e2e.as_ref(), |x| x.p50_ms),
+            s.request_throughput,
+            s.output_throughput,
+            fmt_ms(s.chunk_itl.as_ref(), |x| x.p50_ms),
+            s.cached_token_ratio
+                .map_or_else(|| "-".to_string(), |r| format!("{:.0}%", r * 100.0)),
+        ));
+        if !s.errors.is_empty() {
+            let e: Vec<String> = s.errors.iter().map(|(k, v)| format!("{k}×{v}")).collect();
+            out.push_str(&format!("{:<12} errors: {}\n", "", e.join(", ")));
+        }
+    }
+    out
+}
+
+/// Assertion verdicts, one block each.
+pub fn verdict_lines(verdicts: &[Verdict]) -> String {
+    verdicts.iter().map(|v| format!("{v}\n")).collect()
+}
+
+/// A single figure for people (used by the CLI's footer).
+pub fn figure(value: f64, time: bool) -> String {
+    format_value(
+        value,
+        if time {
+            crate::metrics::Dim::Time
+        } else {
+            crate::metrics::Dim::Plain
+        },
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn utc_formatting() {
+        assert_eq!(utc_rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00Z");
+        let t = UNIX_EPOCH + Duration::from_secs(1_795_869_296);
+        assert_eq!(utc_rfc3339(t), "2026-11-28T12:34:56Z");
+        assert_eq!(utc_compact(t), "20261128T123456Z");
+        // Leap day.
+        let t = UNIX_EPOCH + Duration::from_secs(951_782_400);
+        assert_eq!(utc_rfc3339(t), "2000-02-29T00:00:00Z");
+    }
+}

@@ -1,0 +1,983 @@
+//! Experiment files: TOML → raw serde structs (unknown fields rejected) → validated `Experiment`.
+//!
+//! Every error names the file, the line and column, the field path (`phase[1].workload.groups`)
+//! and what was expected. Nothing here touches the network or the clock; `load` reads one file.
+//!
+//! Schema v1 in brief (see `experiments/` for complete files):
+//!
+//! ```toml
+//! schema_version = 1
+//! description = "…"
+//! seed = 7
+//! [targets.llamacpp]                 # kind from the name, or `kind = "openai"` for any other name
+//! [model]
+//! name = "tiny-llama"
+//! [[phase]]
+//! name = "cold"
+//! workload = { kind = "shared_prefix", groups = 4, prefix_tokens = 1500, suffixes = 1, suffix_tokens = 24 }
+//! request = { api = "completions", output_tokens = 8, ignore_eos = true }
+//! [[assert]]
+//! expr = "warm.ttft.p50 <= 0.5 * cold.ttft.p50"
+//! ```
+
+use crate::assert::Assertion;
+use crate::engine::TargetKind;
+use crate::metrics::Slo;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fmt;
+use std::ops::Range;
+use std::path::Path;
+use std::time::Duration;
+use toml::Spanned;
+
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// A problem with an experiment file.
+#[derive(Debug, thiserror::Error)]
+pub enum SpecError {
+    #[error("{file}: cannot read: {source}")]
+    Io {
+        file: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{file}:{line}:{column}: {field}: {message}")]
+    Invalid {
+        file: String,
+        line: usize,
+        column: usize,
+        /// Field path, e.g. `phase[1].workload.groups`; `(syntax)` for TOML syntax errors.
+        field: String,
+        message: String,
+    },
+}
+
+/// A validated experiment.
+#[derive(Debug, Clone, Serialize)]
+pub struct Experiment {
+    /// The file stem; trials are `<name>::<target>`.
+    pub name: String,
+    pub description: String,
+    pub seed: u64,
+    pub targets: Vec<TargetSpec>,
+    pub model: String,
+    pub timeouts: Timeouts,
+    pub phases: Vec<Phase>,
+    pub slo: Slo,
+    #[serde(serialize_with = "ser_assertions")]
+    pub assertions: Vec<Assertion>,
+    pub snapshot: SnapshotOptions,
+}
+
+fn ser_assertions<S: serde::Serializer>(a: &[Assertion], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(a.iter().map(|a| a.source.as_str()))
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TargetSpec {
+    pub name: String,
+    pub kind: TargetKind,
+    /// Ask for cumulative usage on every chunk (exact tokens per chunk).
+    pub continuous_usage_stats: bool,
+}
+
+/// Client timeouts; each failure kind is recorded separately.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Timeouts {
+    #[serde(serialize_with = "ser_secs")]
+    pub connect: Duration,
+    /// Send → response headers and the first body bytes.
+    #[serde(serialize_with = "ser_secs")]
+    pub first_byte: Duration,
+    /// Longest silence between two reads of the body.
+    #[serde(serialize_with = "ser_secs")]
+    pub idle: Duration,
+    /// Whole request.
+    #[serde(serialize_with = "ser_secs")]
+    pub total: Duration,
+}
+
+fn ser_secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64(d.as_secs_f64())
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Self {
+            connect: Duration::from_secs(10),
+            // RunPod's proxy gives up at 100 s; stay above it so its 524 is what gets recorded.
+            first_byte: Duration::from_secs(120),
+            idle: Duration::from_secs(60),
+            total: Duration::from_secs(600),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Phase {
+    pub name: String,
+    pub workload: Workload,
+    pub request: RequestShape,
+    /// Requests sent one at a time before the measured ones, excluded from statistics.
+    pub warmup: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Workload {
+    /// One request at a time.
+    Single { requests: u32, input_tokens: u32 },
+    /// Closed loop: `concurrency` in flight until `requests` have been sent.
+    Concurrent {
+        concurrency: u32,
+        requests: u32,
+        input_tokens: u32,
+    },
+    /// `groups` common prefixes of `prefix_tokens`, each followed by `suffixes` distinct
+    /// suffixes of `suffix_tokens`. `prefix_from` names the phase whose prefixes are used (the
+    /// phase itself unless it reuses an earlier one's).
+    SharedPrefix {
+        groups: u32,
+        prefix_tokens: u32,
+        suffixes: u32,
+        suffix_tokens: u32,
+        concurrency: u32,
+        prefix_from: String,
+    },
+}
+
+impl Workload {
+    pub fn concurrency(&self) -> u32 {
+        match self {
+            Workload::Single { .. } => 1,
+            Workload::Concurrent { concurrency, .. }
+            | Workload::SharedPrefix { concurrency, .. } => *concurrency,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Api {
+    Completions,
+    Chat,
+}
+
+impl Api {
+    pub fn path(self) -> &'static str {
+        match self {
+            Api::Completions => "/v1/completions",
+            Api::Chat => "/v1/chat/completions",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct RequestShape {
+    pub api: Api,
+    /// `max_tokens`.
+    pub output_tokens: u32,
+    /// Ask the server to ignore EOS so every request produces `output_tokens` (where supported).
+    pub ignore_eos: bool,
+    pub temperature: f64,
+}
+
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct SnapshotOptions {
+    pub enabled: bool,
+    /// Include cached-token totals (deterministic only when the server's cache is).
+    pub cached_tokens: bool,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Raw file structures.
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawExperiment {
+    schema_version: Spanned<u32>,
+    description: String,
+    seed: u64,
+    targets: Spanned<BTreeMap<String, Spanned<RawTarget>>>,
+    model: RawModel,
+    #[serde(default)]
+    timeouts: RawTimeouts,
+    phase: Spanned<Vec<Spanned<RawPhase>>>,
+    #[serde(default)]
+    slo: RawSlo,
+    #[serde(default, rename = "assert")]
+    assertions: Vec<RawAssert>,
+    #[serde(default)]
+    snapshot: RawSnapshot,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawTarget {
+    kind: Option<TargetKind>,
+    continuous_usage_stats: Option<bool>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawModel {
+    name: String,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawTimeouts {
+    connect: Option<Spanned<String>>,
+    first_byte: Option<Spanned<String>>,
+    idle: Option<Spanned<String>>,
+    total: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawSlo {
+    ttft: Option<Spanned<String>>,
+    tpot: Option<Spanned<String>>,
+    e2e: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAssert {
+    expr: Spanned<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSnapshot {
+    #[serde(default = "yes")]
+    enabled: bool,
+    #[serde(default)]
+    cached_tokens: bool,
+}
+
+impl Default for RawSnapshot {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            cached_tokens: false,
+        }
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPhase {
+    name: Spanned<String>,
+    workload: Spanned<RawWorkload>,
+    request: Spanned<RawRequest>,
+    #[serde(default)]
+    warmup: u32,
+}
+
+#[derive(Deserialize, Clone, Copy, PartialEq, Eq, Debug)]
+#[serde(rename_all = "snake_case")]
+enum WorkloadKind {
+    Single,
+    Concurrent,
+    SharedPrefix,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWorkload {
+    kind: WorkloadKind,
+    requests: Option<u32>,
+    input_tokens: Option<u32>,
+    concurrency: Option<u32>,
+    groups: Option<u32>,
+    prefix_tokens: Option<u32>,
+    suffixes: Option<u32>,
+    suffix_tokens: Option<u32>,
+    reuse: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRequest {
+    api: Api,
+    output_tokens: u32,
+    #[serde(default)]
+    ignore_eos: bool,
+    #[serde(default)]
+    temperature: f64,
+}
+
+// ---------------------------------------------------------------------------------------------
+
+/// The experiment files (`*.toml`) in `dir`, sorted by name.
+pub fn discover(dir: &Path) -> std::io::Result<Vec<std::path::PathBuf>> {
+    let mut files: Vec<_> = std::fs::read_dir(dir)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "toml") && p.is_file())
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
+/// Reads and validates one experiment file. Its name is the file stem.
+pub fn load(path: &Path) -> Result<Experiment, SpecError> {
+    let file = path.display().to_string();
+    let src = std::fs::read_to_string(path).map_err(|source| SpecError::Io {
+        file: file.clone(),
+        source,
+    })?;
+    let stem = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    parse(&file, &stem, &src)
+}
+
+/// Locates byte offsets in the source as 1-based line and column (in characters).
+struct Locator<'a> {
+    file: &'a str,
+    src: &'a str,
+}
+
+impl Locator<'_> {
+    fn line_col(&self, offset: usize) -> (usize, usize) {
+        let offset = offset.min(self.src.len());
+        let before = &self.src[..offset];
+        let line = before.matches('\n').count() + 1;
+        let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+        let column = before[line_start..].chars().count() + 1;
+        (line, column)
+    }
+
+    fn error(
+        &self,
+        span: Option<Range<usize>>,
+        field: impl fmt::Display,
+        message: impl Into<String>,
+    ) -> SpecError {
+        let (line, column) = span.map_or((1, 1), |s| self.line_col(s.start));
+        SpecError::Invalid {
+            file: self.file.to_string(),
+            line,
+            column,
+            field: field.to_string(),
+            message: message.into(),
+        }
+    }
+
+    /// An error inside a basic string value whose span is `span`, at a 1-based character
+    /// column of the string's contents.
+    fn error_in_string(
+        &self,
+        span: Range<usize>,
+        column: usize,
+        field: impl fmt::Display,
+        message: impl Into<String>,
+    ) -> SpecError {
+        let (line, col) = self.line_col(span.start);
+        SpecError::Invalid {
+            file: self.file.to_string(),
+            line,
+            // +1 for the opening quote.
+            column: col + column,
+            field: field.to_string(),
+            message: message.into(),
+        }
+    }
+}
+
+/// Parses and validates `src`; `file` is for messages, `name` is the experiment's name.
+pub fn parse(file: &str, name: &str, src: &str) -> Result<Experiment, SpecError> {
+    let loc = Locator { file, src };
+    let de = toml::Deserializer::parse(src)
+        .map_err(|e| loc.error(e.span(), "(syntax)", e.message().trim()))?;
+    let raw: RawExperiment = serde_path_to_error::deserialize(de).map_err(|e| {
+        let field = field_path(e.path());
+        let inner = e.into_inner();
+        loc.error(inner.span(), field, inner.message().trim())
+    })?;
+    lower(&loc, name, raw)
+}
+
+/// `phase[1].workload.groups`, without the markers `Spanned` leaves in serde paths.
+fn field_path(path: &serde_path_to_error::Path) -> String {
+    use serde_path_to_error::Segment;
+    let mut out = String::new();
+    for seg in path.iter() {
+        match seg {
+            Segment::Seq { index } => out.push_str(&format!("[{index}]")),
+            Segment::Map { key } | Segment::Enum { variant: key } => {
+                if key.starts_with("$__") {
+                    continue;
+                }
+                if !out.is_empty() {
+                    out.push('.');
+                }
+                out.push_str(key);
+            }
+            Segment::Unknown => {}
+        }
+    }
+    if out.is_empty() {
+        "(top level)".to_string()
+    } else {
+        out
+    }
+}
+
+fn is_identifier(s: &str) -> bool {
+    !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        && s.chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+}
+
+/// Parses `250ms`, `1.5s`, `2m`, `800us`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let value: f64 = num
+        .parse()
+        .map_err(|_| format!("`{s}` is not a duration (expected e.g. `250ms`, `1.5s`, `2m`)"))?;
+    let secs = match unit.trim() {
+        "us" | "µs" => value * 1e-6,
+        "ms" => value * 1e-3,
+        "s" => value,
+        "m" | "min" => value * 60.0,
+        "" => return Err(format!("`{s}` needs a unit (us, ms, s, m)")),
+        other => {
+            return Err(format!(
+                "unknown unit `{other}` in `{s}` (expected us, ms, s, m)"
+            ));
+        }
+    };
+    Duration::try_from_secs_f64(secs).map_err(|_| format!("`{s}` is out of range"))
+}
+
+fn lower(loc: &Locator<'_>, name: &str, raw: RawExperiment) -> Result<Experiment, SpecError> {
+    if *raw.schema_version.get_ref() != SCHEMA_VERSION {
+        return Err(loc.error(
+            Some(raw.schema_version.span()),
+            "schema_version",
+            format!(
+                "unsupported schema version {} (this inferlab reads {SCHEMA_VERSION})",
+                raw.schema_version.get_ref()
+            ),
+        ));
+    }
+    if !is_identifier(name) {
+        return Err(loc.error(
+            None,
+            "(file name)",
+            format!("experiment name `{name}` (the file stem) must be letters, digits, `_` or `-`, starting with a letter"),
+        ));
+    }
+
+    let targets_span = raw.targets.span();
+    let mut targets = Vec::new();
+    for (tname, t) in raw.targets.into_inner() {
+        let span = t.span();
+        let t = t.into_inner();
+        let field = format!("targets.{tname}");
+        if !is_identifier(&tname) {
+            return Err(loc.error(
+                Some(span),
+                field,
+                "target names must be letters, digits, `_` or `-`",
+            ));
+        }
+        let kind = match (t.kind, TargetKind::from_name(&tname)) {
+            (Some(k), _) => k,
+            (None, Some(k)) => k,
+            (None, None) => {
+                return Err(loc.error(
+                    Some(span),
+                    format!("{field}.kind"),
+                    format!("target `{tname}` needs a kind (one of vllm, sglang, llamacpp, openai); only targets named vllm, sglang or llamacpp get theirs from the name"),
+                ));
+            }
+        };
+        let continuous = t
+            .continuous_usage_stats
+            .unwrap_or(kind.supports_continuous_usage());
+        targets.push(TargetSpec {
+            name: tname,
+            kind,
+            continuous_usage_stats: continuous,
+        });
+    }
+    if targets.is_empty() {
+        return Err(loc.error(
+            Some(targets_span),
+            "targets",
+            "at least one target is needed, e.g. `[targets.llamacpp]`",
+        ));
+    }
+
+    let timeouts = {
+        let d = Timeouts::default();
+        let get = |v: Option<Spanned<String>>,
+                   field: &str,
+                   default: Duration|
+         -> Result<Duration, SpecError> {
+            match v {
+                None => Ok(default),
+                Some(s) => {
+                    let d = parse_duration(s.get_ref())
+                        .map_err(|m| loc.error(Some(s.span()), field, m))?;
+                    if d.is_zero() {
+                        return Err(loc.error(Some(s.span()), field, "must be longer than zero"));
+                    }
+                    Ok(d)
+                }
+            }
+        };
+        Timeouts {
+            connect: get(raw.timeouts.connect, "timeouts.connect", d.connect)?,
+            first_byte: get(raw.timeouts.first_byte, "timeouts.first_byte", d.first_byte)?,
+            idle: get(raw.timeouts.idle, "timeouts.idle", d.idle)?,
+            total: get(raw.timeouts.total, "timeouts.total", d.total)?,
+        }
+    };
+
+    let slo = {
+        let get = |v: Option<Spanned<String>>,
+                   field: &str|
+         -> Result<Option<Duration>, SpecError> {
+            v.map(|s| parse_duration(s.get_ref()).map_err(|m| loc.error(Some(s.span()), field, m)))
+                .transpose()
+        };
+        Slo {
+            ttft: get(raw.slo.ttft, "slo.ttft")?,
+            tpot: get(raw.slo.tpot, "slo.tpot")?,
+            e2e: get(raw.slo.e2e, "slo.e2e")?,
+        }
+    };
+
+    let phases_span = raw.phase.span();
+    let mut phases: Vec<Phase> = Vec::new();
+    for (i, p) in raw.phase.into_inner().into_iter().enumerate() {
+        let p = p.into_inner();
+        let field = |f: &str| format!("phase[{i}].{f}");
+        let pname = p.name.get_ref().clone();
+        if !is_identifier(&pname) || pname == "all" {
+            return Err(loc.error(
+                Some(p.name.span()),
+                field("name"),
+                format!("phase name `{pname}` must be letters, digits or `_`, start with a letter, and not be `all` (it names the whole run in assertions)"),
+            ));
+        }
+        if pname.contains('-') {
+            return Err(loc.error(
+                Some(p.name.span()),
+                field("name"),
+                "phase names are used in assertions: use `_` instead of `-`",
+            ));
+        }
+        if phases.iter().any(|q| q.name == pname) {
+            return Err(loc.error(
+                Some(p.name.span()),
+                field("name"),
+                format!("duplicate phase name `{pname}`"),
+            ));
+        }
+        let wspan = p.workload.span();
+        let mut workload = lower_workload(
+            loc,
+            &field("workload"),
+            wspan,
+            p.workload.into_inner(),
+            &phases,
+        )?;
+        if let Workload::SharedPrefix { prefix_from, .. } = &mut workload
+            && prefix_from.is_empty()
+        {
+            prefix_from.clone_from(&pname);
+        }
+        let rspan = p.request.span();
+        let r = p.request.into_inner();
+        if r.output_tokens == 0 {
+            return Err(loc.error(
+                Some(rspan),
+                field("request.output_tokens"),
+                "must be at least 1",
+            ));
+        }
+        if !(0.0..=2.0).contains(&r.temperature) {
+            return Err(loc.error(
+                Some(rspan),
+                field("request.temperature"),
+                "must be between 0 and 2",
+            ));
+        }
+        phases.push(Phase {
+            name: pname,
+            workload,
+            request: RequestShape {
+                api: r.api,
+                output_tokens: r.output_tokens,
+                ignore_eos: r.ignore_eos,
+                temperature: r.temperature,
+            },
+            warmup: p.warmup,
+        });
+    }
+    if phases.is_empty() {
+        return Err(loc.error(
+            Some(phases_span),
+            "phase",
+            "at least one `[[phase]]` is needed",
+        ));
+    }
+
+    let phase_names: Vec<&str> = phases.iter().map(|p| p.name.as_str()).collect();
+    let mut assertions = Vec::new();
+    for (i, a) in raw.assertions.into_iter().enumerate() {
+        let field = format!("assert[{i}].expr");
+        let span = a.expr.span();
+        let parsed = Assertion::parse(a.expr.get_ref())
+            .and_then(|x| x.check(&phase_names).map(|()| x))
+            .map_err(|e| loc.error_in_string(span.clone(), e.column, &field, e.message))?;
+        if parsed.paths().iter().any(|p| p.metric == "goodput") && slo.is_empty() {
+            return Err(loc.error(
+                Some(span),
+                field,
+                "`goodput` needs an `[slo]` section (e.g. `ttft = \"200ms\"`)",
+            ));
+        }
+        assertions.push(parsed);
+    }
+
+    Ok(Experiment {
+        name: name.to_string(),
+        description: raw.description,
+        seed: raw.seed,
+        targets,
+        model: raw.model.name,
+        timeouts,
+        phases,
+        slo,
+        assertions,
+        snapshot: SnapshotOptions {
+            enabled: raw.snapshot.enabled,
+            cached_tokens: raw.snapshot.cached_tokens,
+        },
+    })
+}
+
+fn lower_workload(
+    loc: &Locator<'_>,
+    field: &str,
+    span: Range<usize>,
+    w: RawWorkload,
+    earlier: &[Phase],
+) -> Result<Workload, SpecError> {
+    let err = |f: &str, m: String| loc.error(Some(span.clone()), format!("{field}.{f}"), m);
+    let kind_name = match w.kind {
+        WorkloadKind::Single => "single",
+        WorkloadKind::Concurrent => "concurrent",
+        WorkloadKind::SharedPrefix => "shared_prefix",
+    };
+    let require = |v: Option<u32>, f: &str| -> Result<u32, SpecError> {
+        match v {
+            None => Err(err(f, format!("workload kind `{kind_name}` needs `{f}`"))),
+            Some(0) => Err(err(f, "must be at least 1".to_string())),
+            Some(n) => Ok(n),
+        }
+    };
+    let forbid = |present: bool, f: &str| -> Result<(), SpecError> {
+        if present {
+            Err(err(
+                f,
+                format!("`{f}` does not apply to workload kind `{kind_name}`"),
+            ))
+        } else {
+            Ok(())
+        }
+    };
+    match w.kind {
+        WorkloadKind::Single | WorkloadKind::Concurrent => {
+            forbid(w.groups.is_some(), "groups")?;
+            forbid(w.prefix_tokens.is_some(), "prefix_tokens")?;
+            forbid(w.suffixes.is_some(), "suffixes")?;
+            forbid(w.suffix_tokens.is_some(), "suffix_tokens")?;
+            forbid(w.reuse.is_some(), "reuse")?;
+            let requests = require(w.requests, "requests")?;
+            let input_tokens = require(w.input_tokens, "input_tokens")?;
+            if w.kind == WorkloadKind::Single {
+                forbid(w.concurrency.is_some(), "concurrency")?;
+                Ok(Workload::Single {
+                    requests,
+                    input_tokens,
+                })
+            } else {
+                Ok(Workload::Concurrent {
+                    concurrency: require(w.concurrency, "concurrency")?,
+                    requests,
+                    input_tokens,
+                })
+            }
+        }
+        WorkloadKind::SharedPrefix => {
+            forbid(w.requests.is_some(), "requests")?;
+            forbid(w.input_tokens.is_some(), "input_tokens")?;
+            let concurrency = match w.concurrency {
+                None => 1,
+                Some(_) => require(w.concurrency, "concurrency")?,
+            };
+            let suffixes = require(w.suffixes, "suffixes")?;
+            let suffix_tokens = require(w.suffix_tokens, "suffix_tokens")?;
+            match w.reuse {
+                Some(from) => {
+                    let Some(src) = earlier.iter().find(|p| p.name == from) else {
+                        return Err(err(
+                            "reuse",
+                            format!("`reuse = \"{from}\"` must name an earlier phase"),
+                        ));
+                    };
+                    let Workload::SharedPrefix {
+                        groups,
+                        prefix_tokens,
+                        prefix_from,
+                        ..
+                    } = &src.workload
+                    else {
+                        return Err(err(
+                            "reuse",
+                            format!(
+                                "phase `{from}` is not a shared_prefix phase: it has no prefix groups"
+                            ),
+                        ));
+                    };
+                    for (v, f, known) in [
+                        (w.groups, "groups", *groups),
+                        (w.prefix_tokens, "prefix_tokens", *prefix_tokens),
+                    ] {
+                        if v.is_some_and(|v| v != known) {
+                            return Err(err(
+                                f,
+                                format!(
+                                    "reused groups come from phase `{from}` ({f} = {known}); omit `{f}` or make it equal"
+                                ),
+                            ));
+                        }
+                    }
+                    Ok(Workload::SharedPrefix {
+                        groups: *groups,
+                        prefix_tokens: *prefix_tokens,
+                        suffixes,
+                        suffix_tokens,
+                        concurrency,
+                        prefix_from: prefix_from.clone(),
+                    })
+                }
+                None => Ok(Workload::SharedPrefix {
+                    groups: require(w.groups, "groups")?,
+                    prefix_tokens: require(w.prefix_tokens, "prefix_tokens")?,
+                    suffixes,
+                    suffix_tokens,
+                    concurrency,
+                    prefix_from: String::new(),
+                }),
+            }
+        }
+    }
+}
+
+impl Experiment {
+    pub fn target(&self, name: &str) -> Option<&TargetSpec> {
+        self.targets.iter().find(|t| t.name == name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rstest::rstest;
+
+    const GOOD: &str = r#"schema_version = 1
+description = "prefix cache"
+seed = 7
+
+[targets.llamacpp]
+[targets.mine]
+kind = "openai"
+
+[model]
+name = "tiny"
+
+[[phase]]
+name = "cold"
+workload = { kind = "shared_prefix", groups = 4, prefix_tokens = 100, suffixes = 1, suffix_tokens = 8 }
+request = { api = "completions", output_tokens = 4, ignore_eos = true }
+
+[[phase]]
+name = "warm"
+workload = { kind = "shared_prefix", reuse = "cold", suffixes = 2, suffix_tokens = 8 }
+request = { api = "chat", output_tokens = 4 }
+
+[slo]
+ttft = "200ms"
+
+[[assert]]
+expr = "warm.ttft.p50 <= 0.5 * cold.ttft.p50"
+"#;
+
+    #[test]
+    fn parses_a_complete_file() {
+        let e = parse("x.toml", "x", GOOD).unwrap();
+        assert_eq!(e.targets.len(), 2);
+        assert_eq!(e.target("llamacpp").unwrap().kind, TargetKind::Llamacpp);
+        assert_eq!(e.target("mine").unwrap().kind, TargetKind::Openai);
+        assert_eq!(e.phases.len(), 2);
+        assert_eq!(
+            e.phases[1].workload,
+            Workload::SharedPrefix {
+                groups: 4,
+                prefix_tokens: 100,
+                suffixes: 2,
+                suffix_tokens: 8,
+                concurrency: 1,
+                prefix_from: "cold".into()
+            }
+        );
+        match &e.phases[0].workload {
+            Workload::SharedPrefix { prefix_from, .. } => assert_eq!(prefix_from, "cold"),
+            w => panic!("{w:?}"),
+        }
+        assert_eq!(e.slo.ttft, Some(Duration::from_millis(200)));
+        assert_eq!(e.assertions.len(), 1);
+        assert!(e.snapshot.enabled);
+    }
+
+    /// (replacement applied to GOOD, expected `line:column: field: message` fragment)
+    #[rstest]
+    #[case::syntax("seed = 7\n", "seed = = 7\n", "x.toml:3:8: (syntax):")]
+    #[case::unknown_top(
+        "seed = 7\n",
+        "seed = 7\nsed = 1\n",
+        "x.toml:4:1: sed: unknown field `sed`"
+    )]
+    #[case::wrong_type(
+        "seed = 7\n",
+        "seed = \"seven\"\n",
+        "x.toml:3:8: seed: invalid type: string \"seven\", expected u64"
+    )]
+    #[case::unknown_kind(
+        "kind = \"openai\"",
+        "kind = \"tgi\"",
+        "x.toml:7:8: targets.mine.kind: unknown variant `tgi`"
+    )]
+    #[case::kind_needed(
+        "kind = \"openai\"",
+        "",
+        "targets.mine.kind: target `mine` needs a kind"
+    )]
+    #[case::unknown_workload_field(
+        "groups = 4,",
+        "grups = 4,",
+        "x.toml:14:38: phase[0].workload.grups: unknown field `grups`"
+    )]
+    #[case::missing_field(
+        "groups = 4, ",
+        "",
+        "x.toml:14:12: phase[0].workload.groups: workload kind `shared_prefix` needs `groups`"
+    )]
+    #[case::zero(
+        "suffixes = 1,",
+        "suffixes = 0,",
+        "phase[0].workload.suffixes: must be at least 1"
+    )]
+    #[case::negative(
+        "suffixes = 1,",
+        "suffixes = -1,",
+        "x.toml:14:82: phase[0].workload.suffixes: invalid value: integer `-1`, expected u32"
+    )]
+    #[case::bad_reuse(
+        "reuse = \"cold\"",
+        "reuse = \"hot\"",
+        "phase[1].workload.reuse: `reuse = \"hot\"` must name an earlier phase"
+    )]
+    #[case::bad_api(
+        "api = \"chat\"",
+        "api = \"generate\"",
+        "x.toml:20:19: phase[1].request.api: unknown variant `generate`"
+    )]
+    #[case::dup_phase(
+        "name = \"warm\"",
+        "name = \"cold\"",
+        "x.toml:18:8: phase[1].name: duplicate phase name `cold`"
+    )]
+    #[case::bad_assert_syntax(
+        "0.5 * cold",
+        "0.5 ** cold",
+        "x.toml:26:31: assert[0].expr: expected a number"
+    )]
+    #[case::assert_unknown_phase(
+        "0.5 * cold",
+        "0.5 * hot",
+        "x.toml:26:32: assert[0].expr: unknown phase `hot`"
+    )]
+    #[case::assert_unknown_metric(
+        "warm.ttft.p50",
+        "warm.tfft.p50",
+        "x.toml:26:9: assert[0].expr: unknown metric `tfft`"
+    )]
+    #[case::bad_duration("\"200ms\"", "\"200\"", "x.toml:23:8: slo.ttft: `200` needs a unit")]
+    #[case::schema(
+        "schema_version = 1",
+        "schema_version = 2",
+        "x.toml:1:18: schema_version: unsupported schema version 2"
+    )]
+    #[case::unknown_request_field(
+        "ignore_eos = true",
+        "ignore_eos = true, top_k = 3",
+        "phase[0].request.top_k: unknown field `top_k`"
+    )]
+    fn errors_name_file_line_column_and_field(
+        #[case] from: &str,
+        #[case] to: &str,
+        #[case] expected: &str,
+    ) {
+        assert!(GOOD.contains(from), "fixture lacks {from:?}");
+        let src = GOOD.replacen(from, to, 1);
+        let e = parse("x.toml", "x", &src).unwrap_err().to_string();
+        assert!(e.contains(expected), "got: {e}\nexpected: {expected}");
+        assert!(e.starts_with("x.toml:"), "{e}");
+    }
+
+    #[test]
+    fn goodput_needs_an_slo() {
+        let src = GOOD
+            .replace("[slo]\nttft = \"200ms\"\n", "")
+            .replace("warm.ttft.p50 <= 0.5 * cold.ttft.p50", "warm.goodput > 1");
+        let e = parse("x.toml", "x", &src).unwrap_err().to_string();
+        assert!(e.contains("`goodput` needs an `[slo]`"), "{e}");
+    }
+
+    #[test]
+    fn bad_file_name() {
+        let e = parse("9x.toml", "9x", GOOD).unwrap_err().to_string();
+        assert!(e.contains("(file name)"), "{e}");
+    }
+
+    #[rstest]
+    #[case("250ms", Duration::from_millis(250))]
+    #[case("1.5s", Duration::from_millis(1500))]
+    #[case("2m", Duration::from_secs(120))]
+    #[case("800us", Duration::from_micros(800))]
+    fn durations(#[case] s: &str, #[case] d: Duration) {
+        assert_eq!(parse_duration(s), Ok(d));
+    }
+}

@@ -1,0 +1,468 @@
+//! One experiment × one target, end to end: decide the mode from the environment and the
+//! fixtures, run the schedule (against the live URL or the replay server), write the results,
+//! evaluate the assertions, build the snapshot view. The CLI and the generated tests both call
+//! this, so `inferlab run` and `cargo test --test experiments` do the same thing.
+
+use crate::assert::Verdict;
+use crate::client::{self, Endpoint, Secret};
+use crate::metrics::{self, PhaseSummary, Value};
+use crate::record::RequestRecord;
+use crate::replay::{Exchange, Fixture, FixtureMeta, ReplayServer, Source, fixture_dir};
+use crate::report::{self, NamedSummary, ResultsDir, RunSummary, SnapshotView, VerdictRow};
+use crate::run::{self, Completed};
+use crate::spec::{Experiment, TargetSpec};
+use crate::workload;
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+/// How a trial runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    Live,
+    /// Live, and the exchanges are written as the target's fixture.
+    Record,
+    Replay,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Live => "live",
+            Mode::Record => "record",
+            Mode::Replay => "replay",
+        }
+    }
+}
+
+/// What the environment and the fixtures say about a trial.
+#[derive(Debug, Clone)]
+pub enum Plan {
+    Live {
+        endpoint: Endpoint,
+        record: bool,
+    },
+    Replay {
+        dir: PathBuf,
+    },
+    /// Cannot run; the reason says what to set.
+    Ignored {
+        reason: String,
+    },
+}
+
+impl Plan {
+    pub fn mode(&self) -> Option<Mode> {
+        match self {
+            Plan::Live { record: true, .. } => Some(Mode::Record),
+            Plan::Live { .. } => Some(Mode::Live),
+            Plan::Replay { .. } => Some(Mode::Replay),
+            Plan::Ignored { .. } => None,
+        }
+    }
+}
+
+/// `INFERLAB_<TARGET>_<SUFFIX>`, the target name upper-cased with `-` as `_`.
+pub fn env_name(target: &str, suffix: &str) -> String {
+    format!(
+        "INFERLAB_{}_{suffix}",
+        target.to_uppercase().replace('-', "_")
+    )
+}
+
+/// Decides the mode. `env` reads an environment variable (a parameter so tests need not touch
+/// the process environment). `Err` is bad input (e.g. a malformed URL).
+pub fn plan(
+    exp: &Experiment,
+    target: &TargetSpec,
+    env: &dyn Fn(&str) -> Option<String>,
+    fixtures_root: &Path,
+) -> Result<Plan, String> {
+    let get = |s: &str| env(&env_name(&target.name, s)).filter(|v| !v.trim().is_empty());
+    let url = get("URL");
+    let pod = get("RUNPOD_POD");
+    let base = match (url, pod) {
+        (Some(_), Some(_)) => {
+            return Err(format!(
+                "both {} and {} are set: set one",
+                env_name(&target.name, "URL"),
+                env_name(&target.name, "RUNPOD_POD")
+            ));
+        }
+        (Some(url), None) => Some(
+            Endpoint::normalize_url(&url)
+                .map_err(|e| format!("{}: {e}", env_name(&target.name, "URL")))?,
+        ),
+        (None, Some(pod)) => {
+            let port = get("RUNPOD_PORT").unwrap_or_else(|| "8000".to_string());
+            let ok = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric());
+            if !ok(pod.trim()) || port.trim().parse::<u16>().is_err() {
+                return Err(format!(
+                    "{} must be a pod id and {} a port number",
+                    env_name(&target.name, "RUNPOD_POD"),
+                    env_name(&target.name, "RUNPOD_PORT")
+                ));
+            }
+            Some(format!(
+                "https://{}-{}.proxy.runpod.net",
+                pod.trim(),
+                port.trim()
+            ))
+        }
+        (None, None) => None,
+    };
+    if let Some(base_url) = base {
+        let endpoint = Endpoint {
+            base_url,
+            api_key: get("API_KEY").map(Secret::new),
+            model: get("MODEL").unwrap_or_else(|| exp.model.clone()),
+            kind: target.kind,
+            continuous_usage: target.continuous_usage_stats,
+        };
+        let record =
+            env("INFERLAB_RECORD").is_some_and(|v| v == "1" || v.eq_ignore_ascii_case("true"));
+        return Ok(Plan::Live { endpoint, record });
+    }
+    let dir = fixture_dir(fixtures_root, &exp.name, &target.name);
+    if Fixture::exists(&dir) {
+        return Ok(Plan::Replay { dir });
+    }
+    Ok(Plan::Ignored {
+        reason: format!(
+            "no live endpoint ({} unset) and no fixture in {}",
+            env_name(&target.name, "URL"),
+            dir.display()
+        ),
+    })
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TrialError {
+    #[error("{0}")]
+    Fixture(#[from] crate::replay::FixtureError),
+    #[error(
+        "fixture {dir} does not belong to this experiment: {why}; re-record it with INFERLAB_RECORD=1 and a live target"
+    )]
+    FixtureMismatch { dir: String, why: String },
+    #[error("results directory: {0}")]
+    Results(#[source] std::io::Error),
+    #[error("cannot build the HTTP client: {0}")]
+    Client(String),
+    #[error("replay server: {0}")]
+    Replay(#[source] std::io::Error),
+    #[error("trial cannot run: {0}")]
+    NotRunnable(String),
+}
+
+/// Where results and fixtures go.
+#[derive(Debug, Clone)]
+pub struct TrialOptions {
+    pub results_root: PathBuf,
+    pub fixtures_root: PathBuf,
+    /// Prompt salt for live runs; `None` picks a fresh one (so the server's prefix cache holds
+    /// nothing from earlier runs).
+    pub salt: Option<u64>,
+}
+
+/// Everything a trial produced.
+#[derive(Debug)]
+pub struct TrialOutcome {
+    pub mode: Mode,
+    pub dir: PathBuf,
+    pub summary: RunSummary,
+    pub verdicts: Vec<Verdict>,
+    pub snapshot: SnapshotView,
+    /// Replay requests with no recorded exchange (the experiment changed since recording).
+    pub replay_unmatched: Vec<String>,
+    pub fixture_written: Option<PathBuf>,
+    /// Problems writing `requests.jsonl` (the run went on).
+    pub write_errors: Vec<String>,
+}
+
+impl TrialOutcome {
+    pub fn passed(&self) -> bool {
+        self.replay_unmatched.is_empty() && self.verdicts.iter().all(|v| v.passed)
+    }
+}
+
+#[derive(Serialize)]
+struct Manifest<'a> {
+    schema_version: u32,
+    inferlab_version: &'static str,
+    experiment: &'a Experiment,
+    target: &'a TargetSpec,
+    mode: Mode,
+    url: String,
+    model: &'a str,
+    seed: u64,
+    salt: u64,
+    server_version: Option<&'a str>,
+    fixture: Option<&'a FixtureMeta>,
+    git_revision: Option<String>,
+    started_at: String,
+    finished_at: Option<String>,
+    requests_planned: usize,
+    requests_completed: usize,
+}
+
+fn git_revision() -> Option<String> {
+    let out = std::process::Command::new("git")
+        .args(["rev-parse", "HEAD"])
+        .stderr(std::process::Stdio::null())
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+/// Asks the server for its version (best effort, short timeout).
+async fn server_version(http: &reqwest::Client, ep: &Endpoint) -> Option<String> {
+    let (path, pointer) = ep.kind.version_endpoint()?;
+    let mut req = http
+        .get(format!("{}{path}", ep.base_url))
+        .timeout(Duration::from_secs(5));
+    if let Some(k) = &ep.api_key {
+        req = req.bearer_auth(k.expose());
+    }
+    let v: serde_json::Value = req.send().await.ok()?.json().await.ok()?;
+    v.pointer(pointer)
+        .and_then(|x| x.as_str())
+        .map(str::to_string)
+}
+
+fn fresh_salt() -> u64 {
+    let nanos = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    nanos ^ (u64::from(std::process::id()) << 32)
+}
+
+/// Runs one trial. Requests are appended to `requests.jsonl` as they complete.
+pub async fn run_trial(
+    exp: &Experiment,
+    target: &TargetSpec,
+    plan: Plan,
+    opts: &TrialOptions,
+) -> Result<TrialOutcome, TrialError> {
+    let started = SystemTime::now();
+    let mode = plan.mode().ok_or_else(|| match &plan {
+        Plan::Ignored { reason } => TrialError::NotRunnable(reason.clone()),
+        _ => unreachable!("only Ignored has no mode"),
+    })?;
+    let (endpoint, salt, fixture_meta, replay) = match plan {
+        Plan::Live { endpoint, .. } => (endpoint, opts.salt.unwrap_or_else(fresh_salt), None, None),
+        Plan::Replay { dir } => {
+            let fixture = Fixture::load(&dir)?;
+            let m = &fixture.meta;
+            let mismatch = |why: String| TrialError::FixtureMismatch {
+                dir: dir.display().to_string(),
+                why,
+            };
+            if m.experiment != exp.name || m.target != target.name {
+                return Err(mismatch(format!(
+                    "it was recorded for {}::{}",
+                    m.experiment, m.target
+                )));
+            }
+            if m.seed != exp.seed {
+                return Err(mismatch(format!(
+                    "it was recorded with seed {}, the experiment has {}",
+                    m.seed, exp.seed
+                )));
+            }
+            let server = ReplayServer::start(&fixture)
+                .await
+                .map_err(TrialError::Replay)?;
+            let endpoint = Endpoint {
+                base_url: server.base_url(),
+                api_key: None,
+                model: m.model.clone(),
+                kind: target.kind,
+                continuous_usage: target.continuous_usage_stats,
+            };
+            (endpoint, m.salt, Some(fixture.meta), Some(server))
+        }
+        Plan::Ignored { .. } => unreachable!("handled above"),
+    };
+    let schedule = workload::schedule(exp, salt);
+    let planned: usize = schedule.phases.iter().map(|p| p.requests.len()).sum();
+    let max_conc = schedule
+        .phases
+        .iter()
+        .map(|p| p.concurrency as usize)
+        .max()
+        .unwrap_or(1);
+    let http = client::http_client(&exp.timeouts, max_conc)
+        .map_err(|e| TrialError::Client(e.to_string()))?;
+    let server_version = match &fixture_meta {
+        Some(m) => m.engine_version.clone(),
+        None => server_version(&http, &endpoint).await,
+    };
+
+    let mut results = ResultsDir::create(&opts.results_root, &exp.name, &target.name, started)
+        .map_err(TrialError::Results)?;
+    let git = git_revision();
+    let mut manifest = Manifest {
+        schema_version: report::RESULTS_SCHEMA_VERSION,
+        inferlab_version: env!("CARGO_PKG_VERSION"),
+        experiment: exp,
+        target,
+        mode,
+        url: client::display_url(&endpoint.base_url),
+        model: &endpoint.model,
+        seed: exp.seed,
+        salt,
+        server_version: server_version.as_deref(),
+        fixture: fixture_meta.as_ref(),
+        git_revision: git,
+        started_at: report::utc_rfc3339(started),
+        finished_at: None,
+        requests_planned: planned,
+        requests_completed: 0,
+    };
+    results
+        .write_json("manifest.json", &manifest)
+        .map_err(TrialError::Results)?;
+
+    let capture = mode == Mode::Record;
+    let mut records: Vec<RequestRecord> = Vec::with_capacity(planned);
+    let mut exchanges: Vec<Exchange> = Vec::new();
+    let mut write_errors = Vec::new();
+    {
+        let mut sink = |c: Completed| {
+            if let Err(e) = results.append(&c.record)
+                && write_errors.len() < 5
+            {
+                write_errors.push(e.to_string());
+            }
+            if let Some(cap) = &c.capture {
+                let path = schedule
+                    .phases
+                    .iter()
+                    .find(|p| p.name == c.record.phase)
+                    .and_then(|p| p.requests.get(c.record.index as usize))
+                    .map_or("/v1/completions", |r| r.api.path());
+                if let Some(ex) =
+                    Exchange::from_capture(&c.record.phase, c.record.index, path, c.body, cap)
+                {
+                    exchanges.push(ex);
+                }
+            }
+            records.push(c.record);
+        };
+        run::run_schedule(
+            &http,
+            &endpoint,
+            &schedule,
+            &exp.timeouts,
+            capture,
+            &mut sink,
+        )
+        .await;
+    }
+    let replay_unmatched = replay
+        .as_ref()
+        .map(ReplayServer::unmatched)
+        .unwrap_or_default();
+    drop(replay);
+
+    let mut phases = Vec::new();
+    for p in &exp.phases {
+        let (summary, hists) =
+            metrics::summarize(records.iter().filter(|r| r.phase == p.name), &exp.slo);
+        results
+            .write_histograms(&p.name, &hists)
+            .map_err(TrialError::Results)?;
+        phases.push(NamedSummary {
+            name: p.name.clone(),
+            summary,
+        });
+    }
+    let (all, hists) = metrics::summarize(&records, &exp.slo);
+    results
+        .write_histograms("all", &hists)
+        .map_err(TrialError::Results)?;
+    let lookup_in =
+        |phases: &[NamedSummary], all: &PhaseSummary, p: &crate::assert::Path| -> Option<Value> {
+            let s = if p.phase == "all" {
+                all
+            } else {
+                &phases.iter().find(|n| n.name == p.phase)?.summary
+            };
+            s.value(&p.metric, p.stat.as_deref()).ok().flatten()
+        };
+    let verdicts: Vec<Verdict> = exp
+        .assertions
+        .iter()
+        .map(|a| a.evaluate(&|p| lookup_in(&phases, &all, p)))
+        .collect();
+    let summary = RunSummary {
+        schema_version: report::RESULTS_SCHEMA_VERSION,
+        experiment: exp.name.clone(),
+        target: target.name.clone(),
+        mode: mode.as_str().to_string(),
+        prompt_lengths: "approximate",
+        phases,
+        all,
+        assertions: verdicts.iter().map(VerdictRow::from).collect(),
+    };
+    results
+        .write_json("summary.json", &summary)
+        .map_err(TrialError::Results)?;
+    manifest.finished_at = Some(report::utc_rfc3339(SystemTime::now()));
+    manifest.requests_completed = records.len();
+    results
+        .write_json("manifest.json", &manifest)
+        .map_err(TrialError::Results)?;
+
+    let fixture_written = if capture {
+        let order = |e: &Exchange| {
+            let phase = exp
+                .phases
+                .iter()
+                .position(|p| p.name == e.phase)
+                .unwrap_or(usize::MAX);
+            (phase, e.index)
+        };
+        exchanges.sort_by_key(order);
+        let dir = fixture_dir(&opts.fixtures_root, &exp.name, &target.name);
+        let fixture = Fixture {
+            meta: FixtureMeta {
+                schema_version: crate::replay::FIXTURE_SCHEMA_VERSION,
+                source: Source::Recorded,
+                engine: target.kind.engine_name().to_string(),
+                engine_version: server_version.clone(),
+                model: endpoint.model.clone(),
+                model_details: std::env::var(env_name(&target.name, "MODEL_DETAILS"))
+                    .ok()
+                    .and_then(|s| serde_json::from_str(&s).ok()),
+                recorded_at: report::utc_rfc3339(started),
+                experiment: exp.name.clone(),
+                target: target.name.clone(),
+                seed: exp.seed,
+                salt,
+                inferlab_version: env!("CARGO_PKG_VERSION").to_string(),
+                notes: None,
+            },
+            exchanges,
+        };
+        fixture.write(&dir)?;
+        Some(dir)
+    } else {
+        None
+    };
+
+    let snapshot = report::snapshot_view(exp, &target.name, &endpoint.model, &summary);
+    Ok(TrialOutcome {
+        mode,
+        dir: results.path.clone(),
+        summary,
+        verdicts,
+        snapshot,
+        replay_unmatched,
+        fixture_written,
+        write_errors,
+    })
+}

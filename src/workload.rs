@@ -1,0 +1,563 @@
+//! Pure, seeded workload generation: `Experiment` → `Schedule`.
+//!
+//! Every phase kind lowers into the one `Schedule` type that the executor consumes. Same
+//! `(seed, salt)`, same schedule, byte for byte: the generator is our own SplitMix64, so no
+//! crate upgrade can change a schedule. The seed fixes the experiment's structure; the salt is
+//! mixed into every prompt so that a live run does not find the previous run's prompts in the
+//! server's prefix cache (it is chosen per live run, and read back from the fixture on replay).
+//!
+//! Prompt lengths are approximate: prompts are made of common English words that are single
+//! tokens in Llama-family tokenizers, one word per requested token. The summary says so.
+
+use crate::spec::{Api, Experiment, Phase, Workload};
+use serde::Serialize;
+
+/// What to send, in order, phase by phase.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Schedule {
+    pub seed: u64,
+    pub salt: u64,
+    pub phases: Vec<PhasePlan>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PhasePlan {
+    pub name: String,
+    /// Closed-loop cap on requests in flight (warmup requests always go one at a time).
+    pub concurrency: u32,
+    /// Warmup requests first, then the measured ones.
+    pub requests: Vec<PlannedRequest>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PlannedRequest {
+    pub index: u32,
+    pub warmup: bool,
+    pub group: Option<u32>,
+    pub api: Api,
+    pub prompt: String,
+    pub max_tokens: u32,
+    pub ignore_eos: bool,
+    pub temperature: f64,
+}
+
+/// SplitMix64: tiny, fast, and fixed forever.
+#[derive(Debug, Clone)]
+pub struct Rng(u64);
+
+impl Rng {
+    /// A generator for one named stream of `(seed, salt)`.
+    pub fn for_stream(seed: u64, salt: u64, label: &str, a: u64, b: u64) -> Self {
+        // FNV-1a over the label, then mix every component.
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for byte in label.bytes() {
+            h ^= u64::from(byte);
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        let mut r = Rng(seed ^ 0x9e37_79b9_7f4a_7c15);
+        for v in [salt, h, a, b] {
+            r.0 ^= v;
+            r.next_u64();
+        }
+        r
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `0..n` (n > 0), by Lemire's multiply-shift (bias below 2^-32 for our n).
+    pub fn below(&mut self, n: u64) -> u64 {
+        ((u128::from(self.next_u64()) * u128::from(n)) >> 64) as u64
+    }
+}
+
+/// Common English words, each a single token (with its leading space) in the Llama
+/// SentencePiece vocabulary.
+const WORDS: &[&str] = &[
+    "the",
+    "of",
+    "and",
+    "to",
+    "in",
+    "is",
+    "that",
+    "for",
+    "it",
+    "as",
+    "was",
+    "with",
+    "be",
+    "by",
+    "on",
+    "not",
+    "he",
+    "this",
+    "are",
+    "or",
+    "his",
+    "from",
+    "at",
+    "which",
+    "but",
+    "have",
+    "an",
+    "had",
+    "they",
+    "you",
+    "were",
+    "their",
+    "one",
+    "all",
+    "we",
+    "can",
+    "her",
+    "has",
+    "there",
+    "been",
+    "if",
+    "more",
+    "when",
+    "will",
+    "would",
+    "who",
+    "so",
+    "no",
+    "she",
+    "other",
+    "its",
+    "may",
+    "these",
+    "what",
+    "them",
+    "than",
+    "some",
+    "him",
+    "time",
+    "into",
+    "only",
+    "do",
+    "could",
+    "new",
+    "about",
+    "two",
+    "first",
+    "then",
+    "also",
+    "after",
+    "any",
+    "like",
+    "our",
+    "over",
+    "out",
+    "such",
+    "most",
+    "very",
+    "my",
+    "man",
+    "made",
+    "many",
+    "where",
+    "before",
+    "must",
+    "through",
+    "back",
+    "years",
+    "much",
+    "your",
+    "way",
+    "well",
+    "down",
+    "should",
+    "because",
+    "each",
+    "just",
+    "those",
+    "people",
+    "how",
+    "too",
+    "little",
+    "state",
+    "good",
+    "make",
+    "world",
+    "still",
+    "own",
+    "see",
+    "men",
+    "work",
+    "long",
+    "get",
+    "here",
+    "between",
+    "both",
+    "life",
+    "being",
+    "under",
+    "never",
+    "day",
+    "same",
+    "another",
+    "know",
+    "while",
+    "last",
+    "might",
+    "us",
+    "great",
+    "old",
+    "year",
+    "off",
+    "come",
+    "since",
+    "against",
+    "go",
+    "came",
+    "right",
+    "used",
+    "take",
+    "three",
+    "himself",
+    "few",
+    "house",
+    "use",
+    "during",
+    "without",
+    "again",
+    "place",
+    "around",
+    "however",
+    "home",
+    "small",
+    "found",
+    "thought",
+    "went",
+    "say",
+    "part",
+    "once",
+    "general",
+    "high",
+    "upon",
+    "school",
+    "every",
+    "don",
+    "does",
+    "got",
+    "money",
+    "left",
+    "number",
+    "course",
+    "war",
+    "until",
+    "always",
+    "away",
+    "something",
+    "fact",
+    "though",
+    "water",
+    "less",
+    "public",
+    "put",
+    "think",
+    "almost",
+    "hand",
+    "enough",
+    "far",
+    "took",
+    "head",
+    "yet",
+    "government",
+    "system",
+    "better",
+    "set",
+    "told",
+    "nothing",
+    "night",
+    "end",
+    "why",
+    "called",
+    "didn",
+    "eyes",
+    "find",
+    "going",
+    "look",
+    "asked",
+    "later",
+    "knew",
+    "point",
+    "next",
+    "program",
+    "city",
+    "business",
+    "give",
+    "group",
+    "toward",
+    "young",
+    "days",
+    "let",
+    "room",
+    "president",
+    "side",
+    "social",
+    "given",
+    "present",
+    "several",
+    "order",
+    "national",
+    "second",
+    "possible",
+    "rather",
+    "per",
+    "face",
+    "among",
+    "form",
+    "important",
+    "often",
+    "things",
+    "looked",
+    "early",
+    "white",
+    "case",
+    "become",
+    "large",
+    "big",
+    "need",
+    "four",
+    "within",
+    "felt",
+    "along",
+    "children",
+    "saw",
+    "best",
+    "church",
+    "ever",
+    "least",
+    "power",
+    "development",
+    "light",
+    "thing",
+    "seemed",
+    "family",
+    "interest",
+    "want",
+    "members",
+    "mind",
+    "country",
+    "area",
+    "others",
+    "done",
+    "turned",
+    "although",
+    "open",
+    "god",
+    "service",
+    "certain",
+    "kind",
+    "problem",
+    "began",
+];
+
+/// `n` words from `rng`, space separated.
+pub fn words(rng: &mut Rng, n: u32) -> String {
+    let mut out = String::with_capacity(n as usize * 6);
+    for i in 0..n {
+        if i > 0 {
+            out.push(' ');
+        }
+        out.push_str(WORDS[rng.below(WORDS.len() as u64) as usize]);
+    }
+    out
+}
+
+/// Warmup prompts are short and unrelated to the measured ones.
+const WARMUP_TOKENS: u32 = 16;
+
+/// Lowers an experiment into its schedule.
+pub fn schedule(exp: &Experiment, salt: u64) -> Schedule {
+    let phases = exp
+        .phases
+        .iter()
+        .map(|p| plan_phase(exp.seed, salt, p))
+        .collect();
+    Schedule {
+        seed: exp.seed,
+        salt,
+        phases,
+    }
+}
+
+fn plan_phase(seed: u64, salt: u64, p: &Phase) -> PhasePlan {
+    let mut requests = Vec::new();
+    let push =
+        |warmup: bool, group: Option<u32>, prompt: String, requests: &mut Vec<PlannedRequest>| {
+            requests.push(PlannedRequest {
+                index: requests.len() as u32,
+                warmup,
+                group,
+                api: p.request.api,
+                prompt,
+                max_tokens: p.request.output_tokens,
+                ignore_eos: p.request.ignore_eos,
+                temperature: p.request.temperature,
+            });
+        };
+    for i in 0..p.warmup {
+        let mut rng = Rng::for_stream(seed, salt, &format!("warmup/{}", p.name), u64::from(i), 0);
+        push(true, None, words(&mut rng, WARMUP_TOKENS), &mut requests);
+    }
+    match &p.workload {
+        Workload::Single {
+            requests: n,
+            input_tokens,
+        }
+        | Workload::Concurrent {
+            requests: n,
+            input_tokens,
+            ..
+        } => {
+            for i in 0..*n {
+                let mut rng =
+                    Rng::for_stream(seed, salt, &format!("prompt/{}", p.name), u64::from(i), 0);
+                push(false, None, words(&mut rng, *input_tokens), &mut requests);
+            }
+        }
+        Workload::SharedPrefix {
+            groups,
+            prefix_tokens,
+            suffixes,
+            suffix_tokens,
+            prefix_from,
+            ..
+        } => {
+            let prefixes: Vec<String> = (0..*groups)
+                .map(|g| {
+                    let mut rng = Rng::for_stream(
+                        seed,
+                        salt,
+                        &format!("prefix/{prefix_from}"),
+                        u64::from(g),
+                        0,
+                    );
+                    words(&mut rng, *prefix_tokens)
+                })
+                .collect();
+            // Round-robin over groups: every group's first suffix, then every group's second…
+            for s in 0..*suffixes {
+                for (g, prefix) in prefixes.iter().enumerate() {
+                    let mut rng = Rng::for_stream(
+                        seed,
+                        salt,
+                        &format!("suffix/{}", p.name),
+                        g as u64,
+                        u64::from(s),
+                    );
+                    let prompt = format!("{prefix} {}", words(&mut rng, *suffix_tokens));
+                    push(false, Some(g as u32), prompt, &mut requests);
+                }
+            }
+        }
+    }
+    PhasePlan {
+        name: p.name.clone(),
+        concurrency: p.workload.concurrency(),
+        requests,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec;
+
+    const SRC: &str = r#"schema_version = 1
+description = "t"
+seed = 11
+[targets.llamacpp]
+[model]
+name = "m"
+[[phase]]
+name = "cold"
+warmup = 1
+workload = { kind = "shared_prefix", groups = 3, prefix_tokens = 50, suffixes = 2, suffix_tokens = 5 }
+request = { api = "completions", output_tokens = 4 }
+[[phase]]
+name = "warm"
+workload = { kind = "shared_prefix", reuse = "cold", suffixes = 1, suffix_tokens = 5, concurrency = 2 }
+request = { api = "chat", output_tokens = 4 }
+[[phase]]
+name = "load"
+workload = { kind = "concurrent", concurrency = 4, requests = 10, input_tokens = 20 }
+request = { api = "completions", output_tokens = 4 }
+"#;
+
+    fn exp() -> Experiment {
+        spec::parse("t.toml", "t", SRC).unwrap()
+    }
+
+    #[test]
+    fn same_seed_and_salt_same_schedule_byte_for_byte() {
+        let a = serde_json::to_string(&schedule(&exp(), 5)).unwrap();
+        let b = serde_json::to_string(&schedule(&exp(), 5)).unwrap();
+        assert_eq!(a, b);
+        let c = serde_json::to_string(&schedule(&exp(), 6)).unwrap();
+        assert_ne!(a, c, "the salt changes the prompts");
+    }
+
+    #[test]
+    fn shared_prefix_structure() {
+        let s = schedule(&exp(), 1);
+        let cold = &s.phases[0];
+        assert_eq!(cold.requests.len(), 1 + 6);
+        assert!(cold.requests[0].warmup);
+        let groups: Vec<_> = cold.requests[1..]
+            .iter()
+            .map(|r| r.group.unwrap())
+            .collect();
+        assert_eq!(groups, [0, 1, 2, 0, 1, 2]);
+        let prefix =
+            |r: &PlannedRequest| r.prompt.split(' ').take(50).collect::<Vec<_>>().join(" ");
+        // Same group, same prefix; different groups, different prefixes; suffixes differ.
+        assert_eq!(prefix(&cold.requests[1]), prefix(&cold.requests[4]));
+        assert_ne!(prefix(&cold.requests[1]), prefix(&cold.requests[2]));
+        assert_ne!(cold.requests[1].prompt, cold.requests[4].prompt);
+        assert_eq!(cold.requests[1].prompt.split(' ').count(), 55);
+        // The warm phase reuses cold's prefixes with new suffixes.
+        let warm = &s.phases[1];
+        assert_eq!(warm.concurrency, 2);
+        assert_eq!(warm.requests.len(), 3);
+        for (w, c) in warm.requests.iter().zip(&cold.requests[1..4]) {
+            assert_eq!(prefix(w), prefix(c));
+            assert_ne!(w.prompt, c.prompt);
+            assert_eq!(w.api, Api::Chat);
+        }
+    }
+
+    #[test]
+    fn concurrent_prompts_are_distinct_and_sized() {
+        let s = schedule(&exp(), 1);
+        let load = &s.phases[2];
+        assert_eq!(load.concurrency, 4);
+        assert_eq!(load.requests.len(), 10);
+        let mut prompts: Vec<_> = load.requests.iter().map(|r| r.prompt.as_str()).collect();
+        assert!(prompts.iter().all(|p| p.split(' ').count() == 20));
+        prompts.sort();
+        prompts.dedup();
+        assert_eq!(prompts.len(), 10);
+    }
+
+    #[test]
+    fn rng_is_uniform_enough() {
+        let mut r = Rng::for_stream(1, 2, "x", 0, 0);
+        let mut counts = [0u32; 10];
+        for _ in 0..100_000 {
+            counts[r.below(10) as usize] += 1;
+        }
+        assert!(
+            counts.iter().all(|&c| (9_000..11_000).contains(&c)),
+            "{counts:?}"
+        );
+    }
+}
