@@ -1,0 +1,121 @@
+//! The `inferlab` binary: exit codes and what it prints.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("inferlab-cli-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("experiments")).unwrap();
+    dir
+}
+
+/// Runs the binary with no live endpoint configured.
+fn inferlab(dir: &Path, args: &[&str]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_inferlab"));
+    cmd.current_dir(dir)
+        .args([
+            "--fixtures",
+            repo().join("wiremock-fixtures").to_str().unwrap(),
+        ])
+        .args(args);
+    for (k, _) in std::env::vars() {
+        if k.starts_with("INFERLAB_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.output().unwrap()
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+#[test]
+fn validate_reports_file_line_column_and_field_with_exit_2() {
+    let dir = scratch("validate");
+    let good = std::fs::read_to_string(repo().join("experiments/prefix_cache.toml")).unwrap();
+    std::fs::write(dir.join("experiments/good.toml"), &good).unwrap();
+    std::fs::write(
+        dir.join("experiments/bad.toml"),
+        good.replace("groups = 4", "groups = \"four\""),
+    )
+    .unwrap();
+    let out = inferlab(&dir, &["validate"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let t = text(&out);
+    assert!(t.contains("ok  experiments/good.toml"), "{t}");
+    assert!(
+        t.contains("experiments/bad.toml:15:47: phase[0].workload.groups: invalid type: string \"four\", expected u32"),
+        "{t}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_failed_assertion_exits_1_and_shows_the_numbers() {
+    let dir = scratch("assert");
+    let src = std::fs::read_to_string(repo().join("experiments/prefix_cache.toml")).unwrap();
+    let strict = src.replace(
+        "warm.ttft.p50 <= 0.5 * cold.ttft.p50",
+        "warm.ttft.p50 <= 0.01 * cold.ttft.p50",
+    );
+    assert_ne!(src, strict);
+    std::fs::write(dir.join("experiments/prefix_cache.toml"), strict).unwrap();
+
+    let out = inferlab(&dir, &["list"]);
+    assert!(
+        text(&out).contains("prefix_cache::llamacpp  [replay]"),
+        "{}",
+        text(&out)
+    );
+
+    let out = inferlab(&dir, &["run", "prefix_cache", "--results", "out"]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{t}");
+    assert!(t.contains("== prefix_cache::llamacpp [replay]"), "{t}");
+    assert!(
+        t.contains("FAILED warm.ttft.p50 <= 0.01 * cold.ttft.p50"),
+        "{t}"
+    );
+    assert!(t.contains("cold.ttft.p50 = "), "{t}");
+    assert!(t.contains("margin (right − left) = -"), "{t}");
+    assert!(t.contains("ok     all.error_rate == 0"), "{t}");
+    // The phase table and a results directory with the summary.
+    assert!(
+        t.contains("phase") && t.contains("cold") && t.contains("warm"),
+        "{t}"
+    );
+    let runs: Vec<_> = std::fs::read_dir(dir.join("out/prefix_cache"))
+        .unwrap()
+        .collect();
+    assert_eq!(runs.len(), 1);
+    let run = runs[0].as_ref().unwrap().path();
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(summary["assertions"][0]["passed"], false);
+    assert_eq!(summary["phases"][1]["name"], "warm");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn no_matching_trial_exits_2() {
+    let dir = scratch("nomatch");
+    std::fs::copy(
+        repo().join("experiments/single_request.toml"),
+        dir.join("experiments/single_request.toml"),
+    )
+    .unwrap();
+    let out = inferlab(&dir, &["run", "no_such_experiment"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("no trial matches"));
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -1,0 +1,208 @@
+//! A scripted token-stream server for tests: 127.0.0.1:0, TCP_NODELAY, and a behaviour chosen
+//! by the request's prompt (`ok`, `reset`, `stall`, …) so one schedule can exercise every fault.
+#![allow(dead_code)]
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::serve::ListenerExt;
+use inferlab::spec::{Api, Timeouts};
+use inferlab::workload::{PhasePlan, PlannedRequest, Schedule};
+use serde_json::{Value, json};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Tokens per scripted stream.
+pub const TOKENS: u32 = 5;
+/// Gap between scripted tokens.
+pub const ITL: Duration = Duration::from_millis(4);
+
+pub struct Scripted {
+    pub url: String,
+    /// Authorization headers the server received.
+    pub auth_seen: Arc<Mutex<Vec<String>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Scripted {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+pub async fn start() -> Scripted {
+    let auth_seen = Arc::new(Mutex::new(Vec::new()));
+    let seen = auth_seen.clone();
+    let handler = move |headers: HeaderMap, body: Bytes| {
+        let seen = seen.clone();
+        async move {
+            if let Some(a) = headers.get(header::AUTHORIZATION) {
+                seen.lock()
+                    .unwrap()
+                    .push(a.to_str().unwrap_or("").to_string());
+            }
+            respond(body).await
+        }
+    };
+    let app = Router::new()
+        .route("/v1/completions", post(handler.clone()))
+        .route("/v1/chat/completions", post(handler));
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+        .await
+        .unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let listener = listener.tap_io(|t| {
+        let _ = t.set_nodelay(true);
+    });
+    let task = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    Scripted {
+        url,
+        auth_seen,
+        task,
+    }
+}
+
+fn chunk(text: &str) -> String {
+    format!(
+        "data: {}\n\n",
+        json!({"choices":[{"text": text, "index": 0, "finish_reason": null}]})
+    )
+}
+
+fn finish(usage: bool) -> String {
+    let mut v = json!({"choices":[{"text":"","index":0,"finish_reason":"length"}]});
+    if usage {
+        v["usage"] = json!({"prompt_tokens": 3, "completion_tokens": TOKENS, "prompt_tokens_details": {"cached_tokens": 1}});
+    }
+    format!("data: {v}\n\n")
+}
+
+const SCRIPTS: &[&str] = &[
+    "ok",
+    "no_usage",
+    "in_stream_error",
+    "reset",
+    "stall",
+    "malformed",
+    "no_done",
+];
+
+enum Step {
+    Send(String),
+    Fail,
+    Sleep(Duration),
+}
+
+async fn respond(body: Bytes) -> Response {
+    let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let prompt = v["prompt"].as_str().unwrap_or("ok").to_string();
+    let mut steps = vec![Step::Sleep(Duration::from_millis(10))];
+    let tokens = |steps: &mut Vec<Step>, n: u32| {
+        for i in 0..n {
+            steps.push(Step::Send(chunk(&format!(" t{i}"))));
+            steps.push(Step::Sleep(ITL));
+        }
+    };
+    match prompt.as_str() {
+        // Anything else (generated prompts) streams normally.
+        _ if !SCRIPTS.contains(&prompt.as_str()) => {
+            tokens(&mut steps, TOKENS);
+            steps.push(Step::Send(finish(true)));
+            steps.push(Step::Send("data: [DONE]\n\n".into()));
+        }
+        "ok" => {
+            tokens(&mut steps, TOKENS);
+            steps.push(Step::Send(finish(true)));
+            steps.push(Step::Send("data: [DONE]\n\n".into()));
+        }
+        "no_usage" => {
+            tokens(&mut steps, TOKENS);
+            steps.push(Step::Send(finish(false)));
+            steps.push(Step::Send("data: [DONE]\n\n".into()));
+        }
+        "in_stream_error" => {
+            tokens(&mut steps, 2);
+            steps.push(Step::Send(
+                "data: {\"error\":{\"message\":\"KV cache exhausted\",\"code\":500}}\n\n".into(),
+            ));
+            steps.push(Step::Send("data: [DONE]\n\n".into()));
+        }
+        "reset" => {
+            tokens(&mut steps, 2);
+            steps.push(Step::Fail);
+        }
+        "stall" => {
+            tokens(&mut steps, 2);
+            steps.push(Step::Sleep(Duration::from_secs(5)));
+            steps.push(Step::Send(finish(true)));
+        }
+        "malformed" => {
+            tokens(&mut steps, 1);
+            steps.push(Step::Send("data: {\"choices\":[{\"text\":\n\n".into()));
+            steps.push(Step::Send("data: [DONE]\n\n".into()));
+        }
+        "no_done" => {
+            tokens(&mut steps, 2);
+        }
+        _ => {
+            return (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "script table out of date",
+            )
+                .into_response();
+        }
+    }
+    let stream = futures_util::stream::unfold(steps.into_iter(), |mut it| async move {
+        loop {
+            match it.next()? {
+                Step::Sleep(d) => tokio::time::sleep(d).await,
+                Step::Send(s) => return Some((Ok::<_, std::io::Error>(Bytes::from(s)), it)),
+                Step::Fail => return Some((Err(std::io::Error::other("scripted reset")), it)),
+            }
+        }
+    });
+    Response::builder()
+        .header(header::CONTENT_TYPE, "text/event-stream")
+        .body(Body::from_stream(stream))
+        .unwrap()
+}
+
+/// A one-phase schedule with one request per prompt, sent one at a time.
+pub fn schedule(prompts: &[&str], concurrency: u32) -> Schedule {
+    Schedule {
+        seed: 0,
+        salt: 0,
+        phases: vec![PhasePlan {
+            name: "p".into(),
+            concurrency,
+            requests: prompts
+                .iter()
+                .enumerate()
+                .map(|(i, p)| PlannedRequest {
+                    index: i as u32,
+                    warmup: false,
+                    group: None,
+                    api: Api::Completions,
+                    prompt: p.to_string(),
+                    max_tokens: TOKENS,
+                    ignore_eos: true,
+                    temperature: 0.0,
+                })
+                .collect(),
+        }],
+    }
+}
+
+/// Short timeouts so stalls fail fast.
+pub fn timeouts() -> Timeouts {
+    Timeouts {
+        connect: Duration::from_secs(2),
+        first_byte: Duration::from_secs(2),
+        idle: Duration::from_millis(300),
+        total: Duration::from_secs(10),
+    }
+}

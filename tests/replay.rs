@@ -1,0 +1,227 @@
+//! Record → replay round trips through `trial::run_trial`, mode selection from the
+//! environment, and the ways a fixture can stop matching its experiment.
+
+mod common;
+
+use inferlab::replay::{Fixture, Source};
+use inferlab::spec::{self, Experiment};
+use inferlab::trial::{self, Mode, Plan, TrialOptions};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+const EXPERIMENT: &str = r#"schema_version = 1
+description = "round trip"
+seed = 9
+[targets.box]
+kind = "openai"
+[model]
+name = "m"
+[[phase]]
+name = "cold"
+workload = { kind = "shared_prefix", groups = 2, prefix_tokens = 30, suffixes = 1, suffix_tokens = 4 }
+request = { api = "completions", output_tokens = 5 }
+[[phase]]
+name = "warm"
+workload = { kind = "shared_prefix", reuse = "cold", suffixes = 2, suffix_tokens = 4, concurrency = 2 }
+request = { api = "chat", output_tokens = 5 }
+[[assert]]
+expr = "all.error_rate == 0"
+[[assert]]
+expr = "warm.output_tokens == 20"
+"#;
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("inferlab-test-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn experiment(src: &str) -> Experiment {
+    spec::parse("round_trip.toml", "round_trip", src).unwrap()
+}
+
+fn env_with(vars: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> + use<> {
+    let map: HashMap<String, String> = vars
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    move |k| map.get(k).cloned()
+}
+
+fn opts(root: &Path) -> TrialOptions {
+    TrialOptions {
+        results_root: root.join("results"),
+        fixtures_root: root.join("fixtures"),
+        salt: None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn record_then_replay_reproduces_the_run() {
+    let root = scratch("roundtrip");
+    let server = common::start().await;
+    let exp = experiment(EXPERIMENT);
+    let target = exp.target("box").unwrap().clone();
+    let env = env_with(&[
+        ("INFERLAB_BOX_URL", &format!("{}/v1", server.url)),
+        ("INFERLAB_BOX_API_KEY", "sk-secret-key-123"),
+        ("INFERLAB_RECORD", "1"),
+    ]);
+    let plan = trial::plan(&exp, &target, &env, &root.join("fixtures")).unwrap();
+    assert_eq!(plan.mode(), Some(Mode::Record));
+    let live = trial::run_trial(&exp, &target, plan, &opts(&root))
+        .await
+        .unwrap();
+    assert!(live.passed(), "{:?}", live.verdicts);
+    let fixture_dir = live.fixture_written.clone().unwrap();
+    let fixture = Fixture::load(&fixture_dir).unwrap();
+    assert_eq!(fixture.meta.source, Source::Recorded);
+    assert_eq!(fixture.exchanges.len(), 6);
+    for f in ["meta.json", "exchanges.jsonl"] {
+        let text = std::fs::read_to_string(fixture_dir.join(f)).unwrap();
+        assert!(!text.contains("sk-secret"), "{f} holds the key");
+    }
+    for f in ["manifest.json", "requests.jsonl", "summary.json"] {
+        let text = std::fs::read_to_string(live.dir.join(f)).unwrap();
+        assert!(!text.contains("sk-secret"), "{f} holds the key");
+        assert!(
+            text.contains("\"schema_version\""),
+            "{f} lacks schema_version"
+        );
+    }
+    // One line per request, appended as each completed.
+    let lines = std::fs::read_to_string(live.dir.join("requests.jsonl")).unwrap();
+    assert_eq!(lines.lines().count(), 6);
+    assert!(live.dir.join("histograms/warm/ttft.hdr").is_file());
+
+    // No URL now: the fixture makes it a replay.
+    let plan = trial::plan(&exp, &target, &env_with(&[]), &root.join("fixtures")).unwrap();
+    assert_eq!(plan.mode(), Some(Mode::Replay));
+    let replayed = trial::run_trial(&exp, &target, plan, &opts(&root))
+        .await
+        .unwrap();
+    assert!(
+        replayed.replay_unmatched.is_empty(),
+        "{:?}",
+        replayed.replay_unmatched
+    );
+    assert!(replayed.passed());
+    assert_eq!(
+        serde_json::to_string(&replayed.snapshot).unwrap(),
+        serde_json::to_string(&live.snapshot).unwrap()
+    );
+    // Pacing survives the round trip (generous bound: this is a loaded 2-core machine).
+    let ttft = |o: &trial::TrialOutcome| o.summary.phase("all").unwrap().ttft.unwrap().p50_ms;
+    let (a, b) = (ttft(&live), ttft(&replayed));
+    assert!(
+        (a - b).abs() < 15.0 + 0.5 * a,
+        "recorded TTFT p50 {a:.2} ms, replayed {b:.2} ms"
+    );
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_experiment_no_longer_matches_its_fixture() {
+    let root = scratch("mismatch");
+    let server = common::start().await;
+    let exp = experiment(EXPERIMENT);
+    let target = exp.target("box").unwrap().clone();
+    let env = env_with(&[("INFERLAB_BOX_URL", &server.url), ("INFERLAB_RECORD", "1")]);
+    let plan = trial::plan(&exp, &target, &env, &root.join("fixtures")).unwrap();
+    trial::run_trial(&exp, &target, plan, &opts(&root))
+        .await
+        .unwrap();
+
+    // Longer suffixes → different requests → no recorded exchange.
+    let changed = experiment(&EXPERIMENT.replace(
+        "suffixes = 2, suffix_tokens = 4",
+        "suffixes = 2, suffix_tokens = 5",
+    ));
+    let plan = trial::plan(&changed, &target, &env_with(&[]), &root.join("fixtures")).unwrap();
+    let out = trial::run_trial(&changed, &target, plan, &opts(&root))
+        .await
+        .unwrap();
+    assert_eq!(out.replay_unmatched.len(), 4, "{:?}", out.replay_unmatched);
+    assert!(out.replay_unmatched[0].contains("POST /v1/chat/completions"));
+    assert!(!out.passed());
+    assert_eq!(
+        out.summary.phase("warm").unwrap().errors.get("http_404"),
+        Some(&4)
+    );
+
+    // Another seed: refused before anything runs.
+    let reseeded = experiment(&EXPERIMENT.replace("seed = 9", "seed = 10"));
+    let plan = trial::plan(&reseeded, &target, &env_with(&[]), &root.join("fixtures")).unwrap();
+    let err = trial::run_trial(&reseeded, &target, plan, &opts(&root))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("recorded with seed 9, the experiment has 10"),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+#[test]
+fn modes_come_from_the_environment() {
+    let root = scratch("modes");
+    let exp = experiment(EXPERIMENT);
+    let target = exp.target("box").unwrap();
+    let fixtures = root.join("fixtures");
+    match trial::plan(&exp, target, &env_with(&[]), &fixtures).unwrap() {
+        Plan::Ignored { reason } => {
+            assert!(reason.contains("INFERLAB_BOX_URL unset"), "{reason}");
+        }
+        p => panic!("{p:?}"),
+    }
+    let plan = trial::plan(
+        &exp,
+        target,
+        &env_with(&[("INFERLAB_BOX_URL", "http://h:8000/v1/")]),
+        &fixtures,
+    )
+    .unwrap();
+    match plan {
+        Plan::Live { endpoint, record } => {
+            assert_eq!(endpoint.base_url, "http://h:8000");
+            assert_eq!(endpoint.model, "m");
+            assert!(!record);
+        }
+        p => panic!("{p:?}"),
+    }
+    let plan = trial::plan(
+        &exp,
+        target,
+        &env_with(&[
+            ("INFERLAB_BOX_RUNPOD_POD", "abc123"),
+            ("INFERLAB_BOX_MODEL", "llama"),
+        ]),
+        &fixtures,
+    )
+    .unwrap();
+    match plan {
+        Plan::Live { endpoint, .. } => {
+            assert_eq!(endpoint.base_url, "https://abc123-8000.proxy.runpod.net");
+            assert_eq!(endpoint.model, "llama");
+        }
+        p => panic!("{p:?}"),
+    }
+    let both = env_with(&[
+        ("INFERLAB_BOX_URL", "http://h"),
+        ("INFERLAB_BOX_RUNPOD_POD", "abc"),
+    ]);
+    assert!(
+        trial::plan(&exp, target, &both, &fixtures)
+            .unwrap_err()
+            .contains("set one")
+    );
+    let bad = env_with(&[("INFERLAB_BOX_URL", "h:8000")]);
+    assert!(
+        trial::plan(&exp, target, &bad, &fixtures)
+            .unwrap_err()
+            .contains("not an http(s) URL")
+    );
+    let _ = std::fs::remove_dir_all(&root);
+}
