@@ -360,14 +360,19 @@ const WORDS: &[&str] = &[
     "began",
 ];
 
+/// The first word of a message has no leading space (chat templates put it right after a
+/// newline); these words are single tokens with or without one.
+const FIRST_WORDS: usize = 30;
+
 /// `n` words from `rng`, space separated.
 pub fn words(rng: &mut Rng, n: u32) -> String {
     let mut out = String::with_capacity(n as usize * 6);
     for i in 0..n {
+        let pool = if i == 0 { FIRST_WORDS } else { WORDS.len() };
         if i > 0 {
             out.push(' ');
         }
-        out.push_str(WORDS[rng.below(WORDS.len() as u64) as usize]);
+        out.push_str(WORDS[rng.below(pool as u64) as usize]);
     }
     out
 }

@@ -1,0 +1,143 @@
+//! Replay pacing fidelity: how closely a replayed stream reproduces the recorded gaps between
+//! SSE records, measured through the real client path (replay server → reqwest → SSE decoder).
+//!
+//! `cargo bench --bench replay` replays every exchange of the committed
+//! `wiremock-fixtures/concurrency/llamacpp` fixture (recorded from llama-server): one at a time,
+//! then eight at a time, and prints median / p99 / max of |replayed gap − recorded gap| and of
+//! the first-record offset error. Under `cargo test --benches` it replays two exchanges as a
+//! smoke test.
+
+use inferlab::client::{self, Endpoint};
+use inferlab::engine::TargetKind;
+use inferlab::replay::{Exchange, Fixture, ReplayServer};
+use inferlab::spec::{Api, Timeouts};
+use inferlab::workload::PlannedRequest;
+use std::path::PathBuf;
+use std::sync::Arc;
+use tokio::time::Instant;
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+/// (gap errors, first-record errors) in ms for one exchange.
+async fn replay_one(http: &reqwest::Client, ep: &Endpoint, ex: &Exchange) -> (Vec<f64>, f64) {
+    let req = PlannedRequest {
+        index: ex.index,
+        warmup: false,
+        group: None,
+        api: if ex.path.ends_with("chat/completions") {
+            Api::Chat
+        } else {
+            Api::Completions
+        },
+        prompt: String::new(),
+        max_tokens: 0,
+        ignore_eos: false,
+        temperature: 0.0,
+    };
+    let now = Instant::now();
+    let (_, cap) = client::execute(
+        http,
+        ep,
+        &ex.phase,
+        &req,
+        &ex.body,
+        &Timeouts::default(),
+        now,
+        now,
+        true,
+    )
+    .await;
+    let cap = cap.expect("capture requested");
+    let got: Vec<f64> = cap
+        .events
+        .iter()
+        .map(|e| e.offset.as_secs_f64() * 1e3)
+        .collect();
+    let want: Vec<f64> = ex.events.iter().map(|e| e.offset_us as f64 / 1e3).collect();
+    assert_eq!(
+        got.len(),
+        want.len(),
+        "replayed a different number of records"
+    );
+    let gaps = got
+        .windows(2)
+        .zip(want.windows(2))
+        .map(|(g, w)| ((g[1] - g[0]) - (w[1] - w[0])).abs())
+        .collect();
+    (gaps, (got[0] - want[0]).abs())
+}
+
+async fn measure(label: &str, fixture: &Fixture, exchanges: &[Exchange], concurrency: usize) {
+    let server = ReplayServer::start(fixture).await.expect("replay server");
+    let ep = Endpoint {
+        base_url: server.base_url(),
+        api_key: None,
+        model: fixture.meta.model.clone(),
+        kind: TargetKind::Llamacpp,
+        continuous_usage: false,
+    };
+    let http = client::http_client(&Timeouts::default(), concurrency).expect("client");
+    let mut gaps = Vec::new();
+    let mut firsts = Vec::new();
+    let ep = Arc::new(ep);
+    for batch in exchanges.chunks(concurrency) {
+        let mut tasks = Vec::new();
+        for ex in batch {
+            let (http, ep, ex) = (http.clone(), ep.clone(), ex.clone());
+            tasks.push(tokio::spawn(
+                async move { replay_one(&http, &ep, &ex).await },
+            ));
+        }
+        for t in tasks {
+            let (g, f) = t.await.expect("task");
+            gaps.extend(g);
+            firsts.push(f);
+        }
+    }
+    assert!(server.unmatched().is_empty(), "{:?}", server.unmatched());
+    gaps.sort_by(f64::total_cmp);
+    firsts.sort_by(f64::total_cmp);
+    println!(
+        "{label:<28} gaps {:>5}: |err| median {:.3} ms  p99 {:.3} ms  max {:.3} ms   first record ({}): median {:.3} ms  p99 {:.3} ms",
+        gaps.len(),
+        percentile(&gaps, 0.5),
+        percentile(&gaps, 0.99),
+        gaps.last().copied().unwrap_or(f64::NAN),
+        firsts.len(),
+        percentile(&firsts, 0.5),
+        percentile(&firsts, 0.99),
+    );
+}
+
+fn main() {
+    let full = std::env::args().any(|a| a == "--bench");
+    let dir =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("wiremock-fixtures/concurrency/llamacpp");
+    let fixture = Fixture::load(&dir).expect("committed fixture");
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        let c1: Vec<Exchange> = fixture
+            .exchanges
+            .iter()
+            .filter(|e| e.phase == "c1")
+            .cloned()
+            .collect();
+        let c8: Vec<Exchange> = fixture
+            .exchanges
+            .iter()
+            .filter(|e| e.phase == "c8")
+            .cloned()
+            .collect();
+        if !full {
+            measure("smoke (2 exchanges)", &fixture, &c1[..2], 1).await;
+            return;
+        }
+        measure("one at a time (c1 phase)", &fixture, &c1, 1).await;
+        measure("eight at a time (c8 phase)", &fixture, &c8, 8).await;
+    });
+}
