@@ -4,12 +4,14 @@
 //! `cargo bench --bench replay` replays every exchange of the committed
 //! `wiremock-fixtures/concurrency/llamacpp` fixture (recorded from llama-server): one at a time,
 //! then eight at a time, and prints median / p99 / max of |replayed gap − recorded gap| and of
-//! the first-record offset error. Under `cargo test --benches` it replays two exchanges as a
-//! smoke test.
+//! the first-record offset error. It also measures the client's cost per chunk: a synthetic
+//! exchange of 20 000 records all due at once is streamed as fast as loopback allows, and the
+//! wall time of reading it (HTTP, SSE decoding, JSON, timestamps) is divided by the records.
+//! Under `cargo test --benches` it replays two exchanges and a short burst as a smoke test.
 
 use inferlab::client::{self, Endpoint};
 use inferlab::engine::TargetKind;
-use inferlab::replay::{Exchange, Fixture, ReplayServer};
+use inferlab::replay::{Exchange, Fixture, FixtureEvent, ReplayServer, Source};
 use inferlab::spec::{Api, Timeouts};
 use inferlab::workload::PlannedRequest;
 use std::path::PathBuf;
@@ -23,9 +25,9 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
-/// (gap errors, first-record errors) in ms for one exchange.
-async fn replay_one(http: &reqwest::Client, ep: &Endpoint, ex: &Exchange) -> (Vec<f64>, f64) {
-    let req = PlannedRequest {
+/// The request to replay `ex`: only its API matters, the body is sent as recorded.
+fn planned(ex: &Exchange) -> PlannedRequest {
+    PlannedRequest {
         index: ex.index,
         warmup: false,
         group: None,
@@ -38,7 +40,12 @@ async fn replay_one(http: &reqwest::Client, ep: &Endpoint, ex: &Exchange) -> (Ve
         max_tokens: 0,
         ignore_eos: false,
         temperature: 0.0,
-    };
+    }
+}
+
+/// (gap errors, first-record errors) in ms for one exchange.
+async fn replay_one(http: &reqwest::Client, ep: &Endpoint, ex: &Exchange) -> (Vec<f64>, f64) {
+    let req = planned(ex);
     let now = Instant::now();
     let (_, cap) = client::execute(
         http,
@@ -114,6 +121,70 @@ async fn measure(label: &str, fixture: &Fixture, exchanges: &[Exchange], concurr
     );
 }
 
+/// Client cost per chunk: `events` records with offset 0, read through `client::execute`.
+async fn overhead(fixture: &Fixture, events: usize) {
+    let mut synthetic = fixture.clone();
+    synthetic.meta.source = Source::Synthetic;
+    let mut ex = fixture.exchanges[0].clone();
+    let template = ex
+        .events
+        .iter()
+        .find(|e| e.data.contains("\"content\":\"") && !e.data.contains("\"content\":\"\""))
+        .expect("a content record")
+        .data
+        .clone();
+    ex.headers_offset_us = 0;
+    ex.events = (0..events)
+        .map(|_| FixtureEvent {
+            offset_us: 0,
+            event: None,
+            data: template.clone(),
+        })
+        .chain(std::iter::once(FixtureEvent {
+            offset_us: 0,
+            event: None,
+            data: "[DONE]".into(),
+        }))
+        .collect();
+    synthetic.exchanges = vec![ex.clone(); 5];
+    let server = ReplayServer::start(&synthetic)
+        .await
+        .expect("replay server");
+    let ep = Endpoint {
+        base_url: server.base_url(),
+        api_key: None,
+        model: fixture.meta.model.clone(),
+        kind: TargetKind::Llamacpp,
+        continuous_usage: false,
+    };
+    let http = client::http_client(&Timeouts::default(), 1).expect("client");
+    let mut per_chunk = Vec::new();
+    for _ in 0..5 {
+        let req = planned(&ex);
+        let now = Instant::now();
+        let (rec, _) = client::execute(
+            &http,
+            &ep,
+            "x",
+            &req,
+            &ex.body,
+            &Timeouts::default(),
+            now,
+            now,
+            false,
+        )
+        .await;
+        assert!(rec.ok(), "{:?}", rec.failure);
+        assert_eq!(rec.chunks.len(), events);
+        per_chunk.push(now.elapsed().as_secs_f64() * 1e6 / events as f64);
+    }
+    per_chunk.sort_by(f64::total_cmp);
+    println!(
+        "client cost per chunk ({events} chunks, best/median of 5): {:.2} / {:.2} µs",
+        per_chunk[0], per_chunk[2]
+    );
+}
+
 fn main() {
     let full = std::env::args().any(|a| a == "--bench");
     let dir =
@@ -135,8 +206,10 @@ fn main() {
             .collect();
         if !full {
             measure("smoke (2 exchanges)", &fixture, &c1[..2], 1).await;
+            overhead(&fixture, 200).await;
             return;
         }
+        overhead(&fixture, 20_000).await;
         measure("one at a time (c1 phase)", &fixture, &c1, 1).await;
         measure("eight at a time (c8 phase)", &fixture, &c8, 8).await;
     });

@@ -3,7 +3,7 @@
 //! `histograms/<phase>/<metric>.hdr` (HdrHistogram V2 + DEFLATE, mergeable). Every JSON object
 //! carries `schema_version`. Also: the deterministic snapshot view and the phase table.
 
-use crate::assert::{Verdict, format_value};
+use crate::assert::Verdict;
 use crate::metrics::{Histograms, LatencyStats, PhaseSummary};
 use crate::record::RequestRecord;
 use crate::spec::{Experiment, RequestShape, Workload};
@@ -405,18 +405,6 @@ pub fn phase_table(summary: &RunSummary) -> String {
 /// Assertion verdicts, one block each.
 pub fn verdict_lines(verdicts: &[Verdict]) -> String {
     verdicts.iter().map(|v| format!("{v}\n")).collect()
-}
-
-/// A single figure for people (used by the CLI's footer).
-pub fn figure(value: f64, time: bool) -> String {
-    format_value(
-        value,
-        if time {
-            crate::metrics::Dim::Time
-        } else {
-            crate::metrics::Dim::Plain
-        },
-    )
 }
 
 #[cfg(test)]

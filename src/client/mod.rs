@@ -244,6 +244,21 @@ struct StreamState {
 }
 
 impl StreamState {
+    fn new() -> Self {
+        Self {
+            chunks: Vec::new(),
+            all_chunks_had_usage: true,
+            last_cumulative: 0,
+            usage: None,
+            timings: None,
+            output_chars: 0,
+            events: 0,
+            done: false,
+            finished: false,
+            failure: None,
+        }
+    }
+
     fn on_event(&mut self, ev: SseEvent<'_>, at: Duration) {
         if self.failure.is_some() {
             return;
@@ -405,18 +420,7 @@ pub async fn execute(
         end: Duration::ZERO,
         broken: false,
     });
-    let mut state = StreamState {
-        chunks: Vec::new(),
-        all_chunks_had_usage: true,
-        last_cumulative: 0,
-        usage: None,
-        timings: None,
-        output_chars: 0,
-        events: 0,
-        done: false,
-        finished: false,
-        failure: None,
-    };
+    let mut state = StreamState::new();
     let mut headers_at = None;
     let mut status = None;
 
@@ -662,18 +666,7 @@ mod tests {
     use super::*;
 
     fn state() -> StreamState {
-        StreamState {
-            chunks: Vec::new(),
-            all_chunks_had_usage: true,
-            last_cumulative: 0,
-            usage: None,
-            timings: None,
-            output_chars: 0,
-            events: 0,
-            done: false,
-            finished: false,
-            failure: None,
-        }
+        StreamState::new()
     }
 
     fn feed(s: &mut StreamState, data: &str, at_ms: u64) {
