@@ -17,6 +17,7 @@
 //! evaluation takes a lookup function so it never depends on how summaries are stored.
 
 use crate::metrics::{Dim, Value, check_metric};
+use crate::observe::canonical::{check_server_metric, server_metric_is_time};
 use std::fmt;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,6 +58,8 @@ impl Cmp {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Path {
     pub phase: String,
+    /// `server` or `gpu` for server-side metrics; `None` for the client's.
+    pub scope: Option<String>,
     pub metric: String,
     pub stat: Option<String>,
     pub column: usize,
@@ -64,7 +67,11 @@ pub struct Path {
 
 impl fmt::Display for Path {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}.{}", self.phase, self.metric)?;
+        write!(f, "{}.", self.phase)?;
+        if let Some(scope) = &self.scope {
+            write!(f, "{scope}.")?;
+        }
+        write!(f, "{}", self.metric)?;
         if let Some(s) = &self.stat {
             write!(f, ".{s}")?;
         }
@@ -323,11 +330,13 @@ impl Parser<'_> {
                 break;
             }
         }
-        let mut it = parts.into_iter();
-        let (Some(phase), Some(metric)) = (it.next(), it.next()) else {
+        let mut it = parts.into_iter().peekable();
+        let phase = it.next();
+        let scope = it.next_if(|p| p == "server" || p == "gpu");
+        let (Some(phase), Some(metric)) = (phase, it.next()) else {
             return err(
                 column,
-                "a metric path is `phase.metric[.stat]`, e.g. `warm.ttft.p50` or `all.error_rate`",
+                "a metric path is `phase.metric[.stat]` or `phase.server.metric[.stat]`, e.g. `warm.ttft.p50`, `all.error_rate`, `warm.server.prefix_cache_hit_rate`",
             );
         };
         let stat = it.next();
@@ -336,6 +345,7 @@ impl Parser<'_> {
         }
         Ok(Node::Path(Path {
             phase,
+            scope,
             metric,
             stat,
             column,
@@ -398,7 +408,7 @@ impl Assertion {
                     format!("unknown phase `{}` (phases: {})", p.phase, known.join(", ")),
                 );
             }
-            check_metric(&p.metric, p.stat.as_deref()).map_err(|m| ExprError {
+            path_dim(p).map_err(|m| ExprError {
                 column: p.column,
                 message: m,
             })?;
@@ -463,10 +473,25 @@ impl Assertion {
     }
 }
 
+/// Checks a path and gives its dimension.
+fn path_dim(p: &Path) -> Result<Dim, String> {
+    match p.scope.as_deref() {
+        None => check_metric(&p.metric, p.stat.as_deref()),
+        Some(scope) => {
+            check_server_metric(scope, &p.metric, p.stat.as_deref())?;
+            Ok(if server_metric_is_time(&p.metric) {
+                Dim::Time
+            } else {
+                Dim::Plain
+            })
+        }
+    }
+}
+
 fn dim_of(n: &Node) -> Result<Dim, ExprError> {
     Ok(match n {
         Node::Num(_, d) => *d,
-        Node::Path(p) => check_metric(&p.metric, p.stat.as_deref()).unwrap_or(Dim::Plain),
+        Node::Path(p) => path_dim(p).unwrap_or(Dim::Plain),
         Node::Neg(a) => dim_of(a)?,
         Node::Bin(op, a, b, col) => {
             let (a, b) = (dim_of(a)?, dim_of(b)?);
@@ -608,6 +633,15 @@ mod tests {
                 value: 420.0,
                 dim: Dim::Plain,
             }),
+            "warm.server.prefix_cache_hit_rate" => Some(Value {
+                value: 0.9,
+                dim: Dim::Plain,
+            }),
+            "c8.server.kv_cache_usage.max" => Some(Value {
+                value: 0.97,
+                dim: Dim::Plain,
+            }),
+            "warm.server.ttft_mean" => time(0.012),
             _ => None,
         }
     }
@@ -627,6 +661,9 @@ mod tests {
     #[case("(warm.ttft.p50 + 1ms) * 2 < 50ms", true)]
     #[case("-cold.ttft.p50 < 0s", true)]
     #[case("warm.ttft.p50<1e2ms", true)]
+    #[case("warm.server.prefix_cache_hit_rate >= 0.8", true)]
+    #[case("c8.server.kv_cache_usage.max < 0.95", false)]
+    #[case("warm.server.ttft_mean < warm.ttft.p50", true)]
     fn evaluates(#[case] src: &str, #[case] passed: bool) {
         let a = Assertion::parse(src).unwrap();
         a.check(PHASES).unwrap();
@@ -659,6 +696,9 @@ mod tests {
     #[case("warm.ttft.p50 < 2", 15, "needs a unit")]
     #[case("warm.ttft.p50 * cold.ttft.p50 < 1s", 15, "multiplies two durations")]
     #[case("1s < 1s + cold.ttft.p50 + cold.error_rate", 25, "adds a duration")]
+    #[case("warm.server.kv_cache_usage < 1", 1, "add mean, min or max")]
+    #[case("warm.server.ttft_mean < 1", 23, "needs a unit")]
+    #[case("warm.gpu.temp.max < 1", 1, "unknown gpu metric")]
     fn semantic_errors(#[case] src: &str, #[case] column: usize, #[case] needle: &str) {
         let e = Assertion::parse(src).unwrap().check(PHASES).unwrap_err();
         assert_eq!(e.column, column, "{e}");

@@ -10,6 +10,7 @@ pub mod assert;
 pub mod client;
 pub mod engine;
 pub mod metrics;
+pub mod observe;
 pub mod record;
 pub mod replay;
 pub mod report;

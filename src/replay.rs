@@ -9,6 +9,7 @@
 //! trial fails with a message that says the experiment no longer matches its recording.
 
 use crate::client::Capture;
+use crate::observe::scrape::Point;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::State;
@@ -130,10 +131,25 @@ impl Exchange {
     }
 }
 
+/// A recorded `/metrics` answer, for replaying the server side of a run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecordedScrape {
+    pub phase: String,
+    pub point: Point,
+    /// Offset from the phase's start, ms.
+    pub in_phase_ms: u64,
+    pub status: u16,
+    /// The exposition, reduced to the families inferlab reads.
+    pub text: String,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Fixture {
     pub meta: FixtureMeta,
     pub exchanges: Vec<Exchange>,
+    /// `scrapes.jsonl`; empty when the recording had no server metrics.
+    pub scrapes: Vec<RecordedScrape>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -181,22 +197,18 @@ impl Fixture {
                 message: format!("unsupported fixture schema version {}", meta.schema_version),
             });
         }
-        let ex_path = dir.join("exchanges.jsonl");
-        let file = std::fs::File::open(&ex_path).map_err(io(&ex_path))?;
-        let mut exchanges = Vec::new();
-        for (i, line) in std::io::BufReader::new(file).lines().enumerate() {
-            let line = line.map_err(io(&ex_path))?;
-            if line.trim().is_empty() {
-                continue;
-            }
-            let ex: Exchange = serde_json::from_str(&line).map_err(|e| FixtureError::Invalid {
-                path: ex_path.clone(),
-                line: i + 1,
-                message: e.to_string(),
-            })?;
-            exchanges.push(ex);
-        }
-        Ok(Self { meta, exchanges })
+        let exchanges = read_jsonl(&dir.join("exchanges.jsonl"))?;
+        let scrapes_path = dir.join("scrapes.jsonl");
+        let scrapes = if scrapes_path.is_file() {
+            read_jsonl(&scrapes_path)?
+        } else {
+            Vec::new()
+        };
+        Ok(Self {
+            meta,
+            exchanges,
+            scrapes,
+        })
     }
 
     /// Writes the fixture, replacing any previous one in `dir` (written to temporary files first
@@ -212,19 +224,65 @@ impl Fixture {
         meta.push('\n');
         std::fs::write(&meta_tmp, meta).map_err(io(&meta_tmp))?;
         let ex_tmp = dir.join("exchanges.jsonl.tmp");
-        {
-            let mut f =
-                std::io::BufWriter::new(std::fs::File::create(&ex_tmp).map_err(io(&ex_tmp))?);
-            for e in &self.exchanges {
-                let line = serde_json::to_string(e).expect("exchange serialises");
-                writeln!(f, "{line}").map_err(io(&ex_tmp))?;
-            }
-            f.flush().map_err(io(&ex_tmp))?;
+        write_jsonl(&ex_tmp, &self.exchanges)?;
+        let scrapes_tmp = dir.join("scrapes.jsonl.tmp");
+        if !self.scrapes.is_empty() {
+            write_jsonl(&scrapes_tmp, &self.scrapes)?;
         }
         std::fs::rename(&meta_tmp, dir.join("meta.json")).map_err(io(dir))?;
         std::fs::rename(&ex_tmp, dir.join("exchanges.jsonl")).map_err(io(dir))?;
+        if self.scrapes.is_empty() {
+            let _ = std::fs::remove_file(dir.join("scrapes.jsonl"));
+        } else {
+            std::fs::rename(&scrapes_tmp, dir.join("scrapes.jsonl")).map_err(io(dir))?;
+        }
         Ok(())
     }
+}
+
+fn read_jsonl<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Vec<T>, FixtureError> {
+    let io = |source| FixtureError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let file = std::fs::File::open(path).map_err(io)?;
+    let mut out = Vec::new();
+    for (i, line) in std::io::BufReader::new(file).lines().enumerate() {
+        let line = line.map_err(|source| FixtureError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        out.push(
+            serde_json::from_str(&line).map_err(|e| FixtureError::Invalid {
+                path: path.to_path_buf(),
+                line: i + 1,
+                message: e.to_string(),
+            })?,
+        );
+    }
+    Ok(out)
+}
+
+fn write_jsonl<T: Serialize>(path: &Path, items: &[T]) -> Result<(), FixtureError> {
+    let io = |source| FixtureError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut f = std::io::BufWriter::new(std::fs::File::create(path).map_err(io)?);
+    for item in items {
+        let line = serde_json::to_string(item).expect("fixture records serialise");
+        writeln!(f, "{line}").map_err(|source| FixtureError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    }
+    f.flush().map_err(|source| FixtureError::Io {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 /// The key an incoming request is matched on.
@@ -236,6 +294,7 @@ struct ReplayState {
     queues: Mutex<HashMap<String, VecDeque<Arc<Exchange>>>>,
     unmatched: Mutex<Vec<String>>,
     model: String,
+    scrapes: Vec<RecordedScrape>,
 }
 
 /// A running replay server; stops when dropped.
@@ -259,11 +318,13 @@ impl ReplayServer {
             queues: Mutex::new(queues),
             unmatched: Mutex::new(Vec::new()),
             model: fixture.meta.model.clone(),
+            scrapes: fixture.scrapes.clone(),
         });
         let app = Router::new()
             .route("/v1/completions", post(stream_handler))
             .route("/v1/chat/completions", post(stream_handler))
             .route("/v1/models", get(models))
+            .route("/metrics", get(metrics))
             .route("/health", get(|| async { "{\"status\":\"ok\"}" }))
             .with_state(state.clone());
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
@@ -304,6 +365,47 @@ async fn models(State(state): State<Arc<ReplayState>>) -> Response {
         "data": [{ "id": state.model, "object": "model" }]
     }))
     .into_response()
+}
+
+/// The recorded exposition for the moment a scrape names (`x-inferlab-scrape:
+/// <phase>;<point>;<ms into the phase>`): boundary scrapes exactly, periodic ones the latest
+/// recorded at or before that offset.
+async fn metrics(
+    State(state): State<Arc<ReplayState>>,
+    headers: axum::http::HeaderMap,
+) -> Response {
+    let tag = headers
+        .get("x-inferlab-scrape")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let mut parts = tag.split(';');
+    let (phase, point, at) = (
+        parts.next().unwrap_or(""),
+        parts.next().and_then(Point::parse),
+        parts.next().and_then(|s| s.parse::<u64>().ok()),
+    );
+    let in_phase = state.scrapes.iter().filter(|s| s.phase == phase);
+    let found = match point {
+        Some(Point::Periodic) => in_phase
+            .clone()
+            .rfind(|s| s.point == Point::Periodic && Some(s.in_phase_ms) <= at)
+            .or_else(|| in_phase.clone().find(|s| s.point == Point::Start)),
+        Some(p) => in_phase.clone().find(|s| s.point == p),
+        None => None,
+    };
+    match found {
+        Some(s) => (
+            StatusCode::from_u16(s.status).unwrap_or(StatusCode::OK),
+            [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+            s.text.clone(),
+        )
+            .into_response(),
+        None => (
+            StatusCode::NOT_FOUND,
+            "no recorded /metrics for this moment",
+        )
+            .into_response(),
+    }
 }
 
 async fn stream_handler(

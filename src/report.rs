@@ -5,6 +5,8 @@
 
 use crate::assert::Verdict;
 use crate::metrics::{Histograms, LatencyStats, PhaseSummary};
+use crate::observe::canonical::ServerSummary;
+use crate::observe::scrape::ScrapeRecord;
 use crate::record::RequestRecord;
 use crate::spec::{Experiment, RequestShape, Workload};
 use hdrhistogram::serialization::{Serializer as _, V2DeflateSerializer};
@@ -134,10 +136,26 @@ impl<'a> RequestRow<'a> {
     }
 }
 
+/// One line of `server_metrics.jsonl`: a scrape, its canonical series flattened under `values`.
+#[derive(Debug, Serialize)]
+struct ScrapeRow<'a> {
+    schema_version: u32,
+    phase: &'a str,
+    point: &'static str,
+    at_ms: f64,
+    in_phase_ms: f64,
+    ok: bool,
+    error: Option<&'a str>,
+    http_status: Option<u16>,
+    malformed_lines: usize,
+    values: &'a crate::observe::canonical::Canonical,
+}
+
 /// A results directory being written.
 pub struct ResultsDir {
     pub path: PathBuf,
     requests: BufWriter<File>,
+    server_metrics: Option<BufWriter<File>>,
 }
 
 impl ResultsDir {
@@ -164,7 +182,38 @@ impl ResultsDir {
             }
         }
         let requests = BufWriter::new(File::create(path.join("requests.jsonl"))?);
-        Ok(Self { path, requests })
+        Ok(Self {
+            path,
+            requests,
+            server_metrics: None,
+        })
+    }
+
+    /// Appends one scrape to `server_metrics.jsonl` (created on first use).
+    pub fn append_scrape(&mut self, r: &ScrapeRecord) -> io::Result<()> {
+        if self.server_metrics.is_none() {
+            self.server_metrics = Some(BufWriter::new(File::create(
+                self.path.join("server_metrics.jsonl"),
+            )?));
+        }
+        let Some(w) = self.server_metrics.as_mut() else {
+            return Ok(());
+        };
+        let row = ScrapeRow {
+            schema_version: RESULTS_SCHEMA_VERSION,
+            phase: &r.phase,
+            point: r.point.as_str(),
+            at_ms: ms(r.at),
+            in_phase_ms: ms(r.in_phase),
+            ok: r.error.is_none(),
+            error: r.error.as_deref(),
+            http_status: r.status,
+            malformed_lines: r.issues,
+            values: &r.values,
+        };
+        serde_json::to_writer(&mut *w, &row)?;
+        w.write_all(b"\n")?;
+        w.flush()
     }
 
     /// Appends one request and flushes, so the line is on disk when this returns.
@@ -206,6 +255,8 @@ pub struct NamedSummary {
     pub name: String,
     #[serde(flatten)]
     pub summary: PhaseSummary,
+    /// Server-side figures from `/metrics`, when scraped.
+    pub server: Option<ServerSummary>,
 }
 
 /// An assertion verdict as stored.
@@ -254,10 +305,20 @@ pub struct RunSummary {
     pub prompt_lengths: &'static str,
     pub phases: Vec<NamedSummary>,
     pub all: PhaseSummary,
+    pub all_server: Option<ServerSummary>,
+    /// `scraped (…)`, `unavailable: <why>` or `off`.
+    pub server_metrics: String,
     pub assertions: Vec<VerdictRow>,
 }
 
 impl RunSummary {
+    pub fn server(&self, name: &str) -> Option<&ServerSummary> {
+        if name == "all" {
+            return self.all_server.as_ref();
+        }
+        self.phases.iter().find(|p| p.name == name)?.server.as_ref()
+    }
+
     pub fn phase(&self, name: &str) -> Option<&PhaseSummary> {
         if name == "all" {
             return Some(&self.all);
@@ -296,6 +357,8 @@ pub struct SnapshotPhase {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cached_tokens: Option<u64>,
     pub usage_missing: u64,
+    /// Canonical server series the engine reported over the phase (names only: values vary).
+    pub server_series: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -336,6 +399,10 @@ pub fn snapshot_view(
                     output_tokens: s.output_tokens,
                     cached_tokens: exp.snapshot.cached_tokens.then_some(s.cached_tokens),
                     usage_missing: s.usage_missing,
+                    server_series: summary
+                        .server(&p.name)
+                        .map(server_series)
+                        .unwrap_or_default(),
                 })
             })
             .collect(),
@@ -348,6 +415,47 @@ pub fn snapshot_view(
             })
             .collect(),
     }
+}
+
+fn server_series(s: &ServerSummary) -> Vec<String> {
+    let mut names: Vec<String> = s.gauges.keys().chain(s.deltas.keys()).cloned().collect();
+    names.sort();
+    names
+}
+
+/// One line of server-side figures for the phase table.
+fn server_line(s: &ServerSummary) -> Option<String> {
+    let mut parts = Vec::new();
+    if let Some(r) = s.prefix_cache_hit_rate {
+        parts.push(format!("prefix-cache hits {:.0}%", r * 100.0));
+    }
+    if let Some(g) = s.gauges.get("kv_cache_usage") {
+        parts.push(format!("kv usage mean {:.2} max {:.2}", g.mean, g.max));
+    }
+    if let Some(p) = s.deltas.get("preemptions") {
+        parts.push(format!("preemptions {p}"));
+    }
+    for (name, label) in [
+        ("requests_running", "running"),
+        ("requests_waiting", "waiting"),
+    ] {
+        if let Some(g) = s.gauges.get(name) {
+            parts.push(format!("{label} max {}", g.max));
+        }
+    }
+    if let Some(t) = s.server_ttft_mean_ms {
+        parts.push(format!("server ttft mean {t:.1}ms"));
+    }
+    if let Some(g) = s.gauges.get("gpu_util") {
+        parts.push(format!("gpu util mean {:.0}%", g.mean * 100.0));
+    }
+    if s.scrape_failures > 0 {
+        parts.push(format!(
+            "{} of {} scrapes failed",
+            s.scrape_failures, s.scrapes
+        ));
+    }
+    (!parts.is_empty()).then(|| parts.join(", "))
 }
 
 /// The per-phase table printed after a run.
@@ -398,6 +506,12 @@ pub fn phase_table(summary: &RunSummary) -> String {
             let e: Vec<String> = s.errors.iter().map(|(k, v)| format!("{k}×{v}")).collect();
             out.push_str(&format!("{:<12} errors: {}\n", "", e.join(", ")));
         }
+        if let Some(line) = summary.server(name).and_then(server_line) {
+            out.push_str(&format!("{:<12} server: {line}\n", ""));
+        }
+    }
+    if !summary.server_metrics.starts_with("scraped") {
+        out.push_str(&format!("server metrics: {}\n", summary.server_metrics));
     }
     out
 }

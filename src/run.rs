@@ -40,7 +40,8 @@ pub async fn run_schedule(
     origin
 }
 
-async fn run_phase(
+/// Runs one phase; times are offsets from `origin`.
+pub async fn run_phase(
     http: &reqwest::Client,
     ep: &Endpoint,
     phase: &PhasePlan,

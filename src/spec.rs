@@ -68,6 +68,17 @@ pub struct Experiment {
     #[serde(serialize_with = "ser_assertions")]
     pub assertions: Vec<Assertion>,
     pub snapshot: SnapshotOptions,
+    pub observe: Observe,
+}
+
+/// Server-side observation settings.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Observe {
+    /// Scrape the target's `/metrics` around and during each phase.
+    pub metrics: bool,
+    /// Time between periodic scrapes.
+    #[serde(serialize_with = "ser_secs")]
+    pub interval: Duration,
 }
 
 fn ser_assertions<S: serde::Serializer>(a: &[Assertion], s: S) -> Result<S::Ok, S::Error> {
@@ -210,6 +221,15 @@ struct RawExperiment {
     assertions: Vec<RawAssert>,
     #[serde(default)]
     snapshot: RawSnapshot,
+    #[serde(default)]
+    observe: RawObserve,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawObserve {
+    metrics: Option<bool>,
+    interval: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -659,6 +679,25 @@ fn lower(loc: &Locator<'_>, name: &str, raw: RawExperiment) -> Result<Experiment
         assertions.push(parsed);
     }
 
+    let observe = Observe {
+        metrics: raw.observe.metrics.unwrap_or(true),
+        interval: match raw.observe.interval {
+            None => Duration::from_millis(500),
+            Some(s) => {
+                let d = parse_duration(s.get_ref())
+                    .map_err(|m| loc.error(Some(s.span()), "observe.interval", m))?;
+                if d < Duration::from_millis(50) {
+                    return Err(loc.error(
+                        Some(s.span()),
+                        "observe.interval",
+                        "must be at least 50ms",
+                    ));
+                }
+                d
+            }
+        },
+    };
+
     Ok(Experiment {
         name: name.to_string(),
         description: raw.description,
@@ -673,6 +712,7 @@ fn lower(loc: &Locator<'_>, name: &str, raw: RawExperiment) -> Result<Experiment
             enabled: raw.snapshot.enabled,
             cached_tokens: raw.snapshot.cached_tokens,
         },
+        observe,
     })
 }
 
@@ -939,6 +979,11 @@ expr = "warm.ttft.p50 <= 0.5 * cold.ttft.p50"
         "schema_version = 1",
         "schema_version = 2",
         "x.toml:1:18: schema_version: unsupported schema version 2"
+    )]
+    #[case::interval(
+        "[slo]",
+        "[observe]\ninterval = \"10ms\"\n[slo]",
+        "x.toml:23:12: observe.interval: must be at least 50ms"
     )]
     #[case::unknown_request_field(
         "ignore_eos = true",

@@ -5,16 +5,24 @@
 
 use crate::assert::Verdict;
 use crate::client::{self, Endpoint, Secret};
-use crate::metrics::{self, PhaseSummary, Value};
+use crate::metrics::Dim;
+use crate::metrics::{self, Value};
+use crate::observe::canonical::{self, Canonical, ServerSummary};
+use crate::observe::scrape::{self, Point, ScrapeRecord, Scraper};
 use crate::record::RequestRecord;
-use crate::replay::{Exchange, Fixture, FixtureMeta, ReplayServer, Source, fixture_dir};
+use crate::replay::{
+    Exchange, Fixture, FixtureMeta, RecordedScrape, ReplayServer, Source, fixture_dir,
+};
 use crate::report::{self, NamedSummary, ResultsDir, RunSummary, SnapshotView, VerdictRow};
 use crate::run::{self, Completed};
 use crate::spec::{Experiment, TargetSpec};
 use crate::workload;
 use serde::Serialize;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
 
 /// How a trial runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -232,6 +240,21 @@ async fn server_version(http: &reqwest::Client, ep: &Endpoint) -> Option<String>
         .map(str::to_string)
 }
 
+/// Whether server metrics were collected, in words for the summary.
+fn server_metrics_status(exp: &Experiment, scrapes: &[ScrapeRecord]) -> String {
+    if !exp.observe.metrics {
+        return "off".to_string();
+    }
+    let ok = scrapes.iter().filter(|r| r.error.is_none()).count();
+    if ok > 0 {
+        return format!("scraped ({ok} of {} scrapes succeeded)", scrapes.len());
+    }
+    match scrapes.iter().find_map(|r| r.error.as_deref()) {
+        Some(e) => format!("unavailable: {e}"),
+        None => "unavailable".to_string(),
+    }
+}
+
 fn fresh_salt() -> u64 {
     let nanos = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
@@ -330,37 +353,84 @@ pub async fn run_trial(
     let mut records: Vec<RequestRecord> = Vec::with_capacity(planned);
     let mut exchanges: Vec<Exchange> = Vec::new();
     let mut write_errors = Vec::new();
-    {
-        let mut sink = |c: Completed| {
-            if let Err(e) = results.append(&c.record)
+    let origin = Instant::now();
+    let scraper = if exp.observe.metrics {
+        Scraper::new(
+            &endpoint.base_url,
+            endpoint.api_key.clone(),
+            target.kind,
+            mode == Mode::Replay,
+            capture,
+        )
+        .ok()
+        .map(Arc::new)
+    } else {
+        None
+    };
+    let (phase_tx, phase_rx) = watch::channel(None);
+    let (scrape_tx, mut scrape_rx) = mpsc::unbounded_channel();
+    let periodic = scraper.as_ref().map(|s| {
+        scrape::spawn_periodic(s.clone(), exp.observe.interval, phase_rx, origin, scrape_tx)
+    });
+    let mut scrapes: Vec<ScrapeRecord> = Vec::new();
+    for plan in &schedule.phases {
+        let start = Instant::now();
+        let mut phase_scrapes = Vec::new();
+        if let Some(s) = &scraper {
+            phase_scrapes.push(s.scrape(&plan.name, Point::Start, start, origin).await);
+        }
+        let _ = phase_tx.send(Some((plan.name.clone(), start)));
+        {
+            let mut sink = |c: Completed| {
+                if let Err(e) = results.append(&c.record)
+                    && write_errors.len() < 5
+                {
+                    write_errors.push(e.to_string());
+                }
+                if let Some(cap) = &c.capture {
+                    let path = plan
+                        .requests
+                        .get(c.record.index as usize)
+                        .map_or("/v1/completions", |r| r.api.path());
+                    if let Some(ex) =
+                        Exchange::from_capture(&c.record.phase, c.record.index, path, c.body, cap)
+                    {
+                        exchanges.push(ex);
+                    }
+                }
+                records.push(c.record);
+            };
+            run::run_phase(
+                &http,
+                &endpoint,
+                plan,
+                &exp.timeouts,
+                origin,
+                capture,
+                &mut sink,
+            )
+            .await;
+        }
+        let _ = phase_tx.send(None);
+        if let Some(s) = &scraper {
+            phase_scrapes.push(s.scrape(&plan.name, Point::End, start, origin).await);
+        }
+        while let Ok(r) = scrape_rx.try_recv() {
+            phase_scrapes.push(r);
+        }
+        phase_scrapes.sort_by_key(|r| r.at);
+        for r in &phase_scrapes {
+            if let Err(e) = results.append_scrape(r)
                 && write_errors.len() < 5
             {
                 write_errors.push(e.to_string());
             }
-            if let Some(cap) = &c.capture {
-                let path = schedule
-                    .phases
-                    .iter()
-                    .find(|p| p.name == c.record.phase)
-                    .and_then(|p| p.requests.get(c.record.index as usize))
-                    .map_or("/v1/completions", |r| r.api.path());
-                if let Some(ex) =
-                    Exchange::from_capture(&c.record.phase, c.record.index, path, c.body, cap)
-                {
-                    exchanges.push(ex);
-                }
-            }
-            records.push(c.record);
-        };
-        run::run_schedule(
-            &http,
-            &endpoint,
-            &schedule,
-            &exp.timeouts,
-            capture,
-            &mut sink,
-        )
-        .await;
+        }
+        scrapes.extend(phase_scrapes);
+    }
+    drop(phase_tx);
+    if let Some(p) = periodic {
+        let _ = p.await;
     }
     let replay_unmatched = replay
         .as_ref()
@@ -368,6 +438,14 @@ pub async fn run_trial(
         .unwrap_or_default();
     drop(replay);
 
+    let server_of = |phase: Option<&str>, client_ttft_ms: Option<f64>| -> Option<ServerSummary> {
+        let rows: Vec<Option<&Canonical>> = scrapes
+            .iter()
+            .filter(|r| phase.is_none_or(|p| r.phase == p))
+            .map(|r| r.error.is_none().then_some(&r.values))
+            .collect();
+        (!rows.is_empty()).then(|| canonical::summarize_server(&rows, client_ttft_ms))
+    };
     let mut phases = Vec::new();
     for p in &exp.phases {
         let (summary, hists) =
@@ -375,28 +453,42 @@ pub async fn run_trial(
         results
             .write_histograms(&p.name, &hists)
             .map_err(TrialError::Results)?;
+        let server = server_of(Some(&p.name), summary.ttft.map(|t| t.mean_ms));
         phases.push(NamedSummary {
             name: p.name.clone(),
             summary,
+            server,
         });
     }
     let (all, hists) = metrics::summarize(&records, &exp.slo);
     results
         .write_histograms("all", &hists)
         .map_err(TrialError::Results)?;
-    let lookup_in =
-        |phases: &[NamedSummary], all: &PhaseSummary, p: &crate::assert::Path| -> Option<Value> {
-            let s = if p.phase == "all" {
-                all
-            } else {
-                &phases.iter().find(|n| n.name == p.phase)?.summary
-            };
-            s.value(&p.metric, p.stat.as_deref()).ok().flatten()
+    let all_server = server_of(None, all.ttft.map(|t| t.mean_ms));
+    let lookup_in = |phases: &[NamedSummary], p: &crate::assert::Path| -> Option<Value> {
+        let (client, server) = if p.phase == "all" {
+            (&all, all_server.as_ref())
+        } else {
+            let n = phases.iter().find(|n| n.name == p.phase)?;
+            (&n.summary, n.server.as_ref())
         };
+        match p.scope.as_deref() {
+            None => client.value(&p.metric, p.stat.as_deref()).ok().flatten(),
+            Some(scope) => {
+                let value = server?.value(scope, &p.metric, p.stat.as_deref())?;
+                let dim = if canonical::server_metric_is_time(&p.metric) {
+                    Dim::Time
+                } else {
+                    Dim::Plain
+                };
+                Some(Value { value, dim })
+            }
+        }
+    };
     let verdicts: Vec<Verdict> = exp
         .assertions
         .iter()
-        .map(|a| a.evaluate(&|p| lookup_in(&phases, &all, p)))
+        .map(|a| a.evaluate(&|p| lookup_in(&phases, p)))
         .collect();
     let summary = RunSummary {
         schema_version: report::RESULTS_SCHEMA_VERSION,
@@ -406,6 +498,8 @@ pub async fn run_trial(
         prompt_lengths: "approximate",
         phases,
         all,
+        all_server,
+        server_metrics: server_metrics_status(exp, &scrapes),
         assertions: verdicts.iter().map(VerdictRow::from).collect(),
     };
     results
@@ -447,6 +541,18 @@ pub async fn run_trial(
                 notes: None,
             },
             exchanges,
+            scrapes: scrapes
+                .iter()
+                .filter_map(|r| {
+                    Some(RecordedScrape {
+                        phase: r.phase.clone(),
+                        point: r.point,
+                        in_phase_ms: u64::try_from(r.in_phase.as_millis()).unwrap_or(u64::MAX),
+                        status: r.status?,
+                        text: r.raw.clone()?,
+                    })
+                })
+                .collect(),
         };
         fixture.write(&dir)?;
         Some(dir)

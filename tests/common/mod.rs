@@ -21,6 +21,8 @@ pub const ITL: Duration = Duration::from_millis(4);
 
 pub struct Scripted {
     pub url: String,
+    /// `/metrics` answers, served in order; the last one repeats. Empty: 404.
+    pub metrics: Arc<Mutex<Vec<(u16, String)>>>,
     /// Authorization headers the server received.
     pub auth_seen: Arc<Mutex<Vec<String>>>,
     task: tokio::task::JoinHandle<()>,
@@ -33,6 +35,25 @@ impl Drop for Scripted {
 }
 
 pub async fn start() -> Scripted {
+    let metrics: Arc<Mutex<Vec<(u16, String)>>> = Arc::new(Mutex::new(Vec::new()));
+    let served = metrics.clone();
+    let metrics_handler = move || {
+        let served = served.clone();
+        async move {
+            let mut q = served.lock().unwrap();
+            let answer = match q.len() {
+                0 => None,
+                1 => q.first().cloned(),
+                _ => Some(q.remove(0)),
+            };
+            match answer {
+                Some((status, body)) => {
+                    (StatusCode::from_u16(status).unwrap(), body).into_response()
+                }
+                None => StatusCode::NOT_FOUND.into_response(),
+            }
+        }
+    };
     let auth_seen = Arc::new(Mutex::new(Vec::new()));
     let seen = auth_seen.clone();
     let handler = move |headers: HeaderMap, body: Bytes| {
@@ -48,7 +69,8 @@ pub async fn start() -> Scripted {
     };
     let app = Router::new()
         .route("/v1/completions", post(handler.clone()))
-        .route("/v1/chat/completions", post(handler));
+        .route("/v1/chat/completions", post(handler))
+        .route("/metrics", axum::routing::get(metrics_handler));
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
         .await
         .unwrap();
@@ -61,6 +83,7 @@ pub async fn start() -> Scripted {
     });
     Scripted {
         url,
+        metrics,
         auth_seen,
         task,
     }

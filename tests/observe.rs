@@ -1,0 +1,123 @@
+//! Server metrics joined to a run: `/metrics` faults are recorded and reported, never fatal;
+//! counter resets are handled; a server-side assertion fails with its numbers.
+
+mod common;
+
+use inferlab::spec::{self, Experiment};
+use inferlab::trial::{self, TrialOptions, TrialOutcome};
+use std::path::PathBuf;
+
+fn experiment(extra_assert: &str) -> Experiment {
+    let src = format!(
+        r#"schema_version = 1
+description = "observe"
+seed = 1
+[targets.box]
+kind = "vllm"
+[model]
+name = "m"
+[observe]
+interval = "50ms"
+[[phase]]
+name = "load"
+workload = {{ kind = "concurrent", concurrency = 2, requests = 6, input_tokens = 8 }}
+request = {{ api = "completions", output_tokens = 5 }}
+[[assert]]
+expr = "all.error_rate == 0"
+[[assert]]
+expr = "{extra_assert}"
+"#
+    );
+    spec::parse("observe.toml", "observe", &src).unwrap()
+}
+
+async fn run(server: &common::Scripted, exp: &Experiment) -> TrialOutcome {
+    let root: PathBuf =
+        std::env::temp_dir().join(format!("inferlab-observe-{}", std::process::id()));
+    let target = exp.target("box").unwrap().clone();
+    let url = server.url.clone();
+    let env = move |k: &str| (k == "INFERLAB_BOX_URL").then(|| url.clone());
+    let plan = trial::plan(exp, &target, &env, &root.join("fixtures")).unwrap();
+    let opts = TrialOptions {
+        results_root: root.join("results"),
+        fixtures_root: root.join("fixtures"),
+        salt: None,
+    };
+    trial::run_trial(exp, &target, plan, &opts).await.unwrap()
+}
+
+fn vllm(queries: f64, hits: f64, running: f64) -> (u16, String) {
+    (
+        200,
+        format!(
+            "# TYPE vllm:prefix_cache_queries_total counter\nvllm:prefix_cache_queries_total{{engine=\"0\"}} {queries}\n\
+             vllm:prefix_cache_hits_total{{engine=\"0\"}} {hits}\nvllm:num_requests_running{{engine=\"0\"}} {running}\n\
+             vllm:kv_cache_usage_perc{{engine=\"0\"}} 0.5\nvllm:num_preemptions_total{{engine=\"0\"}} 0\n"
+        ),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_assertion_fails_with_its_numbers_and_resets_are_handled() {
+    let server = common::start().await;
+    // Start, then a restart (counters drop), then growth: Δqueries = 100 + 200, Δhits = 50 + 100.
+    *server.metrics.lock().unwrap() = vec![
+        vllm(1000.0, 900.0, 0.0),
+        vllm(100.0, 50.0, 2.0),
+        vllm(300.0, 150.0, 1.0),
+    ];
+    let out = run(
+        &server,
+        &experiment("all.server.prefix_cache_hit_rate >= 0.9"),
+    )
+    .await;
+    let s = out.summary.server("load").expect("server summary");
+    assert!(s.counter_resets >= 1);
+    assert_eq!(s.prefix_cache_hit_rate, Some(0.5));
+    assert_eq!(s.gauges["kv_cache_usage"].max, 0.5);
+    let v = &out.verdicts[1];
+    assert!(!v.passed);
+    let text = v.to_string();
+    assert!(
+        text.contains("all.server.prefix_cache_hit_rate = 0.5"),
+        "{text}"
+    );
+    assert!(out.verdicts[0].passed, "the requests themselves succeeded");
+    assert!(out.dir.join("server_metrics.jsonl").is_file());
+    assert!(
+        out.summary.server_metrics.starts_with("scraped"),
+        "{}",
+        out.summary.server_metrics
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_or_garbage_metrics_are_reported_and_the_run_completes() {
+    for (answers, expected) in [
+        (vec![], "unavailable: /metrics answered HTTP 404"),
+        (
+            vec![(200, "<html><body>hello</body></html>".to_string())],
+            "unavailable: not a Prometheus exposition (1 malformed lines)",
+        ),
+        (
+            vec![(200, "vllm:num_requests_running{engine=\"0\"".to_string())],
+            "unavailable: not a Prometheus exposition (1 malformed lines)",
+        ),
+        (
+            vec![(200, "python_gc_objects_collected_total 1\n".to_string())],
+            "unavailable: no engine metrics in /metrics",
+        ),
+    ] {
+        let server = common::start().await;
+        *server.metrics.lock().unwrap() = answers;
+        let out = run(&server, &experiment("load.server.preemptions == 0")).await;
+        assert_eq!(out.summary.server_metrics, expected);
+        assert_eq!(out.summary.phase("load").unwrap().succeeded, 6);
+        let v = &out.verdicts[1];
+        assert!(!v.passed);
+        assert_eq!(
+            v.reason.as_deref(),
+            Some("no data for load.server.preemptions")
+        );
+    }
+}
