@@ -144,12 +144,24 @@ pub struct RecordedScrape {
     pub text: String,
 }
 
+/// A recorded GPU sample (replayed as data: GPU telemetry has no endpoint to pace).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecordedGpu {
+    pub phase: String,
+    pub in_phase_ms: u64,
+    pub values: crate::observe::canonical::Canonical,
+    pub error: Option<String>,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Fixture {
     pub meta: FixtureMeta,
     pub exchanges: Vec<Exchange>,
     /// `scrapes.jsonl`; empty when the recording had no server metrics.
     pub scrapes: Vec<RecordedScrape>,
+    /// `gpu_samples.jsonl`; empty when the recording had no GPU telemetry.
+    pub gpu: Vec<RecordedGpu>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -204,10 +216,17 @@ impl Fixture {
         } else {
             Vec::new()
         };
+        let gpu_path = dir.join("gpu_samples.jsonl");
+        let gpu = if gpu_path.is_file() {
+            read_jsonl(&gpu_path)?
+        } else {
+            Vec::new()
+        };
         Ok(Self {
             meta,
             exchanges,
             scrapes,
+            gpu,
         })
     }
 
@@ -235,6 +254,11 @@ impl Fixture {
             let _ = std::fs::remove_file(dir.join("scrapes.jsonl"));
         } else {
             std::fs::rename(&scrapes_tmp, dir.join("scrapes.jsonl")).map_err(io(dir))?;
+        }
+        if self.gpu.is_empty() {
+            let _ = std::fs::remove_file(dir.join("gpu_samples.jsonl"));
+        } else {
+            write_jsonl(&dir.join("gpu_samples.jsonl"), &self.gpu)?;
         }
         Ok(())
     }

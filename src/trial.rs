@@ -8,10 +8,11 @@ use crate::client::{self, Endpoint, Secret};
 use crate::metrics::Dim;
 use crate::metrics::{self, Value};
 use crate::observe::canonical::{self, Canonical, ServerSummary};
+use crate::observe::gpu::{self, GpuSource};
 use crate::observe::scrape::{self, Point, ScrapeRecord, Scraper};
 use crate::record::RequestRecord;
 use crate::replay::{
-    Exchange, Fixture, FixtureMeta, RecordedScrape, ReplayServer, Source, fixture_dir,
+    Exchange, Fixture, FixtureMeta, RecordedGpu, RecordedScrape, ReplayServer, Source, fixture_dir,
 };
 use crate::report::{self, NamedSummary, ResultsDir, RunSummary, SnapshotView, VerdictRow};
 use crate::run::{self, Completed};
@@ -50,6 +51,8 @@ pub enum Plan {
     Live {
         endpoint: Endpoint,
         record: bool,
+        /// GPU telemetry configured for the target, if any.
+        gpu: Option<GpuSource>,
     },
     Replay {
         dir: PathBuf,
@@ -130,7 +133,12 @@ pub fn plan(
         };
         let record =
             env("INFERLAB_RECORD").is_some_and(|v| v == "1" || v.eq_ignore_ascii_case("true"));
-        return Ok(Plan::Live { endpoint, record });
+        let gpu = GpuSource::from_env(env, &target.name);
+        return Ok(Plan::Live {
+            endpoint,
+            record,
+            gpu,
+        });
     }
     let dir = fixture_dir(fixtures_root, &exp.name, &target.name);
     if Fixture::exists(&dir) {
@@ -207,6 +215,7 @@ struct Manifest<'a> {
     salt: u64,
     server_version: Option<&'a str>,
     fixture: Option<&'a FixtureMeta>,
+    gpu_telemetry: Option<String>,
     git_revision: Option<String>,
     started_at: String,
     finished_at: Option<String>,
@@ -245,11 +254,12 @@ fn server_metrics_status(exp: &Experiment, scrapes: &[ScrapeRecord]) -> String {
     if !exp.observe.metrics {
         return "off".to_string();
     }
-    let ok = scrapes.iter().filter(|r| r.error.is_none()).count();
+    let metrics: Vec<&ScrapeRecord> = scrapes.iter().filter(|r| !r.gpu).collect();
+    let ok = metrics.iter().filter(|r| r.error.is_none()).count();
     if ok > 0 {
-        return format!("scraped ({ok} of {} scrapes succeeded)", scrapes.len());
+        return format!("scraped ({ok} of {} scrapes succeeded)", metrics.len());
     }
-    match scrapes.iter().find_map(|r| r.error.as_deref()) {
+    match metrics.iter().find_map(|r| r.error.as_deref()) {
         Some(e) => format!("unavailable: {e}"),
         None => "unavailable".to_string(),
     }
@@ -274,8 +284,13 @@ pub async fn run_trial(
         Plan::Ignored { reason } => TrialError::NotRunnable(reason.clone()),
         _ => unreachable!("only Ignored has no mode"),
     })?;
+    let mut gpu_source = None;
+    let mut recorded_gpu = Vec::new();
     let (endpoint, salt, fixture_meta, replay) = match plan {
-        Plan::Live { endpoint, .. } => (endpoint, opts.salt.unwrap_or_else(fresh_salt), None, None),
+        Plan::Live { endpoint, gpu, .. } => {
+            gpu_source = gpu;
+            (endpoint, opts.salt.unwrap_or_else(fresh_salt), None, None)
+        }
         Plan::Replay { dir } => {
             let fixture = Fixture::load(&dir)?;
             let m = &fixture.meta;
@@ -295,6 +310,7 @@ pub async fn run_trial(
                     m.seed, exp.seed
                 )));
             }
+            recorded_gpu = fixture.gpu.clone();
             let server = ReplayServer::start(&fixture)
                 .await
                 .map_err(TrialError::Replay)?;
@@ -339,6 +355,7 @@ pub async fn run_trial(
         salt,
         server_version: server_version.as_deref(),
         fixture: fixture_meta.as_ref(),
+        gpu_telemetry: gpu_source.as_ref().map(GpuSource::describe),
         git_revision: git,
         started_at: report::utc_rfc3339(started),
         finished_at: None,
@@ -371,6 +388,16 @@ pub async fn run_trial(
     let (scrape_tx, mut scrape_rx) = mpsc::unbounded_channel();
     let periodic = scraper.as_ref().map(|s| {
         scrape::spawn_periodic(s.clone(), exp.observe.interval, phase_rx, origin, scrape_tx)
+    });
+    let (gpu_tx, mut gpu_rx) = mpsc::unbounded_channel();
+    let gpu_task = gpu_source.as_ref().map(|src| {
+        gpu::spawn(
+            src.clone(),
+            exp.observe.interval,
+            phase_tx.subscribe(),
+            origin,
+            gpu_tx,
+        )
     });
     let mut scrapes: Vec<ScrapeRecord> = Vec::new();
     for plan in &schedule.phases {
@@ -418,6 +445,24 @@ pub async fn run_trial(
         while let Ok(r) = scrape_rx.try_recv() {
             phase_scrapes.push(r);
         }
+        while let Ok(r) = gpu_rx.try_recv() {
+            phase_scrapes.push(r);
+        }
+        for g in recorded_gpu.iter().filter(|g| g.phase == plan.name) {
+            let in_phase = Duration::from_millis(g.in_phase_ms);
+            phase_scrapes.push(ScrapeRecord {
+                phase: g.phase.clone(),
+                point: Point::Periodic,
+                at: start.saturating_duration_since(origin) + in_phase,
+                in_phase,
+                error: g.error.clone(),
+                issues: 0,
+                values: g.values.clone(),
+                raw: None,
+                status: None,
+                gpu: true,
+            });
+        }
         phase_scrapes.sort_by_key(|r| r.at);
         for r in &phase_scrapes {
             if let Err(e) = results.append_scrape(r)
@@ -431,6 +476,9 @@ pub async fn run_trial(
     drop(phase_tx);
     if let Some(p) = periodic {
         let _ = p.await;
+    }
+    if let Some(g) = gpu_task {
+        g.abort();
     }
     let replay_unmatched = replay
         .as_ref()
@@ -541,8 +589,19 @@ pub async fn run_trial(
                 notes: None,
             },
             exchanges,
+            gpu: scrapes
+                .iter()
+                .filter(|r| r.gpu)
+                .map(|r| RecordedGpu {
+                    phase: r.phase.clone(),
+                    in_phase_ms: u64::try_from(r.in_phase.as_millis()).unwrap_or(u64::MAX),
+                    values: r.values.clone(),
+                    error: r.error.clone(),
+                })
+                .collect(),
             scrapes: scrapes
                 .iter()
+                .filter(|r| !r.gpu)
                 .filter_map(|r| {
                     Some(RecordedScrape {
                         phase: r.phase.clone(),

@@ -121,3 +121,72 @@ async fn missing_or_garbage_metrics_are_reported_and_the_run_completes() {
         );
     }
 }
+
+/// A stand-in for `nvidia-smi … -lms 20`: two GPUs, a new timestamp every 20 ms.
+const FAKE_SMI: &str = r#"i=0; while true; do i=$((i+1)); for g in 0 1; do echo "2026/11/28 12:00:00.$i, $g, GPU-$g, NVIDIA H100 80GB HBM3, $((70 + g * 10)), 40, 70000, 81559, 500.5, 60, 1980"; done; sleep 0.02; done"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gpu_command_samples_join_phases_and_replay() {
+    let server = common::start().await;
+    *server.metrics.lock().unwrap() = vec![vllm(10.0, 5.0, 1.0)];
+    let exp = experiment("load.gpu.util.mean > 0.5");
+    let root: PathBuf = std::env::temp_dir().join(format!("inferlab-gpu-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    let target = exp.target("box").unwrap().clone();
+    let opts = TrialOptions {
+        results_root: root.join("results"),
+        fixtures_root: root.join("fixtures"),
+        salt: None,
+    };
+    let url = server.url.clone();
+    let env = move |k: &str| match k {
+        "INFERLAB_BOX_URL" => Some(url.clone()),
+        "INFERLAB_BOX_GPU_COMMAND" => Some(FAKE_SMI.to_string()),
+        "INFERLAB_RECORD" => Some("1".to_string()),
+        _ => None,
+    };
+    let plan = trial::plan(&exp, &target, &env, &root.join("fixtures")).unwrap();
+    let live = trial::run_trial(&exp, &target, plan, &opts).await.unwrap();
+    assert!(
+        live.passed(),
+        "{}",
+        live.verdicts
+            .iter()
+            .map(|v| v.to_string())
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    let g = live.summary.server("load").unwrap().gauges["gpu_util"];
+    assert!(
+        (g.mean - 0.75).abs() < 1e-9,
+        "two GPUs at 70 % and 80 %: {g:?}"
+    );
+    assert_eq!(
+        live.summary.server("load").unwrap().gauges["gpu_power_w"].max,
+        1001.0
+    );
+
+    // Replayed: the recorded GPU samples come back as data.
+    let plan = trial::plan(&exp, &target, &|_: &str| None, &root.join("fixtures")).unwrap();
+    let replayed = trial::run_trial(&exp, &target, plan, &opts).await.unwrap();
+    assert!(replayed.passed());
+    assert_eq!(
+        replayed.summary.server("load").unwrap().gauges["gpu_util"].mean,
+        g.mean
+    );
+
+    // A GPU command that does not exist: recorded, the run completes.
+    let url = server.url.clone();
+    let env = move |k: &str| match k {
+        "INFERLAB_BOX_URL" => Some(url.clone()),
+        "INFERLAB_BOX_GPU_COMMAND" => Some("no-such-nvidia-smi-binary".to_string()),
+        _ => None,
+    };
+    let plan = trial::plan(&exp, &target, &env, &root.join("fixtures")).unwrap();
+    let out = trial::run_trial(&exp, &target, plan, &opts).await.unwrap();
+    assert_eq!(out.summary.phase("load").unwrap().succeeded, 6);
+    assert!(!out.verdicts[1].passed);
+    let lines = std::fs::read_to_string(out.dir.join("server_metrics.jsonl")).unwrap();
+    assert!(lines.contains("GPU command ended"), "{lines}");
+    let _ = std::fs::remove_dir_all(&root);
+}

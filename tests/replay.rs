@@ -184,7 +184,12 @@ fn modes_come_from_the_environment() {
     )
     .unwrap();
     match plan {
-        Plan::Live { endpoint, record } => {
+        Plan::Live {
+            endpoint,
+            record,
+            gpu,
+        } => {
+            assert!(gpu.is_none());
             assert_eq!(endpoint.base_url, "http://h:8000");
             assert_eq!(endpoint.model, "m");
             assert!(!record);

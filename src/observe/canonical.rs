@@ -21,6 +21,7 @@ pub const GAUGES: &[&str] = &[
     "requests_waiting",
     "gpu_util",
     "gpu_mem_used_mib",
+    "gpu_mem_util",
     "gpu_power_w",
 ];
 
@@ -400,7 +401,7 @@ pub fn summarize_server(
 /// take a gauge statistic (`mean`, `min`, `max`).
 pub fn check_server_metric(scope: &str, metric: &str, stat: Option<&str>) -> Result<(), String> {
     let gauge_names: &[&str] = if scope == "gpu" {
-        &["util", "mem_used_mib", "power_w"]
+        &["util", "mem_used_mib", "mem_util", "power_w"]
     } else {
         &[
             "kv_cache_usage",

@@ -2,5 +2,6 @@
 //! per-phase figures (`prom` parses, `canonical` adapts and summarises, `scrape` does the IO).
 
 pub mod canonical;
+pub mod gpu;
 pub mod prom;
 pub mod scrape;

@@ -59,6 +59,9 @@ pub struct ScrapeRecord {
     /// The exposition's used families as text, kept when recording a fixture.
     pub raw: Option<String>,
     pub status: Option<u16>,
+    /// A GPU sample rather than a `/metrics` scrape.
+    #[serde(default)]
+    pub gpu: bool,
 }
 
 /// Scrapes one target.
@@ -124,6 +127,7 @@ impl Scraper {
             values: Canonical::new(),
             raw: None,
             status: None,
+            gpu: false,
         };
         let redact = |s: String| match &self.api_key {
             Some(k) => k.redact(&s),
