@@ -7,15 +7,19 @@
 //! the first-record offset error. It also measures the client's cost per chunk: a synthetic
 //! exchange of 20 000 records all due at once is streamed as fast as loopback allows, and the
 //! wall time of reading it (HTTP, SSE decoding, JSON, timestamps) is divided by the records.
-//! Under `cargo test --benches` it replays two exchanges and a short burst as a smoke test.
+//! Each replay runs with and without a scraper polling the recorded `/metrics` every 50 ms, to
+//! show whether scraping disturbs the client's timing. Under `cargo test --benches` it replays
+//! two exchanges and a short burst as a smoke test.
 
 use inferlab::client::{self, Endpoint};
 use inferlab::engine::TargetKind;
+use inferlab::observe::scrape::{Point, Scraper};
 use inferlab::replay::{Exchange, Fixture, FixtureEvent, ReplayServer, Source};
 use inferlab::spec::{Api, Timeouts};
 use inferlab::workload::PlannedRequest;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::time::Instant;
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -79,8 +83,33 @@ async fn replay_one(http: &reqwest::Client, ep: &Endpoint, ex: &Exchange) -> (Ve
     (gaps, (got[0] - want[0]).abs())
 }
 
-async fn measure(label: &str, fixture: &Fixture, exchanges: &[Exchange], concurrency: usize) {
+async fn measure(
+    label: &str,
+    fixture: &Fixture,
+    exchanges: &[Exchange],
+    concurrency: usize,
+    scrape_every: Option<Duration>,
+) {
     let server = ReplayServer::start(fixture).await.expect("replay server");
+    // Optionally a scraper hitting the replay server's recorded /metrics alongside, on its own
+    // task and connection, as trials do.
+    let scraper = scrape_every.map(|every| {
+        let s = Scraper::new(&server.base_url(), None, TargetKind::Llamacpp, true, false)
+            .expect("scraper");
+        tokio::spawn(async move {
+            let start = Instant::now();
+            let mut n = 0u32;
+            loop {
+                tokio::time::sleep(every).await;
+                let r = s.scrape("c1", Point::Periodic, start, start).await;
+                assert!(r.error.is_none(), "{:?}", r.error);
+                n += 1;
+                if n > 100_000 {
+                    break;
+                }
+            }
+        })
+    });
     let ep = Endpoint {
         base_url: server.base_url(),
         api_key: None,
@@ -105,6 +134,9 @@ async fn measure(label: &str, fixture: &Fixture, exchanges: &[Exchange], concurr
             gaps.extend(g);
             firsts.push(f);
         }
+    }
+    if let Some(s) = scraper {
+        s.abort();
     }
     assert!(server.unmatched().is_empty(), "{:?}", server.unmatched());
     gaps.sort_by(f64::total_cmp);
@@ -205,12 +237,35 @@ fn main() {
             .cloned()
             .collect();
         if !full {
-            measure("smoke (2 exchanges)", &fixture, &c1[..2], 1).await;
+            measure(
+                "smoke (2 exchanges)",
+                &fixture,
+                &c1[..2],
+                1,
+                Some(Duration::from_millis(20)),
+            )
+            .await;
             overhead(&fixture, 200).await;
             return;
         }
         overhead(&fixture, 20_000).await;
-        measure("one at a time (c1 phase)", &fixture, &c1, 1).await;
-        measure("eight at a time (c8 phase)", &fixture, &c8, 8).await;
+        measure("one at a time (c1 phase)", &fixture, &c1, 1, None).await;
+        measure(
+            "c1, scraping every 50 ms",
+            &fixture,
+            &c1,
+            1,
+            Some(Duration::from_millis(50)),
+        )
+        .await;
+        measure("eight at a time (c8 phase)", &fixture, &c8, 8, None).await;
+        measure(
+            "c8, scraping every 50 ms",
+            &fixture,
+            &c8,
+            8,
+            Some(Duration::from_millis(50)),
+        )
+        .await;
     });
 }

@@ -477,6 +477,30 @@ async fn stream_handler(
 
 /// The recorded events, each sent at `arrival + offset`; a broken exchange ends with an error,
 /// which aborts the connection as the original did.
+/// One record in SSE framing.
+fn render(e: &FixtureEvent, out: &mut String) {
+    match e.event.as_deref() {
+        Some("error") => {
+            out.push_str("error: ");
+            out.push_str(&e.data);
+            out.push_str("\n\n");
+        }
+        other => {
+            if let Some(name) = other {
+                out.push_str("event: ");
+                out.push_str(name);
+                out.push('\n');
+            }
+            for line in e.data.split('\n') {
+                out.push_str("data: ");
+                out.push_str(line);
+                out.push('\n');
+            }
+            out.push('\n');
+        }
+    }
+}
+
 fn paced(
     ex: Arc<Exchange>,
     arrival: Instant,
@@ -484,30 +508,21 @@ fn paced(
     futures_util::stream::unfold(0usize, move |i| {
         let ex = ex.clone();
         async move {
-            if let Some(e) = ex.events.get(i) {
-                tokio::time::sleep_until(arrival + Duration::from_micros(e.offset_us)).await;
-                let mut out = String::with_capacity(e.data.len() + 16);
-                match e.event.as_deref() {
-                    Some("error") => {
-                        out.push_str("error: ");
-                        out.push_str(&e.data);
-                        out.push_str("\n\n");
-                    }
-                    other => {
-                        if let Some(name) = other {
-                            out.push_str("event: ");
-                            out.push_str(name);
-                            out.push('\n');
-                        }
-                        for line in e.data.split('\n') {
-                            out.push_str("data: ");
-                            out.push_str(line);
-                            out.push('\n');
-                        }
-                        out.push('\n');
-                    }
+            if let Some(first) = ex.events.get(i) {
+                tokio::time::sleep_until(arrival + Duration::from_micros(first.offset_us)).await;
+                // Records captured from one read share an offset: send them in one write, as
+                // they arrived.
+                let mut out = String::new();
+                let mut next = i;
+                while let Some(e) = ex
+                    .events
+                    .get(next)
+                    .filter(|e| e.offset_us == first.offset_us)
+                {
+                    render(e, &mut out);
+                    next += 1;
                 }
-                return Some((Ok(Bytes::from(out)), i + 1));
+                return Some((Ok(Bytes::from(out)), next));
             }
             if i == ex.events.len() && ex.broken {
                 tokio::time::sleep_until(arrival + Duration::from_micros(ex.end_offset_us)).await;
