@@ -47,6 +47,32 @@ impl TargetKind {
         }
     }
 
+    /// Configuration worth keeping from the version document (name, JSON pointer).
+    pub fn config_pointers(self) -> &'static [(&'static str, &'static str)] {
+        match self {
+            Self::Llamacpp => &[
+                ("total_slots", "/total_slots"),
+                ("n_ctx", "/default_generation_settings/n_ctx"),
+                ("model_path", "/model_path"),
+                ("build_info", "/build_info"),
+            ],
+            Self::Sglang => &[
+                ("context_length", "/context_length"),
+                ("page_size", "/page_size"),
+                ("max_total_num_tokens", "/max_total_num_tokens"),
+                ("max_running_requests", "/max_running_requests"),
+                ("chunked_prefill_size", "/chunked_prefill_size"),
+                ("mem_fraction_static", "/mem_fraction_static"),
+                ("schedule_policy", "/schedule_policy"),
+                ("disable_radix_cache", "/disable_radix_cache"),
+                ("enable_cache_report", "/enable_cache_report"),
+                ("tp_size", "/tp_size"),
+                ("dp_size", "/dp_size"),
+            ],
+            Self::Vllm | Self::Openai => &[],
+        }
+    }
+
     /// The engine's name as written in fixtures and manifests.
     pub fn engine_name(self) -> &'static str {
         match self {

@@ -47,6 +47,9 @@ pub struct FixtureMeta {
     /// `llama.cpp`, `vLLM`, `SGLang`, …, or the program that made a synthetic fixture.
     pub engine: String,
     pub engine_version: Option<String>,
+    /// The server's cache and parallelism configuration, as it reported it.
+    #[serde(default)]
+    pub server_config: Option<Value>,
     /// The model name the requests carried.
     pub model: String,
     /// What the model is (parameters, quantisation, how it was made), free-form.

@@ -5,6 +5,7 @@
 
 use crate::assert::Verdict;
 use crate::client::{self, Endpoint, Secret};
+use crate::engine::TargetKind;
 use crate::metrics::Dim;
 use crate::metrics::{self, Value};
 use crate::observe::canonical::{self, Canonical, ServerSummary};
@@ -214,6 +215,7 @@ struct Manifest<'a> {
     seed: u64,
     salt: u64,
     server_version: Option<&'a str>,
+    server_config: Option<&'a serde_json::Value>,
     fixture: Option<&'a FixtureMeta>,
     gpu_telemetry: Option<String>,
     git_revision: Option<String>,
@@ -234,19 +236,71 @@ fn git_revision() -> Option<String> {
         .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
-/// Asks the server for its version (best effort, short timeout).
-async fn server_version(http: &reqwest::Client, ep: &Endpoint) -> Option<String> {
-    let (path, pointer) = ep.kind.version_endpoint()?;
+/// GET `path` as JSON (best effort, short timeout).
+async fn get_json(http: &reqwest::Client, ep: &Endpoint, path: &str) -> Option<serde_json::Value> {
     let mut req = http
         .get(format!("{}{path}", ep.base_url))
         .timeout(Duration::from_secs(5));
     if let Some(k) = &ep.api_key {
         req = req.bearer_auth(k.expose());
     }
-    let v: serde_json::Value = req.send().await.ok()?.json().await.ok()?;
-    v.pointer(pointer)
+    let resp = req.send().await.ok()?;
+    if !resp.status().is_success() {
+        return None;
+    }
+    resp.json().await.ok()
+}
+
+/// The server's version and cache/parallelism configuration, as far as it exposes them (best
+/// effort: a server that says nothing gets `None`s, never an error).
+async fn server_info(
+    http: &reqwest::Client,
+    ep: &Endpoint,
+) -> (Option<String>, Option<serde_json::Value>) {
+    let Some((path, pointer)) = ep.kind.version_endpoint() else {
+        return (None, None);
+    };
+    let doc = get_json(http, ep, path).await;
+    let version = doc
+        .as_ref()
+        .and_then(|v| v.pointer(pointer))
         .and_then(|x| x.as_str())
-        .map(str::to_string)
+        .map(str::to_string);
+    let config = match ep.kind {
+        TargetKind::Vllm => {
+            // `vllm:cache_config_info` carries the cache configuration in its labels.
+            let mut req = http
+                .get(format!("{}/metrics", ep.base_url))
+                .timeout(Duration::from_secs(5));
+            if let Some(k) = &ep.api_key {
+                req = req.bearer_auth(k.expose());
+            }
+            match req.send().await {
+                Ok(r) => r.text().await.ok().and_then(|text| {
+                    let e = crate::observe::prom::parse_filtered(&text, &|n| {
+                        n == "vllm:cache_config_info"
+                    });
+                    let s = e.samples.first()?;
+                    Some(serde_json::Value::Object(
+                        s.labels
+                            .iter()
+                            .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+                            .collect(),
+                    ))
+                }),
+                Err(_) => None,
+            }
+        }
+        kind => doc.map(|d| {
+            let keep = kind.config_pointers();
+            serde_json::Value::Object(
+                keep.iter()
+                    .filter_map(|(name, ptr)| Some((name.to_string(), d.pointer(ptr)?.clone())))
+                    .collect(),
+            )
+        }),
+    };
+    (version, config)
 }
 
 /// Whether server metrics were collected, in words for the summary.
@@ -335,9 +389,9 @@ pub async fn run_trial(
         .unwrap_or(1);
     let http = client::http_client(&exp.timeouts, max_conc)
         .map_err(|e| TrialError::Client(e.to_string()))?;
-    let server_version = match &fixture_meta {
-        Some(m) => m.engine_version.clone(),
-        None => server_version(&http, &endpoint).await,
+    let (server_version, server_config) = match &fixture_meta {
+        Some(m) => (m.engine_version.clone(), m.server_config.clone()),
+        None => server_info(&http, &endpoint).await,
     };
 
     let mut results = ResultsDir::create(&opts.results_root, &exp.name, &target.name, started)
@@ -354,6 +408,7 @@ pub async fn run_trial(
         seed: exp.seed,
         salt,
         server_version: server_version.as_deref(),
+        server_config: server_config.as_ref(),
         fixture: fixture_meta.as_ref(),
         gpu_telemetry: gpu_source.as_ref().map(GpuSource::describe),
         git_revision: git,
@@ -576,6 +631,7 @@ pub async fn run_trial(
                 source: Source::Recorded,
                 engine: target.kind.engine_name().to_string(),
                 engine_version: server_version.clone(),
+                server_config: server_config.clone(),
                 model: endpoint.model.clone(),
                 model_details: std::env::var(env_name(&target.name, "MODEL_DETAILS"))
                     .ok()
