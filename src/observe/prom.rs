@@ -267,6 +267,15 @@ mod tests {
     }
 
     #[test]
+    fn gigantic_label_sets() {
+        let labels: Vec<String> = (0..5_000).map(|i| format!("l{i}=\"v{i},{{}}\\\"\"")).collect();
+        let e = parse(&format!("vllm:x{{{}}} 1\n", labels.join(",")));
+        assert!(e.issues.is_empty(), "{:?}", e.issues);
+        assert_eq!(e.samples[0].labels.len(), 5_000);
+        assert_eq!(e.samples[0].label("l4999"), Some("v4999,{}\""));
+    }
+
+    #[test]
     fn linear_in_input_size() {
         // 200k series with big label sets parse in well under a second even in debug builds;
         // the check here is only that it completes and counts right (timings are in benches).
