@@ -44,6 +44,7 @@ fn planned(ex: &Exchange) -> PlannedRequest {
         max_tokens: 0,
         ignore_eos: false,
         temperature: 0.0,
+        at: None,
     }
 }
 
@@ -60,6 +61,7 @@ async fn replay_one(http: &reqwest::Client, ep: &Endpoint, ex: &Exchange) -> (Ve
         &Timeouts::default(),
         now,
         now,
+        None,
         true,
     )
     .await;
@@ -203,6 +205,7 @@ async fn overhead(fixture: &Fixture, events: usize) {
             &Timeouts::default(),
             now,
             now,
+            None,
             false,
         )
         .await;

@@ -323,7 +323,15 @@ impl Parser<'_> {
             if start == self.pos {
                 return err(self.col(), "expected a name after `.`");
             }
-            parts.push(self.chars[start..self.pos].iter().collect::<String>());
+            let part: String = self.chars[start..self.pos].iter().collect();
+            // A part that starts with a digit continues the previous one: sweep phases are
+            // named like `r2.5`, and no metric or statistic starts with a digit.
+            match parts.last_mut() {
+                Some(prev) if part.starts_with(|c: char| c.is_ascii_digit()) => {
+                    *prev = format!("{prev}.{part}");
+                }
+                _ => parts.push(part),
+            }
             if self.chars.get(self.pos) == Some(&'.') {
                 self.pos += 1;
             } else {
@@ -633,6 +641,7 @@ mod tests {
                 value: 420.0,
                 dim: Dim::Plain,
             }),
+            "r2.5.ttft.p50" => time(0.3),
             "warm.server.prefix_cache_hit_rate" => Some(Value {
                 value: 0.9,
                 dim: Dim::Plain,
@@ -646,7 +655,7 @@ mod tests {
         }
     }
 
-    const PHASES: &[&str] = &["cold", "warm", "c1", "c8"];
+    const PHASES: &[&str] = &["cold", "warm", "c1", "c8", "r2.5"];
 
     #[rstest]
     #[case("warm.ttft.p50 <= 0.5 * cold.ttft.p50", true)]
@@ -662,6 +671,7 @@ mod tests {
     #[case("-cold.ttft.p50 < 0s", true)]
     #[case("warm.ttft.p50<1e2ms", true)]
     #[case("warm.server.prefix_cache_hit_rate >= 0.8", true)]
+    #[case("r2.5.ttft.p50 < 1s", true)]
     #[case("c8.server.kv_cache_usage.max < 0.95", false)]
     #[case("warm.server.ttft_mean < warm.ttft.p50", true)]
     fn evaluates(#[case] src: &str, #[case] passed: bool) {

@@ -102,6 +102,9 @@ pub const SCALAR_METRICS: &[(&str, Dim)] = &[
     ("output_tokens", Dim::Plain),
     ("cached_tokens", Dim::Plain),
     ("cached_token_ratio", Dim::Plain),
+    ("dropped", Dim::Plain),
+    ("cancelled", Dim::Plain),
+    ("late_sends", Dim::Plain),
 ];
 
 /// Dimension of a value in assertions: durations must be compared with durations.
@@ -177,6 +180,13 @@ pub struct PhaseSummary {
     pub usage_missing: u64,
     /// Successful requests whose tokens per chunk were unknown (token_itl excludes them).
     pub tokens_per_chunk_unknown: u64,
+    /// Open loop: arrivals never sent because the duration limit passed while they waited
+    /// for a concurrency slot. Not in `requests`.
+    pub dropped: u64,
+    /// Open loop: requests in flight when the duration limit passed. Not in `requests`.
+    pub cancelled: u64,
+    /// Requests sent more than 1 ms after their intended time (client-side queueing).
+    pub late_sends: u64,
     pub ttft: Option<LatencyStats>,
     pub ttft_scheduled: Option<LatencyStats>,
     pub client_queue: Option<LatencyStats>,
@@ -260,6 +270,9 @@ impl PhaseSummary {
             "output_tokens" => Some(self.output_tokens as f64),
             "cached_tokens" => Some(self.cached_tokens as f64),
             "cached_token_ratio" => self.cached_token_ratio,
+            "dropped" => Some(self.dropped as f64),
+            "cancelled" => Some(self.cancelled as f64),
+            "late_sends" => Some(self.late_sends as f64),
             _ => None,
         };
         Ok(value.map(|value| Value { value, dim }))
@@ -359,6 +372,9 @@ pub fn summarize<'a>(
         output_chunks: 0,
         usage_missing: 0,
         tokens_per_chunk_unknown: 0,
+        dropped: 0,
+        cancelled: 0,
+        late_sends: 0,
         ttft: None,
         ttft_scheduled: None,
         client_queue: None,
@@ -377,7 +393,21 @@ pub fn summarize<'a>(
             s.warmup_requests += 1;
             continue;
         }
+        match r.failure.as_ref().map(|f| f.kind) {
+            Some(ErrorKind::Dropped) => {
+                s.dropped += 1;
+                continue;
+            }
+            Some(ErrorKind::Cancelled) => {
+                s.cancelled += 1;
+                continue;
+            }
+            _ => {}
+        }
         s.requests += 1;
+        if r.client_queue() > Duration::from_millis(1) {
+            s.late_sends += 1;
+        }
         let end = r.end.max(r.chunks.last().map_or(r.end, |c| c.at));
         window = Some(match window {
             None => (r.intended, end),

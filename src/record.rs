@@ -58,6 +58,17 @@ pub enum ErrorKind {
     Disconnect,
     /// Not an event stream, or a record whose JSON could not be read.
     Decode,
+    /// In flight when the phase's duration limit passed (not a server failure).
+    Cancelled,
+    /// Never sent: still waiting for a concurrency slot when the phase's duration limit passed.
+    Dropped,
+}
+
+impl ErrorKind {
+    /// Whether the harness, not the server, ended the request (excluded from error rates).
+    pub fn is_harness_limit(self) -> bool {
+        matches!(self, ErrorKind::Cancelled | ErrorKind::Dropped)
+    }
 }
 
 impl fmt::Display for ErrorKind {
@@ -71,6 +82,8 @@ impl fmt::Display for ErrorKind {
             ErrorKind::TimeoutTotal => f.write_str("timeout_total"),
             ErrorKind::Disconnect => f.write_str("disconnect"),
             ErrorKind::Decode => f.write_str("decode"),
+            ErrorKind::Cancelled => f.write_str("cancelled"),
+            ErrorKind::Dropped => f.write_str("dropped"),
         }
     }
 }
@@ -124,6 +137,38 @@ pub struct RequestRecord {
 }
 
 impl RequestRecord {
+    /// An arrival that was never sent (see [`ErrorKind::Dropped`]).
+    pub fn dropped(
+        phase: &str,
+        index: u32,
+        group: Option<u32>,
+        intended: Duration,
+        at: Duration,
+    ) -> Self {
+        Self {
+            phase: phase.to_string(),
+            index,
+            warmup: false,
+            group,
+            intended,
+            sent: at,
+            headers: None,
+            status: None,
+            chunks: Vec::new(),
+            end: at,
+            usage: None,
+            token_counting: TokenCounting::Unknown,
+            output_chars: 0,
+            events: 0,
+            server_timings: None,
+            failure: Some(Failure {
+                kind: ErrorKind::Dropped,
+                detail: "still waiting for a concurrency slot when the phase's duration ended"
+                    .to_string(),
+            }),
+        }
+    }
+
     pub fn ok(&self) -> bool {
         self.failure.is_none()
     }

@@ -1,5 +1,7 @@
 //! Executes a `Schedule` against an endpoint: phases in order; in each, warmup requests one at a
-//! time, then the measured requests under the phase's closed-loop concurrency cap.
+//! time, then the measured requests as the phase's pacing says — closed loop (N workers), batches
+//! (released together, next when all finished), or open loop (each at its intended time, from
+//! absolute deadlines so delays never accumulate, under an optional concurrency cap).
 //!
 //! Each request runs in its own task so a slow stream never delays another's timestamps;
 //! finished records flow through a channel to the caller's sink (which appends them to disk as
@@ -8,12 +10,12 @@
 use crate::client::{self, Capture, Endpoint};
 use crate::record::RequestRecord;
 use crate::spec::Timeouts;
-use crate::workload::{PhasePlan, PlannedRequest, Schedule};
+use crate::workload::{Pacing, PhasePlan, PlannedRequest, Schedule};
 use serde_json::Value;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use tokio::sync::mpsc;
-use tokio::time::Instant;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::time::{Instant, sleep_until, timeout_at};
 
 /// One finished request, with its request body and (when recording) what the server sent.
 #[derive(Debug)]
@@ -61,20 +63,94 @@ pub async fn run_phase(
         capture,
     });
     let (tx, mut rx) = mpsc::unbounded_channel();
+    let n_warm = warmups.len();
     spawn_closed_loop(&ctx, warmups.into_iter().cloned().collect(), 1, tx.clone());
     // Warmups finish before the measured requests start.
-    drain_until(&mut rx, count_warmups(phase), sink).await;
+    drain(&mut rx, n_warm, sink).await;
     let measured: Vec<PlannedRequest> = measured.into_iter().cloned().collect();
     let n = measured.len();
-    spawn_closed_loop(&ctx, measured, phase.concurrency as usize, tx);
-    drain_until(&mut rx, n, sink).await;
+    match phase.pacing {
+        Pacing::Closed { concurrency } => {
+            spawn_closed_loop(&ctx, measured, concurrency as usize, tx);
+            drain(&mut rx, n, sink).await;
+        }
+        Pacing::Batches { size } => {
+            for batch in measured.chunks(size.max(1) as usize) {
+                let released = Instant::now();
+                for req in batch {
+                    spawn_one(&ctx, req.clone(), released, None, None, tx.clone());
+                }
+                drain(&mut rx, batch.len(), sink).await;
+            }
+        }
+        Pacing::Open {
+            max_concurrency,
+            limit,
+        } => {
+            let start = Instant::now();
+            let dispatcher = tokio::spawn(dispatch_open(
+                ctx.clone(),
+                measured,
+                start,
+                max_concurrency,
+                limit,
+                tx,
+            ));
+            drain(&mut rx, n, sink).await;
+            let _ = dispatcher.await;
+        }
+    }
 }
 
-fn count_warmups(phase: &PhasePlan) -> usize {
-    phase.requests.iter().filter(|r| r.warmup).count()
+/// Sends each request at `start + at`. With a cap, an arrival waits for a slot (its wait is
+/// client queueing, measured from the intended time); past `limit`, waiting arrivals are
+/// dropped and requests in flight are cancelled.
+async fn dispatch_open(
+    ctx: Arc<Ctx>,
+    requests: Vec<PlannedRequest>,
+    start: Instant,
+    max_concurrency: Option<u32>,
+    limit: Option<std::time::Duration>,
+    tx: mpsc::UnboundedSender<Completed>,
+) {
+    let slots = max_concurrency.map(|c| Arc::new(Semaphore::new(c as usize)));
+    let deadline = limit.map(|l| start + l);
+    for req in requests {
+        let intended = start + req.at.unwrap_or_default();
+        sleep_until(intended).await;
+        let permit = match &slots {
+            None => None,
+            Some(s) => {
+                let acquire = s.clone().acquire_owned();
+                let permit = match deadline {
+                    Some(d) => timeout_at(d, acquire).await.ok().and_then(Result::ok),
+                    None => acquire.await.ok(),
+                };
+                if permit.is_none() {
+                    let now = Instant::now();
+                    let record = RequestRecord::dropped(
+                        &ctx.phase,
+                        req.index,
+                        req.group,
+                        intended.saturating_duration_since(ctx.origin),
+                        now.saturating_duration_since(ctx.origin),
+                    );
+                    let body = client::request_body(&ctx.ep, &req);
+                    let _ = tx.send(Completed {
+                        record,
+                        body,
+                        capture: None,
+                    });
+                    continue;
+                }
+                permit
+            }
+        };
+        spawn_one(&ctx, req, intended, deadline, permit, tx.clone());
+    }
 }
 
-async fn drain_until(
+async fn drain(
     rx: &mut mpsc::UnboundedReceiver<Completed>,
     n: usize,
     sink: &mut (dyn FnMut(Completed) + Send),
@@ -82,7 +158,7 @@ async fn drain_until(
     for _ in 0..n {
         match rx.recv().await {
             Some(c) => sink(c),
-            // Every worker dropped its sender: a worker task panicked. Nothing more will come.
+            // Every sender dropped: a task panicked. Nothing more will come.
             None => return,
         }
     }
@@ -95,6 +171,50 @@ struct Ctx {
     timeouts: Timeouts,
     origin: Instant,
     capture: bool,
+}
+
+async fn execute(
+    ctx: &Ctx,
+    req: &PlannedRequest,
+    intended: Instant,
+    cancel_at: Option<Instant>,
+) -> Completed {
+    let body = client::request_body(&ctx.ep, req);
+    let (record, capture) = client::execute(
+        &ctx.http,
+        &ctx.ep,
+        &ctx.phase,
+        req,
+        &body,
+        &ctx.timeouts,
+        ctx.origin,
+        intended,
+        cancel_at,
+        ctx.capture,
+    )
+    .await;
+    Completed {
+        record,
+        body,
+        capture,
+    }
+}
+
+/// One request in its own task; the permit (if any) is held until it finishes.
+fn spawn_one(
+    ctx: &Arc<Ctx>,
+    req: PlannedRequest,
+    intended: Instant,
+    cancel_at: Option<Instant>,
+    permit: Option<OwnedSemaphorePermit>,
+    tx: mpsc::UnboundedSender<Completed>,
+) {
+    let ctx = ctx.clone();
+    tokio::spawn(async move {
+        let done = execute(&ctx, &req, intended, cancel_at).await;
+        drop(permit);
+        let _ = tx.send(done);
+    });
 }
 
 /// `workers` tasks, each taking the next request as soon as its previous one finished.
@@ -115,28 +235,8 @@ fn spawn_closed_loop(
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 let Some(req) = requests.get(i) else { break };
-                let body = client::request_body(&ctx.ep, req);
-                let intended = Instant::now();
-                let (record, capture) = client::execute(
-                    &ctx.http,
-                    &ctx.ep,
-                    &ctx.phase,
-                    req,
-                    &body,
-                    &ctx.timeouts,
-                    ctx.origin,
-                    intended,
-                    ctx.capture,
-                )
-                .await;
-                if tx
-                    .send(Completed {
-                        record,
-                        body,
-                        capture,
-                    })
-                    .is_err()
-                {
+                let done = execute(&ctx, req, Instant::now(), None).await;
+                if tx.send(done).is_err() {
                     break;
                 }
             }

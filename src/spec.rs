@@ -156,14 +156,70 @@ pub enum Workload {
         concurrency: u32,
         prefix_from: String,
     },
+    /// `batches` groups of `batch_size` requests released together; the next group when the
+    /// whole previous one has finished.
+    Batch {
+        batch_size: u32,
+        batches: u32,
+        input_tokens: u32,
+    },
+    /// Open loop: arrivals from `process` at `rate` per second, until `requests` have arrived
+    /// or `duration` has passed (whichever comes first). At most `max_concurrency` in flight:
+    /// later arrivals wait, and the wait is reported as client queueing.
+    Rate {
+        process: Arrival,
+        rate: f64,
+        requests: Option<u32>,
+        #[serde(serialize_with = "ser_opt_secs")]
+        duration: Option<Duration>,
+        max_concurrency: Option<u32>,
+        input_tokens: u32,
+    },
+    /// Open loop with a rate rising linearly from `from` to `to` per second over `duration`.
+    Ramp {
+        from: f64,
+        to: f64,
+        #[serde(serialize_with = "ser_secs")]
+        duration: Duration,
+        max_concurrency: Option<u32>,
+        input_tokens: u32,
+    },
+}
+
+/// An arrival process for open-loop phases.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Arrival {
+    /// Evenly spaced: gap = 1/rate.
+    Constant,
+    /// Exponential gaps.
+    Poisson,
+    /// Gamma gaps with shape `burstiness` and scale 1/(rate·burstiness); 1 is Poisson, below 1
+    /// burstier, above 1 more regular.
+    Gamma { burstiness: f64 },
+}
+
+fn ser_opt_secs<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+    match d {
+        Some(d) => s.serialize_f64(d.as_secs_f64()),
+        None => s.serialize_none(),
+    }
 }
 
 impl Workload {
-    pub fn concurrency(&self) -> u32 {
+    /// The most requests this workload puts in flight at once (`None`: unbounded open loop).
+    pub fn concurrency(&self) -> Option<u32> {
         match self {
-            Workload::Single { .. } => 1,
+            Workload::Single { .. } => Some(1),
             Workload::Concurrent { concurrency, .. }
-            | Workload::SharedPrefix { concurrency, .. } => *concurrency,
+            | Workload::SharedPrefix { concurrency, .. } => Some(*concurrency),
+            Workload::Batch { batch_size, .. } => Some(*batch_size),
+            Workload::Rate {
+                max_concurrency, ..
+            }
+            | Workload::Ramp {
+                max_concurrency, ..
+            } => *max_concurrency,
         }
     }
 }
@@ -306,6 +362,69 @@ enum WorkloadKind {
     Single,
     Concurrent,
     SharedPrefix,
+    Batch,
+    Rate,
+    Sweep,
+    Ramp,
+}
+
+impl WorkloadKind {
+    fn name(self) -> &'static str {
+        match self {
+            WorkloadKind::Single => "single",
+            WorkloadKind::Concurrent => "concurrent",
+            WorkloadKind::SharedPrefix => "shared_prefix",
+            WorkloadKind::Batch => "batch",
+            WorkloadKind::Rate => "rate",
+            WorkloadKind::Sweep => "sweep",
+            WorkloadKind::Ramp => "ramp",
+        }
+    }
+
+    /// The fields this kind accepts besides `kind`.
+    fn allowed(self) -> &'static [&'static str] {
+        match self {
+            WorkloadKind::Single => &["requests", "input_tokens"],
+            WorkloadKind::Concurrent => &["concurrency", "requests", "input_tokens"],
+            WorkloadKind::SharedPrefix => &[
+                "groups",
+                "prefix_tokens",
+                "suffixes",
+                "suffix_tokens",
+                "concurrency",
+                "reuse",
+            ],
+            WorkloadKind::Batch => &["batch_size", "batches", "input_tokens"],
+            WorkloadKind::Rate => &[
+                "process",
+                "rate",
+                "burstiness",
+                "requests",
+                "duration",
+                "max_concurrency",
+                "input_tokens",
+            ],
+            WorkloadKind::Sweep => &[
+                "concurrencies",
+                "rates",
+                "process",
+                "burstiness",
+                "requests",
+                "duration",
+                "max_concurrency",
+                "input_tokens",
+            ],
+            WorkloadKind::Ramp => &["from", "to", "duration", "max_concurrency", "input_tokens"],
+        }
+    }
+}
+
+#[derive(Deserialize, Clone, Copy, PartialEq, Eq, Debug)]
+#[serde(rename_all = "snake_case")]
+enum ProcessKind {
+    Constant,
+    Poisson,
+    Gamma,
 }
 
 #[derive(Deserialize)]
@@ -320,6 +439,48 @@ struct RawWorkload {
     suffixes: Option<u32>,
     suffix_tokens: Option<u32>,
     reuse: Option<String>,
+    batch_size: Option<u32>,
+    batches: Option<u32>,
+    process: Option<ProcessKind>,
+    rate: Option<f64>,
+    burstiness: Option<f64>,
+    duration: Option<String>,
+    max_concurrency: Option<u32>,
+    concurrencies: Option<Vec<u32>>,
+    rates: Option<Vec<f64>>,
+    from: Option<f64>,
+    to: Option<f64>,
+}
+
+impl RawWorkload {
+    fn present(&self) -> Vec<&'static str> {
+        let mut out = Vec::new();
+        let mut add = |present: bool, name: &'static str| {
+            if present {
+                out.push(name);
+            }
+        };
+        add(self.requests.is_some(), "requests");
+        add(self.input_tokens.is_some(), "input_tokens");
+        add(self.concurrency.is_some(), "concurrency");
+        add(self.groups.is_some(), "groups");
+        add(self.prefix_tokens.is_some(), "prefix_tokens");
+        add(self.suffixes.is_some(), "suffixes");
+        add(self.suffix_tokens.is_some(), "suffix_tokens");
+        add(self.reuse.is_some(), "reuse");
+        add(self.batch_size.is_some(), "batch_size");
+        add(self.batches.is_some(), "batches");
+        add(self.process.is_some(), "process");
+        add(self.rate.is_some(), "rate");
+        add(self.burstiness.is_some(), "burstiness");
+        add(self.duration.is_some(), "duration");
+        add(self.max_concurrency.is_some(), "max_concurrency");
+        add(self.concurrencies.is_some(), "concurrencies");
+        add(self.rates.is_some(), "rates");
+        add(self.from.is_some(), "from");
+        add(self.to.is_some(), "to");
+        out
+    }
 }
 
 #[derive(Deserialize)]
@@ -613,18 +774,13 @@ fn lower(loc: &Locator<'_>, name: &str, raw: RawExperiment) -> Result<Experiment
             ));
         }
         let wspan = p.workload.span();
-        let mut workload = lower_workload(
+        let lowered = lower_workload(
             loc,
             &field("workload"),
-            wspan,
+            wspan.clone(),
             p.workload.into_inner(),
             &phases,
         )?;
-        if let Workload::SharedPrefix { prefix_from, .. } = &mut workload
-            && prefix_from.is_empty()
-        {
-            prefix_from.clone_from(&pname);
-        }
         let rspan = p.request.span();
         let r = p.request.into_inner();
         if r.output_tokens == 0 {
@@ -641,17 +797,39 @@ fn lower(loc: &Locator<'_>, name: &str, raw: RawExperiment) -> Result<Experiment
                 "must be between 0 and 2",
             ));
         }
-        phases.push(Phase {
-            name: pname,
-            workload,
-            request: RequestShape {
-                api: r.api,
-                output_tokens: r.output_tokens,
-                ignore_eos: r.ignore_eos,
-                temperature: r.temperature,
-            },
-            warmup: p.warmup,
-        });
+        let request = RequestShape {
+            api: r.api,
+            output_tokens: r.output_tokens,
+            ignore_eos: r.ignore_eos,
+            temperature: r.temperature,
+        };
+        let named: Vec<(String, Workload)> = match lowered {
+            Lowered::One(mut workload) => {
+                if let Workload::SharedPrefix { prefix_from, .. } = &mut workload
+                    && prefix_from.is_empty()
+                {
+                    prefix_from.clone_from(&pname);
+                }
+                vec![(pname, workload)]
+            }
+            // A sweep's points are phases of their own, named `c8`, `r2.5`, …
+            Lowered::Sweep(points) => points,
+        };
+        for (name, workload) in named {
+            if phases.iter().any(|q| q.name == name) {
+                return Err(loc.error(
+                    Some(wspan.clone()),
+                    field("workload"),
+                    format!("phase `{name}` (from this sweep) already exists"),
+                ));
+            }
+            phases.push(Phase {
+                name,
+                workload,
+                request,
+                warmup: p.warmup,
+            });
+        }
     }
     if phases.is_empty() {
         return Err(loc.error(
@@ -716,19 +894,32 @@ fn lower(loc: &Locator<'_>, name: &str, raw: RawExperiment) -> Result<Experiment
     })
 }
 
+/// A workload after lowering: most kinds are one phase, a sweep is one phase per point.
+enum Lowered {
+    One(Workload),
+    Sweep(Vec<(String, Workload)>),
+}
+
 fn lower_workload(
     loc: &Locator<'_>,
     field: &str,
     span: Range<usize>,
     w: RawWorkload,
     earlier: &[Phase],
-) -> Result<Workload, SpecError> {
+) -> Result<Lowered, SpecError> {
     let err = |f: &str, m: String| loc.error(Some(span.clone()), format!("{field}.{f}"), m);
-    let kind_name = match w.kind {
-        WorkloadKind::Single => "single",
-        WorkloadKind::Concurrent => "concurrent",
-        WorkloadKind::SharedPrefix => "shared_prefix",
-    };
+    let kind_name = w.kind.name();
+    for f in w.present() {
+        if !w.kind.allowed().contains(&f) {
+            return Err(err(
+                f,
+                format!(
+                    "`{f}` does not apply to workload kind `{kind_name}` (it takes {})",
+                    w.kind.allowed().join(", ")
+                ),
+            ));
+        }
+    }
     let require = |v: Option<u32>, f: &str| -> Result<u32, SpecError> {
         match v {
             None => Err(err(f, format!("workload kind `{kind_name}` needs `{f}`"))),
@@ -736,42 +927,205 @@ fn lower_workload(
             Some(n) => Ok(n),
         }
     };
-    let forbid = |present: bool, f: &str| -> Result<(), SpecError> {
-        if present {
-            Err(err(
-                f,
-                format!("`{f}` does not apply to workload kind `{kind_name}`"),
-            ))
-        } else {
-            Ok(())
+    let optional = |v: Option<u32>, f: &str| -> Result<Option<u32>, SpecError> {
+        match v {
+            Some(0) => Err(err(f, "must be at least 1".to_string())),
+            v => Ok(v),
         }
     };
-    match w.kind {
-        WorkloadKind::Single | WorkloadKind::Concurrent => {
-            forbid(w.groups.is_some(), "groups")?;
-            forbid(w.prefix_tokens.is_some(), "prefix_tokens")?;
-            forbid(w.suffixes.is_some(), "suffixes")?;
-            forbid(w.suffix_tokens.is_some(), "suffix_tokens")?;
-            forbid(w.reuse.is_some(), "reuse")?;
-            let requests = require(w.requests, "requests")?;
-            let input_tokens = require(w.input_tokens, "input_tokens")?;
-            if w.kind == WorkloadKind::Single {
-                forbid(w.concurrency.is_some(), "concurrency")?;
-                Ok(Workload::Single {
-                    requests,
-                    input_tokens,
-                })
-            } else {
-                Ok(Workload::Concurrent {
-                    concurrency: require(w.concurrency, "concurrency")?,
-                    requests,
-                    input_tokens,
-                })
+    let positive = |v: f64, f: &str| -> Result<f64, SpecError> {
+        if v.is_finite() && v > 0.0 {
+            Ok(v)
+        } else {
+            Err(err(f, format!("must be a positive number, not {v}")))
+        }
+    };
+    let duration = |v: &Option<String>| -> Result<Option<Duration>, SpecError> {
+        v.as_deref()
+            .map(|d| match parse_duration(d) {
+                Ok(d) if !d.is_zero() => Ok(d),
+                Ok(_) => Err(err("duration", "must be longer than zero".to_string())),
+                Err(m) => Err(err("duration", m)),
+            })
+            .transpose()
+    };
+    let arrival = |w: &RawWorkload| -> Result<Arrival, SpecError> {
+        match (w.process, w.burstiness) {
+            (None, _) => Err(err(
+                "process",
+                format!("workload kind `{kind_name}` needs `process` (constant, poisson or gamma)"),
+            )),
+            (Some(ProcessKind::Gamma), Some(b)) => Ok(Arrival::Gamma {
+                burstiness: positive(b, "burstiness")?,
+            }),
+            (Some(ProcessKind::Gamma), None) => Err(err(
+                "burstiness",
+                "process `gamma` needs `burstiness` (1 is Poisson, below 1 is burstier)"
+                    .to_string(),
+            )),
+            (Some(_), Some(_)) => Err(err(
+                "burstiness",
+                "`burstiness` applies to process `gamma` only".to_string(),
+            )),
+            (Some(ProcessKind::Constant), None) => Ok(Arrival::Constant),
+            (Some(ProcessKind::Poisson), None) => Ok(Arrival::Poisson),
+        }
+    };
+    Ok(Lowered::One(match w.kind {
+        WorkloadKind::Single => Workload::Single {
+            requests: require(w.requests, "requests")?,
+            input_tokens: require(w.input_tokens, "input_tokens")?,
+        },
+        WorkloadKind::Concurrent => Workload::Concurrent {
+            concurrency: require(w.concurrency, "concurrency")?,
+            requests: require(w.requests, "requests")?,
+            input_tokens: require(w.input_tokens, "input_tokens")?,
+        },
+        WorkloadKind::Batch => Workload::Batch {
+            batch_size: require(w.batch_size, "batch_size")?,
+            batches: require(w.batches, "batches")?,
+            input_tokens: require(w.input_tokens, "input_tokens")?,
+        },
+        WorkloadKind::Rate => {
+            let requests = optional(w.requests, "requests")?;
+            let duration = duration(&w.duration)?;
+            if requests.is_none() && duration.is_none() {
+                return Err(err(
+                    "requests",
+                    "an open-loop phase needs `requests`, `duration` or both to end".to_string(),
+                ));
+            }
+            Workload::Rate {
+                process: arrival(&w)?,
+                rate: positive(
+                    w.rate.ok_or_else(|| {
+                        err(
+                            "rate",
+                            "workload kind `rate` needs `rate` (requests per second)".to_string(),
+                        )
+                    })?,
+                    "rate",
+                )?,
+                requests,
+                duration,
+                max_concurrency: optional(w.max_concurrency, "max_concurrency")?,
+                input_tokens: require(w.input_tokens, "input_tokens")?,
             }
         }
+        WorkloadKind::Ramp => {
+            let Some(d) = duration(&w.duration)? else {
+                return Err(err(
+                    "duration",
+                    "workload kind `ramp` needs `duration`".to_string(),
+                ));
+            };
+            let from = positive(
+                w.from.ok_or_else(|| {
+                    err(
+                        "from",
+                        "workload kind `ramp` needs `from` (requests per second)".to_string(),
+                    )
+                })?,
+                "from",
+            )?;
+            let to = positive(
+                w.to.ok_or_else(|| {
+                    err(
+                        "to",
+                        "workload kind `ramp` needs `to` (requests per second)".to_string(),
+                    )
+                })?,
+                "to",
+            )?;
+            Workload::Ramp {
+                from,
+                to,
+                duration: d,
+                max_concurrency: optional(w.max_concurrency, "max_concurrency")?,
+                input_tokens: require(w.input_tokens, "input_tokens")?,
+            }
+        }
+        WorkloadKind::Sweep => {
+            let input_tokens = require(w.input_tokens, "input_tokens")?;
+            let points = match (&w.concurrencies, &w.rates) {
+                (Some(_), Some(_)) => {
+                    return Err(err(
+                        "rates",
+                        "a sweep takes `concurrencies` or `rates`, not both".to_string(),
+                    ));
+                }
+                (None, None) => {
+                    return Err(err(
+                        "concurrencies",
+                        "a sweep needs `concurrencies = [...]` or `rates = [...]`".to_string(),
+                    ));
+                }
+                (Some(c), None) => {
+                    if c.is_empty() {
+                        return Err(err(
+                            "concurrencies",
+                            "an empty sweep: give at least one concurrency".to_string(),
+                        ));
+                    }
+                    for (f, present) in [
+                        ("process", w.process.is_some()),
+                        ("duration", w.duration.is_some()),
+                        ("max_concurrency", w.max_concurrency.is_some()),
+                    ] {
+                        if present {
+                            return Err(err(f, format!("`{f}` applies to rate sweeps only")));
+                        }
+                    }
+                    let requests = require(w.requests, "requests")?;
+                    c.iter()
+                        .map(|&c| {
+                            let c = require(Some(c), "concurrencies")?;
+                            Ok((
+                                format!("c{c}"),
+                                Workload::Concurrent {
+                                    concurrency: c,
+                                    requests,
+                                    input_tokens,
+                                },
+                            ))
+                        })
+                        .collect::<Result<Vec<_>, SpecError>>()?
+                }
+                (None, Some(r)) => {
+                    if r.is_empty() {
+                        return Err(err(
+                            "rates",
+                            "an empty sweep: give at least one rate".to_string(),
+                        ));
+                    }
+                    let requests = optional(w.requests, "requests")?;
+                    let duration = duration(&w.duration)?;
+                    if requests.is_none() && duration.is_none() {
+                        return Err(err("requests", "each point of a rate sweep needs `requests`, `duration` or both to end".to_string()));
+                    }
+                    let process = arrival(&w)?;
+                    let max_concurrency = optional(w.max_concurrency, "max_concurrency")?;
+                    r.iter()
+                        .map(|&rate| {
+                            let rate = positive(rate, "rates")?;
+                            Ok((
+                                format!("r{rate}"),
+                                Workload::Rate {
+                                    process,
+                                    rate,
+                                    requests,
+                                    duration,
+                                    max_concurrency,
+                                    input_tokens,
+                                },
+                            ))
+                        })
+                        .collect::<Result<Vec<_>, SpecError>>()?
+                }
+            };
+            return Ok(Lowered::Sweep(points));
+        }
         WorkloadKind::SharedPrefix => {
-            forbid(w.requests.is_some(), "requests")?;
-            forbid(w.input_tokens.is_some(), "input_tokens")?;
             let concurrency = match w.concurrency {
                 None => 1,
                 Some(_) => require(w.concurrency, "concurrency")?,
@@ -813,26 +1167,26 @@ fn lower_workload(
                             ));
                         }
                     }
-                    Ok(Workload::SharedPrefix {
+                    Workload::SharedPrefix {
                         groups: *groups,
                         prefix_tokens: *prefix_tokens,
                         suffixes,
                         suffix_tokens,
                         concurrency,
                         prefix_from: prefix_from.clone(),
-                    })
+                    }
                 }
-                None => Ok(Workload::SharedPrefix {
+                None => Workload::SharedPrefix {
                     groups: require(w.groups, "groups")?,
                     prefix_tokens: require(w.prefix_tokens, "prefix_tokens")?,
                     suffixes,
                     suffix_tokens,
                     concurrency,
                     prefix_from: String::new(),
-                }),
+                },
             }
         }
-    }
+    }))
 }
 
 impl Experiment {

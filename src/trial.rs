@@ -384,7 +384,7 @@ pub async fn run_trial(
     let max_conc = schedule
         .phases
         .iter()
-        .map(|p| p.concurrency as usize)
+        .map(|p| p.max_in_flight().unwrap_or(p.requests.len()).min(256))
         .max()
         .unwrap_or(1);
     let http = client::http_client(&exp.timeouts, max_conc)

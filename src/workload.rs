@@ -9,8 +9,9 @@
 //! Prompt lengths are approximate: prompts are made of common English words that are single
 //! tokens in Llama-family tokenizers, one word per requested token. The summary says so.
 
-use crate::spec::{Api, Experiment, Phase, Workload};
+use crate::spec::{Api, Arrival, Experiment, Phase, Workload};
 use serde::Serialize;
+use std::time::Duration;
 
 /// What to send, in order, phase by phase.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -23,10 +24,48 @@ pub struct Schedule {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct PhasePlan {
     pub name: String,
-    /// Closed-loop cap on requests in flight (warmup requests always go one at a time).
-    pub concurrency: u32,
+    /// How the measured requests are released (warmup requests always go one at a time).
+    pub pacing: Pacing,
     /// Warmup requests first, then the measured ones.
     pub requests: Vec<PlannedRequest>,
+}
+
+/// How a phase's measured requests are released.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Pacing {
+    /// `concurrency` workers, each sending its next request when its previous one finished.
+    Closed { concurrency: u32 },
+    /// Groups of `size` sent together; the next group when the whole previous one finished.
+    Batches { size: u32 },
+    /// Each request at its `at` offset from the phase start. At most `max_concurrency` in
+    /// flight: later arrivals wait (client queueing). At `limit` after the start, arrivals
+    /// still waiting are dropped and requests in flight are cancelled.
+    Open {
+        max_concurrency: Option<u32>,
+        #[serde(serialize_with = "ser_opt_secs")]
+        limit: Option<Duration>,
+    },
+}
+
+fn ser_opt_secs<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+    match d {
+        Some(d) => s.serialize_f64(d.as_secs_f64()),
+        None => s.serialize_none(),
+    }
+}
+
+impl PhasePlan {
+    /// The most requests in flight at once, when bounded.
+    pub fn max_in_flight(&self) -> Option<usize> {
+        match self.pacing {
+            Pacing::Closed { concurrency } => Some(concurrency as usize),
+            Pacing::Batches { size } => Some(size as usize),
+            Pacing::Open {
+                max_concurrency, ..
+            } => max_concurrency.map(|c| c as usize),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -39,6 +78,9 @@ pub struct PlannedRequest {
     pub max_tokens: u32,
     pub ignore_eos: bool,
     pub temperature: f64,
+    /// Open loop: when to send, as an offset from the phase's start.
+    #[serde(serialize_with = "ser_opt_secs")]
+    pub at: Option<Duration>,
 }
 
 /// SplitMix64: tiny, fast, and fixed forever.
@@ -74,6 +116,95 @@ impl Rng {
     pub fn below(&mut self, n: u64) -> u64 {
         ((u128::from(self.next_u64()) * u128::from(n)) >> 64) as u64
     }
+
+    /// Uniform in [0, 1) with 53 random bits.
+    pub fn unit(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    /// Exponential with the given rate.
+    pub fn exponential(&mut self, rate: f64) -> f64 {
+        -(1.0 - self.unit()).ln() / rate
+    }
+
+    /// Standard normal (Box–Muller; one of the pair is discarded to keep the stream simple).
+    pub fn normal(&mut self) -> f64 {
+        let u1 = 1.0 - self.unit();
+        let u2 = self.unit();
+        (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
+    }
+
+    /// Gamma with shape `k` and scale `theta` (Marsaglia and Tsang's method).
+    pub fn gamma(&mut self, k: f64, theta: f64) -> f64 {
+        if k < 1.0 {
+            // Boost: Gamma(k) = Gamma(k + 1) · U^(1/k).
+            let u = 1.0 - self.unit();
+            return self.gamma(k + 1.0, theta) * u.powf(1.0 / k);
+        }
+        let d = k - 1.0 / 3.0;
+        let c = 1.0 / (9.0 * d).sqrt();
+        loop {
+            let x = self.normal();
+            let v = (1.0 + c * x).powi(3);
+            if v <= 0.0 {
+                continue;
+            }
+            let u = 1.0 - self.unit();
+            if u.ln() < 0.5 * x * x + d - d * v + d * v.ln() {
+                return d * v * theta;
+            }
+        }
+    }
+}
+
+/// Arrival offsets of an open-loop phase: from `process` at `rate`, until `count` arrivals or
+/// `limit` (offsets at or beyond it are not generated). The first arrival is at zero.
+pub fn arrivals(
+    rng: &mut Rng,
+    process: Arrival,
+    rate: f64,
+    count: Option<u32>,
+    limit: Option<Duration>,
+) -> Vec<Duration> {
+    let mut out = Vec::new();
+    let mut t = 0.0f64;
+    // A duration-only phase at a high rate is still bounded: a safety cap on memory.
+    let cap = count.map_or(10_000_000, |c| c as usize);
+    while out.len() < cap {
+        if limit.is_some_and(|l| t >= l.as_secs_f64()) {
+            break;
+        }
+        out.push(Duration::from_secs_f64(t));
+        t += match process {
+            Arrival::Constant => 1.0 / rate,
+            Arrival::Poisson => rng.exponential(rate),
+            Arrival::Gamma { burstiness } => rng.gamma(burstiness, 1.0 / (rate * burstiness)),
+        };
+    }
+    out
+}
+
+/// Arrival offsets of a linear ramp from `from` to `to` requests/s over `duration`: the i-th
+/// arrival is where the integrated rate reaches i.
+pub fn ramp_arrivals(from: f64, to: f64, duration: Duration) -> Vec<Duration> {
+    let d = duration.as_secs_f64();
+    let slope = (to - from) / d;
+    let total = (from + to) / 2.0 * d;
+    let mut out = Vec::new();
+    let mut i = 0.0f64;
+    while i < total {
+        let t = if slope.abs() < 1e-12 {
+            i / from
+        } else {
+            (-from + (from * from + 2.0 * slope * i).max(0.0).sqrt()) / slope
+        };
+        if !(0.0..d).contains(&t) {
+            break;
+        }
+        out.push(Duration::from_secs_f64(t));
+        i += 1.0;
+    }
+    out
 }
 
 /// Common English words, each a single token (with its leading space) in the Llama
@@ -407,12 +538,28 @@ fn plan_phase(seed: u64, salt: u64, p: &Phase) -> PhasePlan {
                 max_tokens: p.request.output_tokens,
                 ignore_eos: p.request.ignore_eos,
                 temperature: p.request.temperature,
+                at: None,
             });
         };
     for i in 0..p.warmup {
         let mut rng = Rng::for_stream(seed, salt, &format!("warmup/{}", p.name), u64::from(i), 0);
         push(true, None, words(&mut rng, WARMUP_TOKENS), &mut requests);
     }
+    // Distinct prompts of `input_tokens` for the measured requests, at the given offsets.
+    let plain = |offsets: Vec<Option<Duration>>,
+                 input_tokens: u32,
+                 requests: &mut Vec<PlannedRequest>| {
+        for (i, at) in offsets.into_iter().enumerate() {
+            let mut rng = Rng::for_stream(seed, salt, &format!("prompt/{}", p.name), i as u64, 0);
+            push(false, None, words(&mut rng, input_tokens), requests);
+            if let Some(last) = requests.last_mut() {
+                last.at = at;
+            }
+        }
+    };
+    let mut pacing = Pacing::Closed {
+        concurrency: p.workload.concurrency().unwrap_or(1),
+    };
     match &p.workload {
         Workload::Single {
             requests: n,
@@ -422,12 +569,58 @@ fn plan_phase(seed: u64, salt: u64, p: &Phase) -> PhasePlan {
             requests: n,
             input_tokens,
             ..
+        } => plain(vec![None; *n as usize], *input_tokens, &mut requests),
+        Workload::Batch {
+            batch_size,
+            batches,
+            input_tokens,
         } => {
-            for i in 0..*n {
-                let mut rng =
-                    Rng::for_stream(seed, salt, &format!("prompt/{}", p.name), u64::from(i), 0);
-                push(false, None, words(&mut rng, *input_tokens), &mut requests);
-            }
+            pacing = Pacing::Batches { size: *batch_size };
+            plain(
+                vec![None; (*batch_size * *batches) as usize],
+                *input_tokens,
+                &mut requests,
+            );
+        }
+        Workload::Rate {
+            process,
+            rate,
+            requests: count,
+            duration,
+            max_concurrency,
+            input_tokens,
+        } => {
+            pacing = Pacing::Open {
+                max_concurrency: *max_concurrency,
+                limit: *duration,
+            };
+            // Arrival times depend on the seed only, not on the prompt salt: an experiment
+            // always has the same timing, live or replayed.
+            let mut rng = Rng::for_stream(seed, 0, &format!("arrivals/{}", p.name), 0, 0);
+            let at = arrivals(&mut rng, *process, *rate, *count, *duration);
+            plain(
+                at.into_iter().map(Some).collect(),
+                *input_tokens,
+                &mut requests,
+            );
+        }
+        Workload::Ramp {
+            from,
+            to,
+            duration,
+            max_concurrency,
+            input_tokens,
+        } => {
+            pacing = Pacing::Open {
+                max_concurrency: *max_concurrency,
+                limit: Some(*duration),
+            };
+            let at = ramp_arrivals(*from, *to, *duration);
+            plain(
+                at.into_iter().map(Some).collect(),
+                *input_tokens,
+                &mut requests,
+            );
         }
         Workload::SharedPrefix {
             groups,
@@ -467,7 +660,7 @@ fn plan_phase(seed: u64, salt: u64, p: &Phase) -> PhasePlan {
     }
     PhasePlan {
         name: p.name.clone(),
-        concurrency: p.workload.concurrency(),
+        pacing,
         requests,
     }
 }
@@ -531,7 +724,7 @@ request = { api = "completions", output_tokens = 4 }
         assert_eq!(cold.requests[1].prompt.split(' ').count(), 55);
         // The warm phase reuses cold's prefixes with new suffixes.
         let warm = &s.phases[1];
-        assert_eq!(warm.concurrency, 2);
+        assert_eq!(warm.pacing, Pacing::Closed { concurrency: 2 });
         assert_eq!(warm.requests.len(), 3);
         for (w, c) in warm.requests.iter().zip(&cold.requests[1..4]) {
             assert_eq!(prefix(w), prefix(c));
@@ -544,7 +737,7 @@ request = { api = "completions", output_tokens = 4 }
     fn concurrent_prompts_are_distinct_and_sized() {
         let s = schedule(&exp(), 1);
         let load = &s.phases[2];
-        assert_eq!(load.concurrency, 4);
+        assert_eq!(load.pacing, Pacing::Closed { concurrency: 4 });
         assert_eq!(load.requests.len(), 10);
         let mut prompts: Vec<_> = load.requests.iter().map(|r| r.prompt.as_str()).collect();
         assert!(prompts.iter().all(|p| p.split(' ').count() == 20));

@@ -13,7 +13,7 @@ fn experiment(extra_assert: &str) -> Experiment {
 description = "observe"
 seed = 1
 [targets.box]
-kind = "vllm"
+kind = "openai"
 [model]
 name = "m"
 [observe]
@@ -60,7 +60,9 @@ fn vllm(queries: f64, hits: f64, running: f64) -> (u16, String) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_assertion_fails_with_its_numbers_and_resets_are_handled() {
     let server = common::start().await;
-    // Start, then a restart (counters drop), then growth: Δqueries = 100 + 200, Δhits = 50 + 100.
+    // A generic target reads the vLLM names it finds, and (unlike kind = "vllm") asks nothing
+    // of /metrics before the first phase, so the scripted answers come in this order:
+    // start, then a restart (counters drop), then growth: Δqueries = 100 + 200, Δhits = 50 + 100.
     *server.metrics.lock().unwrap() = vec![
         vllm(1000.0, 900.0, 0.0),
         vllm(100.0, 50.0, 2.0),

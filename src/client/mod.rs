@@ -378,20 +378,24 @@ struct Deadlines {
     first_byte: Instant,
     total: Instant,
     idle: Duration,
+    /// The phase's duration limit: the request is cancelled then.
+    cancel: Option<Instant>,
 }
 
 impl Deadlines {
     /// The deadline for the next read and the failure kind if it passes.
     fn next(&self, got_first: bool, last_read: Instant) -> (Instant, ErrorKind) {
-        let (limit, kind) = if got_first {
+        let (mut limit, mut kind) = if got_first {
             (last_read + self.idle, ErrorKind::TimeoutIdle)
         } else {
             (self.first_byte, ErrorKind::TimeoutFirstByte)
         };
         if self.total <= limit {
-            (self.total, ErrorKind::TimeoutTotal)
-        } else {
-            (limit, kind)
+            (limit, kind) = (self.total, ErrorKind::TimeoutTotal);
+        }
+        match self.cancel {
+            Some(c) if c <= limit => (c, ErrorKind::Cancelled),
+            _ => (limit, kind),
         }
     }
 }
@@ -408,6 +412,7 @@ pub async fn execute(
     timeouts: &Timeouts,
     origin: Instant,
     intended: Instant,
+    cancel_at: Option<Instant>,
     capture: bool,
 ) -> (RequestRecord, Option<Capture>) {
     let url = format!("{}{}", ep.base_url, req.api.path());
@@ -442,13 +447,21 @@ pub async fn execute(
             first_byte: sent + timeouts.first_byte,
             total: sent + timeouts.total,
             idle: timeouts.idle,
+            cancel: cancel_at,
         };
         let (limit, kind) = deadlines.next(false, sent);
         match timeout_at(limit, builder.send()).await {
             Err(_) => {
                 state.failure = Some(Failure {
                     kind,
-                    detail: format!("no response headers within {:?}", limit - sent),
+                    detail: if kind == ErrorKind::Cancelled {
+                        "the phase's duration ended before the response headers".to_string()
+                    } else {
+                        format!(
+                            "no response headers within {:?}",
+                            limit.saturating_duration_since(sent)
+                        )
+                    },
                 });
                 break None;
             }
@@ -505,11 +518,18 @@ pub async fn execute(
                     if state.failure.is_none() {
                         state.failure = Some(Failure {
                             kind,
-                            detail: format!(
-                                "no bytes for {:?} ({} output chunks so far)",
-                                limit - last_read,
-                                state.chunks.len()
-                            ),
+                            detail: if kind == ErrorKind::Cancelled {
+                                format!(
+                                    "the phase's duration ended after {} output chunks",
+                                    state.chunks.len()
+                                )
+                            } else {
+                                format!(
+                                    "no bytes for {:?} ({} output chunks so far)",
+                                    limit.saturating_duration_since(last_read),
+                                    state.chunks.len()
+                                )
+                            },
                         });
                     }
                     if let Some(c) = cap.as_mut() {

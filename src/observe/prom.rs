@@ -268,7 +268,9 @@ mod tests {
 
     #[test]
     fn gigantic_label_sets() {
-        let labels: Vec<String> = (0..5_000).map(|i| format!("l{i}=\"v{i},{{}}\\\"\"")).collect();
+        let labels: Vec<String> = (0..5_000)
+            .map(|i| format!("l{i}=\"v{i},{{}}\\\"\""))
+            .collect();
         let e = parse(&format!("vllm:x{{{}}} 1\n", labels.join(",")));
         assert!(e.issues.is_empty(), "{:?}", e.issues);
         assert_eq!(e.samples[0].labels.len(), 5_000);

@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::serve::ListenerExt;
 use inferlab::spec::{Api, Timeouts};
-use inferlab::workload::{PhasePlan, PlannedRequest, Schedule};
+use inferlab::workload::{Pacing, PhasePlan, PlannedRequest, Schedule};
 use serde_json::{Value, json};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -201,7 +201,7 @@ pub fn schedule(prompts: &[&str], concurrency: u32) -> Schedule {
         salt: 0,
         phases: vec![PhasePlan {
             name: "p".into(),
-            concurrency,
+            pacing: Pacing::Closed { concurrency },
             requests: prompts
                 .iter()
                 .enumerate()
@@ -214,6 +214,7 @@ pub fn schedule(prompts: &[&str], concurrency: u32) -> Schedule {
                     max_tokens: TOKENS,
                     ignore_eos: true,
                     temperature: 0.0,
+                    at: None,
                 })
                 .collect(),
         }],
