@@ -58,7 +58,8 @@ impl Cmp {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Path {
     pub phase: String,
-    /// `server` or `gpu` for server-side metrics; `None` for the client's.
+    /// `server` or `gpu` for server-side metrics, `fidelity` for the workload's; `None` for
+    /// the client's.
     pub scope: Option<String>,
     pub metric: String,
     pub stat: Option<String>,
@@ -340,7 +341,7 @@ impl Parser<'_> {
         }
         let mut it = parts.into_iter().peekable();
         let phase = it.next();
-        let scope = it.next_if(|p| p == "server" || p == "gpu");
+        let scope = it.next_if(|p| p == "server" || p == "gpu" || p == "fidelity");
         let (Some(phase), Some(metric)) = (phase, it.next()) else {
             return err(
                 column,
@@ -485,6 +486,10 @@ impl Assertion {
 fn path_dim(p: &Path) -> Result<Dim, String> {
     match p.scope.as_deref() {
         None => check_metric(&p.metric, p.stat.as_deref()),
+        Some("fidelity") => {
+            crate::fidelity::check_metric(&p.metric, p.stat.as_deref())?;
+            Ok(Dim::Plain)
+        }
         Some(scope) => {
             check_server_metric(scope, &p.metric, p.stat.as_deref())?;
             Ok(if server_metric_is_time(&p.metric) {

@@ -9,6 +9,7 @@
 pub mod assert;
 pub mod client;
 pub mod engine;
+pub mod fidelity;
 pub mod metrics;
 pub mod observe;
 pub mod record;

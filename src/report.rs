@@ -257,6 +257,8 @@ pub struct NamedSummary {
     pub summary: PhaseSummary,
     /// Server-side figures from `/metrics`, when scraped.
     pub server: Option<ServerSummary>,
+    /// Declared versus achieved load.
+    pub fidelity: crate::fidelity::Fidelity,
 }
 
 /// An assertion verdict as stored.
@@ -508,6 +510,27 @@ pub fn phase_table(summary: &RunSummary) -> String {
         }
         if let Some(line) = summary.server(name).and_then(server_line) {
             out.push_str(&format!("{:<12} server: {line}\n", ""));
+        }
+        if let Some(f) = summary
+            .phases
+            .iter()
+            .find(|p| p.name == name)
+            .map(|p| &p.fidelity)
+            && let (Some(d), Some(sch), Some(a)) =
+                (f.declared_rate, f.scheduled_rate, f.achieved_rate)
+        {
+            let ks = match (f.ks_statistic, f.ks_critical) {
+                (Some(k), Some(c)) => format!(", KS {k:.3} (1% critical {c:.3})"),
+                _ => String::new(),
+            };
+            out.push_str(&format!(
+                "{:<12} load: declared {d:.2} req/s, scheduled {sch:.2}, achieved {a:.2}{ks}, late sends {}, dropped {}, cancelled {}{}\n",
+                "",
+                s.late_sends,
+                s.dropped,
+                s.cancelled,
+                if f.ok { "" } else { " — DRIFTED" }
+            ));
         }
     }
     if !summary.server_metrics.starts_with("scraped") {

@@ -15,7 +15,7 @@ use serde_json::Value;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
-use tokio::time::{Instant, sleep_until, timeout_at};
+use tokio::time::{Instant, timeout_at};
 
 /// One finished request, with its request body and (when recording) what the server sent.
 #[derive(Debug)]
@@ -88,64 +88,82 @@ pub async fn run_phase(
             limit,
         } => {
             let start = Instant::now();
-            let dispatcher = tokio::spawn(dispatch_open(
-                ctx.clone(),
-                measured,
-                start,
-                max_concurrency,
-                limit,
-                tx,
-            ));
+            let rt = tokio::runtime::Handle::current();
+            let ctx = ctx.clone();
+            let dispatcher = tokio::task::spawn_blocking(move || {
+                dispatch_open(ctx, measured, start, max_concurrency, limit, tx, rt)
+            });
             drain(&mut rx, n, sink).await;
             let _ = dispatcher.await;
         }
     }
 }
 
-/// Sends each request at `start + at`. With a cap, an arrival waits for a slot (its wait is
-/// client queueing, measured from the intended time); past `limit`, waiting arrivals are
-/// dropped and requests in flight are cancelled.
-async fn dispatch_open(
+/// Sleeps the calling OS thread until `deadline`: a coarse sleep to just before it, then a
+/// short spin. tokio's timer has 1 ms granularity, which would make every open-loop send up to
+/// a millisecond late; this keeps the lateness in the tens of microseconds.
+fn precise_sleep_until(deadline: std::time::Instant) {
+    const SPIN: std::time::Duration = std::time::Duration::from_micros(200);
+    let now = std::time::Instant::now();
+    if deadline > now + SPIN {
+        std::thread::sleep(deadline - now - SPIN);
+    }
+    while std::time::Instant::now() < deadline {
+        std::hint::spin_loop();
+    }
+}
+
+/// Sends each request at `start + at`, from a blocking-pool thread so the timing does not
+/// depend on the async timer. With a cap, an arrival waits for a slot (its wait is client
+/// queueing, measured from the intended time); past `limit`, waiting arrivals are dropped and
+/// requests in flight are cancelled.
+fn dispatch_open(
     ctx: Arc<Ctx>,
     requests: Vec<PlannedRequest>,
     start: Instant,
     max_concurrency: Option<u32>,
     limit: Option<std::time::Duration>,
     tx: mpsc::UnboundedSender<Completed>,
+    rt: tokio::runtime::Handle,
 ) {
     let slots = max_concurrency.map(|c| Arc::new(Semaphore::new(c as usize)));
     let deadline = limit.map(|l| start + l);
     for req in requests {
         let intended = start + req.at.unwrap_or_default();
-        sleep_until(intended).await;
+        precise_sleep_until(intended.into_std());
         let permit = match &slots {
             None => None,
             Some(s) => {
                 let acquire = s.clone().acquire_owned();
-                let permit = match deadline {
-                    Some(d) => timeout_at(d, acquire).await.ok().and_then(Result::ok),
-                    None => acquire.await.ok(),
-                };
-                if permit.is_none() {
-                    let now = Instant::now();
-                    let record = RequestRecord::dropped(
-                        &ctx.phase,
-                        req.index,
-                        req.group,
-                        intended.saturating_duration_since(ctx.origin),
-                        now.saturating_duration_since(ctx.origin),
-                    );
-                    let body = client::request_body(&ctx.ep, &req);
-                    let _ = tx.send(Completed {
-                        record,
-                        body,
-                        capture: None,
-                    });
-                    continue;
+                match (s.clone().try_acquire_owned(), deadline) {
+                    (Ok(p), _) => Some(p),
+                    (Err(_), Some(d)) => rt
+                        .block_on(async { timeout_at(d, acquire).await.ok().and_then(Result::ok) }),
+                    (Err(_), None) => rt.block_on(acquire).ok(),
                 }
-                permit
             }
         };
+        // A slot that frees exactly at the limit (or a dispatcher that woke late) must not
+        // start a request that would be cancelled at once: past the limit, it is dropped.
+        let too_late = deadline.is_some_and(|d| Instant::now() >= d);
+        if too_late || (slots.is_some() && permit.is_none()) {
+            let now = Instant::now();
+            let record = RequestRecord::dropped(
+                &ctx.phase,
+                req.index,
+                req.group,
+                intended.saturating_duration_since(ctx.origin),
+                now.saturating_duration_since(ctx.origin),
+            );
+            let body = client::request_body(&ctx.ep, &req);
+            let _ = tx.send(Completed {
+                record,
+                body,
+                capture: None,
+            });
+            continue;
+        }
+        let _guard = rt.enter();
         spawn_one(&ctx, req, intended, deadline, permit, tx.clone());
     }
 }

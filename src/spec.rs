@@ -1356,6 +1356,99 @@ expr = "warm.ttft.p50 <= 0.5 * cold.ttft.p50"
         assert!(e.starts_with("x.toml:"), "{e}");
     }
 
+    fn with_workload(w: &str) -> Result<Experiment, SpecError> {
+        let src = format!(
+            "schema_version = 1\ndescription = \"d\"\nseed = 1\n[targets.llamacpp]\n[model]\nname = \"m\"\n[[phase]]\nname = \"p\"\nworkload = {{ {w} }}\nrequest = {{ api = \"completions\", output_tokens = 4 }}\n"
+        );
+        parse("w.toml", "w", &src)
+    }
+
+    #[rstest]
+    #[case::zero_rate(
+        "kind = \"rate\", process = \"poisson\", rate = 0.0, requests = 5, input_tokens = 4",
+        "phase[0].workload.rate: must be a positive number, not 0"
+    )]
+    #[case::negative_rate(
+        "kind = \"rate\", process = \"poisson\", rate = -2.0, requests = 5, input_tokens = 4",
+        "must be a positive number, not -2"
+    )]
+    #[case::no_end(
+        "kind = \"rate\", process = \"poisson\", rate = 2.0, input_tokens = 4",
+        "needs `requests`, `duration` or both"
+    )]
+    #[case::no_process(
+        "kind = \"rate\", rate = 2.0, requests = 3, input_tokens = 4",
+        "needs `process`"
+    )]
+    #[case::gamma_needs_b(
+        "kind = \"rate\", process = \"gamma\", rate = 2.0, requests = 3, input_tokens = 4",
+        "process `gamma` needs `burstiness`"
+    )]
+    #[case::b_only_gamma(
+        "kind = \"rate\", process = \"poisson\", burstiness = 2.0, rate = 2.0, requests = 3, input_tokens = 4",
+        "applies to process `gamma` only"
+    )]
+    #[case::bad_duration(
+        "kind = \"rate\", process = \"constant\", rate = 2.0, duration = \"10\", input_tokens = 4",
+        "phase[0].workload.duration: `10` needs a unit"
+    )]
+    #[case::empty_sweep(
+        "kind = \"sweep\", rates = [], process = \"poisson\", requests = 3, input_tokens = 4",
+        "an empty sweep"
+    )]
+    #[case::both_sweeps(
+        "kind = \"sweep\", rates = [1.0], concurrencies = [1], requests = 3, input_tokens = 4",
+        "not both"
+    )]
+    #[case::neither_sweep(
+        "kind = \"sweep\", requests = 3, input_tokens = 4",
+        "needs `concurrencies = [...]` or `rates = [...]`"
+    )]
+    #[case::zero_concurrency(
+        "kind = \"sweep\", concurrencies = [1, 0], requests = 3, input_tokens = 4",
+        "phase[0].workload.concurrencies: must be at least 1"
+    )]
+    #[case::not_applicable(
+        "kind = \"single\", requests = 3, input_tokens = 4, rate = 2.0",
+        "phase[0].workload.rate: `rate` does not apply to workload kind `single`"
+    )]
+    #[case::batch_needs(
+        "kind = \"batch\", batch_size = 4, input_tokens = 4",
+        "workload kind `batch` needs `batches`"
+    )]
+    #[case::ramp_needs_duration(
+        "kind = \"ramp\", from = 1.0, to = 5.0, input_tokens = 4",
+        "workload kind `ramp` needs `duration`"
+    )]
+    #[case::unknown_process(
+        "kind = \"rate\", process = \"bursty\", rate = 2.0, requests = 3, input_tokens = 4",
+        "unknown variant `bursty`"
+    )]
+    fn workload_errors(#[case] w: &str, #[case] expected: &str) {
+        let e = with_workload(w).unwrap_err().to_string();
+        assert!(e.contains(expected), "got: {e}\nexpected: {expected}");
+        assert!(e.starts_with("w.toml:9:"), "{e}");
+    }
+
+    #[test]
+    fn open_loop_kinds_lower() {
+        let e = with_workload("kind = \"rate\", process = \"gamma\", burstiness = 0.5, rate = 2.5, duration = \"10s\", max_concurrency = 8, input_tokens = 4").unwrap();
+        assert_eq!(
+            e.phases[0].workload,
+            Workload::Rate {
+                process: Arrival::Gamma { burstiness: 0.5 },
+                rate: 2.5,
+                requests: None,
+                duration: Some(Duration::from_secs(10)),
+                max_concurrency: Some(8),
+                input_tokens: 4
+            }
+        );
+        let e = with_workload("kind = \"sweep\", rates = [1, 2.5], process = \"constant\", requests = 3, input_tokens = 4").unwrap();
+        let names: Vec<_> = e.phases.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(names, ["r1", "r2.5"]);
+    }
+
     #[test]
     fn goodput_needs_an_slo() {
         let src = GOOD

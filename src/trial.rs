@@ -557,10 +557,12 @@ pub async fn run_trial(
             .write_histograms(&p.name, &hists)
             .map_err(TrialError::Results)?;
         let server = server_of(Some(&p.name), summary.ttft.map(|t| t.mean_ms));
+        let mine: Vec<&RequestRecord> = records.iter().filter(|r| r.phase == p.name).collect();
         phases.push(NamedSummary {
             name: p.name.clone(),
             summary,
             server,
+            fidelity: crate::fidelity::fidelity(p, &mine),
         });
     }
     let (all, hists) = metrics::summarize(&records, &exp.slo);
@@ -569,14 +571,18 @@ pub async fn run_trial(
         .map_err(TrialError::Results)?;
     let all_server = server_of(None, all.ttft.map(|t| t.mean_ms));
     let lookup_in = |phases: &[NamedSummary], p: &crate::assert::Path| -> Option<Value> {
-        let (client, server) = if p.phase == "all" {
-            (&all, all_server.as_ref())
+        let (client, server, fidelity) = if p.phase == "all" {
+            (&all, all_server.as_ref(), None)
         } else {
             let n = phases.iter().find(|n| n.name == p.phase)?;
-            (&n.summary, n.server.as_ref())
+            (&n.summary, n.server.as_ref(), Some(&n.fidelity))
         };
         match p.scope.as_deref() {
             None => client.value(&p.metric, p.stat.as_deref()).ok().flatten(),
+            Some("fidelity") => Some(Value {
+                value: fidelity?.value(&p.metric)?,
+                dim: Dim::Plain,
+            }),
             Some(scope) => {
                 let value = server?.value(scope, &p.metric, p.stat.as_deref())?;
                 let dim = if canonical::server_metric_is_time(&p.metric) {

@@ -105,6 +105,7 @@ fn finish(usage: bool) -> String {
 }
 
 const SCRIPTS: &[&str] = &[
+    "slow",
     "ok",
     "no_usage",
     "in_stream_error",
@@ -134,6 +135,15 @@ async fn respond(body: Bytes) -> Response {
         // Anything else (generated prompts) streams normally.
         _ if !SCRIPTS.contains(&prompt.as_str()) => {
             tokens(&mut steps, TOKENS);
+            steps.push(Step::Send(finish(true)));
+            steps.push(Step::Send("data: [DONE]\n\n".into()));
+        }
+        // 20 tokens 10 ms apart: long enough to keep hundreds in flight at high rates.
+        "slow" => {
+            for i in 0..20 {
+                steps.push(Step::Send(chunk(&format!(" s{i}"))));
+                steps.push(Step::Sleep(Duration::from_millis(10)));
+            }
             steps.push(Step::Send(finish(true)));
             steps.push(Step::Send("data: [DONE]\n\n".into()));
         }

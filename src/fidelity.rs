@@ -1,0 +1,304 @@
+//! Workload fidelity: was the load that was sent the load that was declared? Pure.
+//!
+//! For open-loop phases: the achieved arrival rate (from actual send instants) against the
+//! declared one, and a Kolmogorov–Smirnov statistic of the actual gaps between sends against
+//! the declared gap distribution (exponential for Poisson, gamma for gamma; constant and ramp
+//! arrivals have no gap distribution to test). For every phase: the mean output length against
+//! the requested `max_tokens`. A phase is `ok` when the achieved rate is within 10 % of the
+//! scheduled one (what the harness controls) and the KS statistic is below its 1 % critical
+//! value (1.63/√n).
+
+use crate::record::RequestRecord;
+use crate::spec::{Arrival, Phase, Workload};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Fidelity {
+    /// Requests per second the workload declared (mean rate for a ramp); open loop only.
+    pub declared_rate: Option<f64>,
+    /// The rate of the generated schedule: (n − 1) / (last intended − first intended). A short
+    /// Poisson phase's schedule legitimately differs from the declared rate.
+    pub scheduled_rate: Option<f64>,
+    /// (n − 1) / (last send − first send).
+    pub achieved_rate: Option<f64>,
+    /// KS distance between the actual send gaps and the declared gap distribution.
+    pub ks_statistic: Option<f64>,
+    /// The 1 % critical value for that many gaps.
+    pub ks_critical: Option<f64>,
+    /// Mean output tokens of successful requests ÷ requested `max_tokens`.
+    pub output_length_ratio: Option<f64>,
+    pub ok: bool,
+}
+
+/// Fidelity of one phase from its (non-warmup) records.
+pub fn fidelity(phase: &Phase, records: &[&RequestRecord]) -> Fidelity {
+    let sent: Vec<&RequestRecord> = {
+        let mut v: Vec<&RequestRecord> = records
+            .iter()
+            .copied()
+            .filter(|r| {
+                !r.warmup
+                    && r.failure
+                        .as_ref()
+                        .is_none_or(|f| f.kind != crate::record::ErrorKind::Dropped)
+            })
+            .collect();
+        v.sort_by_key(|r| r.sent);
+        v
+    };
+    let (declared_rate, process) = match &phase.workload {
+        Workload::Rate { rate, process, .. } => (Some(*rate), Some(*process)),
+        Workload::Ramp { from, to, .. } => (Some((from + to) / 2.0), None),
+        _ => (None, None),
+    };
+    let rate_of = |first: std::time::Duration, last: std::time::Duration| {
+        (declared_rate.is_some() && sent.len() >= 2 && last > first)
+            .then(|| (sent.len() - 1) as f64 / (last - first).as_secs_f64())
+    };
+    let (achieved_rate, scheduled_rate) = match (sent.first(), sent.last()) {
+        (Some(a), Some(b)) => {
+            let first = sent.iter().map(|r| r.intended).min().unwrap_or(a.intended);
+            let last = sent.iter().map(|r| r.intended).max().unwrap_or(b.intended);
+            (rate_of(a.sent, b.sent), rate_of(first, last))
+        }
+        _ => (None, None),
+    };
+    let gaps: Vec<f64> = sent
+        .windows(2)
+        .map(|w| (w[1].sent - w[0].sent).as_secs_f64())
+        .collect();
+    let (ks_statistic, ks_critical) = match (process, declared_rate) {
+        (Some(Arrival::Poisson), Some(rate)) if gaps.len() >= 5 => (
+            Some(ks(&gaps, |x| 1.0 - (-rate * x).exp())),
+            Some(1.63 / (gaps.len() as f64).sqrt()),
+        ),
+        (Some(Arrival::Gamma { burstiness }), Some(rate)) if gaps.len() >= 5 => {
+            let theta = 1.0 / (rate * burstiness);
+            (
+                Some(ks(&gaps, |x| gamma_p(burstiness, x / theta))),
+                Some(1.63 / (gaps.len() as f64).sqrt()),
+            )
+        }
+        _ => (None, None),
+    };
+    let ok_records: Vec<&&RequestRecord> = sent.iter().filter(|r| r.ok()).collect();
+    let output_length_ratio = (!ok_records.is_empty()).then(|| {
+        let mean = ok_records
+            .iter()
+            .map(|r| r.output_tokens() as f64)
+            .sum::<f64>()
+            / ok_records.len() as f64;
+        mean / f64::from(phase.request.output_tokens)
+    });
+    let rate_ok = match (scheduled_rate, achieved_rate) {
+        (Some(d), Some(a)) => (a / d - 1.0).abs() <= 0.10,
+        _ => true,
+    };
+    let ks_ok = match (ks_statistic, ks_critical) {
+        (Some(d), Some(c)) => d <= c,
+        _ => true,
+    };
+    Fidelity {
+        declared_rate,
+        scheduled_rate,
+        achieved_rate,
+        ks_statistic,
+        ks_critical,
+        output_length_ratio,
+        ok: rate_ok && ks_ok,
+    }
+}
+
+/// Metrics assertions can read under `<phase>.fidelity.`.
+pub const METRICS: &[&str] = &[
+    "ok",
+    "declared_rate",
+    "scheduled_rate",
+    "achieved_rate",
+    "ks_statistic",
+    "output_length_ratio",
+];
+
+/// Checks a `fidelity.<metric>` path.
+pub fn check_metric(metric: &str, stat: Option<&str>) -> Result<(), String> {
+    if !METRICS.contains(&metric) {
+        return Err(format!(
+            "unknown fidelity metric `{metric}` (expected one of {})",
+            METRICS.join(", ")
+        ));
+    }
+    match stat {
+        None => Ok(()),
+        Some(s) => Err(format!(
+            "`fidelity.{metric}` is a single number; `.{s}` does not apply"
+        )),
+    }
+}
+
+impl Fidelity {
+    /// Reads a fidelity metric; `ok` is 1 or 0.
+    pub fn value(&self, metric: &str) -> Option<f64> {
+        match metric {
+            "ok" => Some(if self.ok { 1.0 } else { 0.0 }),
+            "declared_rate" => self.declared_rate,
+            "scheduled_rate" => self.scheduled_rate,
+            "achieved_rate" => self.achieved_rate,
+            "ks_statistic" => self.ks_statistic,
+            "output_length_ratio" => self.output_length_ratio,
+            _ => None,
+        }
+    }
+}
+
+/// Kolmogorov–Smirnov distance of `samples` from the CDF `cdf`.
+pub fn ks(samples: &[f64], cdf: impl Fn(f64) -> f64) -> f64 {
+    let mut xs = samples.to_vec();
+    xs.sort_by(f64::total_cmp);
+    let n = xs.len() as f64;
+    xs.iter()
+        .enumerate()
+        .map(|(i, &x)| {
+            let f = cdf(x);
+            (f - i as f64 / n).abs().max(((i + 1) as f64 / n - f).abs())
+        })
+        .fold(0.0, f64::max)
+}
+
+/// ln Γ(x) for x > 0 (Lanczos, g = 7, nine coefficients).
+fn ln_gamma(x: f64) -> f64 {
+    const C: [f64; 9] = [
+        0.999_999_999_999_809_9,
+        676.520_368_121_885_1,
+        -1_259.139_216_722_402_8,
+        771.323_428_777_653_1,
+        -176.615_029_162_140_6,
+        12.507_343_278_686_905,
+        -0.138_571_095_265_720_12,
+        9.984_369_578_019_572e-6,
+        1.505_632_735_149_311_6e-7,
+    ];
+    if x < 0.5 {
+        // Reflection.
+        return std::f64::consts::PI.ln()
+            - (std::f64::consts::PI * x).sin().ln()
+            - ln_gamma(1.0 - x);
+    }
+    let x = x - 1.0;
+    let mut a = C[0];
+    let t = x + 7.5;
+    for (i, c) in C.iter().enumerate().skip(1) {
+        a += c / (x + i as f64);
+    }
+    0.5 * (2.0 * std::f64::consts::PI).ln() + (x + 0.5) * t.ln() - t + a.ln()
+}
+
+/// Regularised lower incomplete gamma P(a, x): the gamma(a, 1) CDF at x.
+pub fn gamma_p(a: f64, x: f64) -> f64 {
+    if x <= 0.0 {
+        return 0.0;
+    }
+    let lead = a * x.ln() - x - ln_gamma(a);
+    if x < a + 1.0 {
+        // Series.
+        let (mut sum, mut term, mut ap) = (1.0 / a, 1.0 / a, a);
+        for _ in 0..500 {
+            ap += 1.0;
+            term *= x / ap;
+            sum += term;
+            if term.abs() < sum.abs() * 1e-15 {
+                break;
+            }
+        }
+        (sum.ln() + lead).exp().min(1.0)
+    } else {
+        // Continued fraction (modified Lentz) for Q, then P = 1 − Q.
+        let tiny = 1e-300;
+        let mut b = x + 1.0 - a;
+        let mut c = 1.0 / tiny;
+        let mut d = 1.0 / b;
+        let mut h = d;
+        for i in 1..500 {
+            let an = -(i as f64) * (i as f64 - a);
+            b += 2.0;
+            d = an * d + b;
+            if d.abs() < tiny {
+                d = tiny;
+            }
+            c = b + an / c;
+            if c.abs() < tiny {
+                c = tiny;
+            }
+            d = 1.0 / d;
+            let delta = d * c;
+            h *= delta;
+            if (delta - 1.0).abs() < 1e-15 {
+                break;
+            }
+        }
+        (1.0 - (lead.exp() * h)).max(0.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::workload::{Rng, arrivals};
+    use std::time::Duration;
+
+    #[test]
+    fn gamma_cdf_matches_known_values() {
+        // Shape 1 is the exponential CDF.
+        for x in [0.1, 0.5, 1.0, 3.0, 8.0] {
+            assert!(
+                (gamma_p(1.0, x) - (1.0 - (-x).exp())).abs() < 1e-10,
+                "x={x}"
+            );
+        }
+        // P(2, 2) = 1 − 3e^−2; P(0.5, x) = erf(√x): erf(1) at x = 1.
+        assert!((gamma_p(2.0, 2.0) - (1.0 - 3.0 * (-2.0f64).exp())).abs() < 1e-10);
+        assert!((gamma_p(0.5, 1.0) - 0.842_700_792_949_714_9).abs() < 1e-9);
+        // Q(5, 20) = e^−20 · Σ_{k<5} 20^k/k!.
+        let q = (-20.0f64).exp() * (1.0 + 20.0 + 200.0 + 8000.0 / 6.0 + 160_000.0 / 24.0);
+        assert!((gamma_p(5.0, 20.0) - (1.0 - q)).abs() < 1e-12);
+        assert!((gamma_p(5.0, 6.0) - 0.714_943_499_683_3).abs() < 1e-9);
+    }
+
+    #[test]
+    fn generated_arrivals_pass_their_own_ks_test() {
+        for (process, cdf_shape) in [
+            (Arrival::Poisson, 1.0),
+            (Arrival::Gamma { burstiness: 0.5 }, 0.5),
+            (Arrival::Gamma { burstiness: 4.0 }, 4.0),
+        ] {
+            let mut rng = Rng::for_stream(7, 0, "t", 0, 0);
+            let at = arrivals(&mut rng, process, 10.0, Some(2_000), None);
+            let gaps: Vec<f64> = at.windows(2).map(|w| (w[1] - w[0]).as_secs_f64()).collect();
+            let theta = 1.0 / (10.0 * cdf_shape);
+            let d = ks(&gaps, |x| gamma_p(cdf_shape, x / theta));
+            assert!(
+                d < 1.63 / (gaps.len() as f64).sqrt(),
+                "{process:?}: D = {d}"
+            );
+            // The wrong process is rejected.
+            let wrong = ks(&gaps, |x| {
+                gamma_p(if cdf_shape == 1.0 { 4.0 } else { 1.0 }, x / theta)
+            });
+            assert!(
+                wrong > 1.63 / (gaps.len() as f64).sqrt(),
+                "{process:?}: wrong D = {wrong}"
+            );
+            let mean = at.last().unwrap().as_secs_f64() / (at.len() - 1) as f64;
+            assert!((mean - 0.1).abs() < 0.01, "{process:?}: mean gap {mean}");
+        }
+        let mut rng = Rng::for_stream(7, 0, "t", 0, 0);
+        let at = arrivals(
+            &mut rng,
+            Arrival::Constant,
+            4.0,
+            None,
+            Some(Duration::from_secs(2)),
+        );
+        assert_eq!(at.len(), 8);
+        assert_eq!(at[1], Duration::from_millis(250));
+    }
+}

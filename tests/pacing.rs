@@ -1,0 +1,156 @@
+//! Open-loop, batch and sweep phases against the scripted server: sends follow the schedule,
+//! waits for a concurrency slot count as client queueing, and a duration limit drops waiting
+//! arrivals and cancels requests in flight — each counted, none lost. Bounds are generous: CI
+//! machines are noisy 2-core boxes.
+
+mod common;
+
+use inferlab::spec::{self, Experiment};
+use inferlab::trial::{self, TrialOptions, TrialOutcome};
+use std::path::PathBuf;
+
+fn experiment(phases: &str, asserts: &str) -> Experiment {
+    let src = format!(
+        "schema_version = 1\ndescription = \"pacing\"\nseed = 5\n[targets.box]\nkind = \"openai\"\n[model]\nname = \"m\"\n[observe]\nmetrics = false\n{phases}\n{asserts}"
+    );
+    spec::parse("pacing.toml", "pacing", &src).unwrap()
+}
+
+async fn run(exp: &Experiment) -> TrialOutcome {
+    let server = common::start().await;
+    let root: PathBuf =
+        std::env::temp_dir().join(format!("inferlab-pacing-{}", std::process::id()));
+    let target = exp.target("box").unwrap().clone();
+    let url = server.url.clone();
+    let env = move |k: &str| (k == "INFERLAB_BOX_URL").then(|| url.clone());
+    let plan = trial::plan(exp, &target, &env, &root.join("fixtures")).unwrap();
+    let opts = TrialOptions {
+        results_root: root.join("results"),
+        fixtures_root: root.join("fixtures"),
+        salt: None,
+    };
+    trial::run_trial(exp, &target, plan, &opts).await.unwrap()
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_loop_sends_on_schedule() {
+    // 50 req/s, evenly spaced; each scripted request takes ~30 ms, so ~2 are in flight.
+    let exp = experiment(
+        "[[phase]]\nname = \"load\"\nworkload = { kind = \"rate\", process = \"constant\", rate = 50.0, requests = 20, input_tokens = 4 }\nrequest = { api = \"completions\", output_tokens = 5 }",
+        "[[assert]]\nexpr = \"load.fidelity.ok == 1\"",
+    );
+    let out = run(&exp).await;
+    let s = out.summary.phase("load").unwrap();
+    assert_eq!(
+        (s.requests, s.succeeded, s.dropped, s.cancelled),
+        (20, 20, 0, 0)
+    );
+    let queue = s.client_queue.unwrap();
+    assert!(
+        queue.p50_ms < 5.0,
+        "median send lateness {:.3} ms",
+        queue.p50_ms
+    );
+    let f = out.summary.phases[0].fidelity;
+    let achieved = f.achieved_rate.unwrap();
+    assert!(
+        (achieved / 50.0 - 1.0).abs() < 0.2,
+        "achieved {achieved:.2} req/s"
+    );
+    assert!(out.passed(), "{:?}", out.verdicts);
+    // ttft_scheduled ≥ ttft: measured from the intended send.
+    assert!(s.ttft_scheduled.unwrap().mean_ms >= s.ttft.unwrap().mean_ms);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cap_queues_and_a_limit_drops_and_cancels() {
+    // 200 req/s offered for 150 ms with one slot and ~30 ms per request: arrivals queue behind
+    // the slot, and when the limit passes the waiting ones are dropped and the one in flight
+    // is cancelled.
+    let exp = experiment(
+        "[[phase]]\nname = \"load\"\nworkload = { kind = \"rate\", process = \"constant\", rate = 200.0, duration = \"150ms\", max_concurrency = 1, input_tokens = 4 }\nrequest = { api = \"completions\", output_tokens = 5 }",
+        "[[assert]]\nexpr = \"load.dropped > 0\"",
+    );
+    let out = run(&exp).await;
+    let s = out.summary.phase("load").unwrap();
+    assert_eq!(
+        s.requests + s.dropped + s.cancelled,
+        30,
+        "every arrival is accounted for"
+    );
+    assert!(s.dropped >= 15, "dropped {}", s.dropped);
+    assert!(s.cancelled <= 1);
+    assert_eq!(s.failed, 0, "harness limits are not server errors");
+    assert_eq!(s.error_rate, 0.0);
+    assert!(s.late_sends >= 1);
+    assert!(s.client_queue.unwrap().max_ms > 20.0);
+    assert!(out.passed());
+    let lines = std::fs::read_to_string(out.dir.join("requests.jsonl")).unwrap();
+    assert_eq!(lines.lines().count(), 30);
+    assert!(lines.contains("\"error_kind\":\"dropped\""));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_release_together_and_wait_for_each_other() {
+    let exp = experiment(
+        "[[phase]]\nname = \"b\"\nworkload = { kind = \"batch\", batch_size = 4, batches = 3, input_tokens = 4 }\nrequest = { api = \"completions\", output_tokens = 5 }",
+        "",
+    );
+    let out = run(&exp).await;
+    assert_eq!(out.summary.phase("b").unwrap().succeeded, 12);
+    let rows: Vec<serde_json::Value> = std::fs::read_to_string(out.dir.join("requests.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let mut by_batch = vec![Vec::new(); 3];
+    for r in &rows {
+        let i = r["index"].as_u64().unwrap() as usize;
+        by_batch[i / 4].push((
+            r["sent_ms"].as_f64().unwrap(),
+            r["end_ms"].as_f64().unwrap(),
+        ));
+    }
+    for w in by_batch.windows(2) {
+        let last_end = w[0].iter().map(|x| x.1).fold(0.0, f64::max);
+        let first_sent = w[1].iter().map(|x| x.0).fold(f64::MAX, f64::min);
+        assert!(
+            first_sent >= last_end,
+            "a batch started before the previous one finished"
+        );
+    }
+    // Within a batch the sends are together (generous: 15 ms on a loaded machine).
+    let spread: Vec<f64> = by_batch
+        .iter()
+        .map(|b| {
+            b.iter().map(|x| x.0).fold(f64::MIN, f64::max)
+                - b.iter().map(|x| x.0).fold(f64::MAX, f64::min)
+        })
+        .collect();
+    assert!(median(spread.clone()) < 15.0, "{spread:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sweeps_become_named_phases() {
+    let exp = experiment(
+        "[[phase]]\nname = \"sweep\"\nworkload = { kind = \"sweep\", rates = [20, 40.5], process = \"poisson\", requests = 8, input_tokens = 4 }\nrequest = { api = \"completions\", output_tokens = 5 }\n[[phase]]\nname = \"closed\"\nworkload = { kind = \"sweep\", concurrencies = [1, 4], requests = 8, input_tokens = 4 }\nrequest = { api = \"completions\", output_tokens = 5 }",
+        "[[assert]]\nexpr = \"r40.5.requests == 8\"\n[[assert]]\nexpr = \"c4.request_throughput > c1.request_throughput\"",
+    );
+    let names: Vec<&str> = exp.phases.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(names, ["r20", "r40.5", "c1", "c4"]);
+    let out = run(&exp).await;
+    assert!(
+        out.passed(),
+        "{}",
+        out.verdicts
+            .iter()
+            .map(|v| v.to_string())
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+}
