@@ -29,6 +29,7 @@ async fn lateness(url: &str, rate: f64, seconds: f64) {
             max_concurrency: Some(256),
             limit: None,
         },
+        sessions: Vec::new(),
         requests: (0..n)
             .map(|i| PlannedRequest {
                 index: i,
@@ -40,6 +41,7 @@ async fn lateness(url: &str, rate: f64, seconds: f64) {
                 ignore_eos: false,
                 temperature: 0.0,
                 at: Some(Duration::from_secs_f64(f64::from(i) / rate)),
+                ..PlannedRequest::default()
             })
             .collect(),
     };

@@ -44,7 +44,7 @@ fn planned(ex: &Exchange) -> PlannedRequest {
         max_tokens: 0,
         ignore_eos: false,
         temperature: 0.0,
-        at: None,
+        ..PlannedRequest::default()
     }
 }
 

@@ -58,8 +58,8 @@ impl Cmp {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Path {
     pub phase: String,
-    /// `server` or `gpu` for server-side metrics, `fidelity` for the workload's; `None` for
-    /// the client's.
+    /// `server` or `gpu` for server-side metrics, `fidelity` for the workload's, `turnN` for
+    /// one turn of a multi-turn or agentic phase; `None` for the client's.
     pub scope: Option<String>,
     pub metric: String,
     pub stat: Option<String>,
@@ -341,7 +341,8 @@ impl Parser<'_> {
         }
         let mut it = parts.into_iter().peekable();
         let phase = it.next();
-        let scope = it.next_if(|p| p == "server" || p == "gpu" || p == "fidelity");
+        let scope =
+            it.next_if(|p| p == "server" || p == "gpu" || p == "fidelity" || turn_of(p).is_some());
         let (Some(phase), Some(metric)) = (phase, it.next()) else {
             return err(
                 column,
@@ -482,10 +483,16 @@ impl Assertion {
     }
 }
 
+/// `turn3` → 3: the scope of per-turn figures in multi-turn and agentic phases.
+pub fn turn_of(scope: &str) -> Option<u32> {
+    scope.strip_prefix("turn")?.parse().ok()
+}
+
 /// Checks a path and gives its dimension.
 fn path_dim(p: &Path) -> Result<Dim, String> {
     match p.scope.as_deref() {
         None => check_metric(&p.metric, p.stat.as_deref()),
+        Some(scope) if turn_of(scope).is_some() => check_metric(&p.metric, p.stat.as_deref()),
         Some("fidelity") => {
             crate::fidelity::check_metric(&p.metric, p.stat.as_deref())?;
             Ok(Dim::Plain)
@@ -647,6 +654,8 @@ mod tests {
                 dim: Dim::Plain,
             }),
             "r2.5.ttft.p50" => time(0.3),
+            "warm.turn3.ttft.p50" => time(0.05),
+            "warm.turn0.ttft.p50" => time(0.5),
             "warm.server.prefix_cache_hit_rate" => Some(Value {
                 value: 0.9,
                 dim: Dim::Plain,
@@ -677,6 +686,7 @@ mod tests {
     #[case("warm.ttft.p50<1e2ms", true)]
     #[case("warm.server.prefix_cache_hit_rate >= 0.8", true)]
     #[case("r2.5.ttft.p50 < 1s", true)]
+    #[case("warm.turn3.ttft.p50 < warm.turn0.ttft.p50", true)]
     #[case("c8.server.kv_cache_usage.max < 0.95", false)]
     #[case("warm.server.ttft_mean < warm.ttft.p50", true)]
     fn evaluates(#[case] src: &str, #[case] passed: bool) {

@@ -534,6 +534,9 @@ mod tests {
             events: 0,
             server_timings: None,
             failure: None,
+            session: None,
+            turn: None,
+            output_text: None,
         }
     }
 

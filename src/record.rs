@@ -134,6 +134,11 @@ pub struct RequestRecord {
     pub events: u32,
     pub server_timings: Option<ServerTimings>,
     pub failure: Option<Failure>,
+    /// Multi-turn and agentic sessions: which session and turn (or step).
+    pub session: Option<u32>,
+    pub turn: Option<u32>,
+    /// The answer's text, kept only for session requests (it feeds the next turn).
+    pub output_text: Option<String>,
 }
 
 impl RequestRecord {
@@ -166,6 +171,9 @@ impl RequestRecord {
                 detail: "still waiting for a concurrency slot when the phase's duration ended"
                     .to_string(),
             }),
+            session: None,
+            turn: None,
+            output_text: None,
         }
     }
 

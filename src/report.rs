@@ -63,6 +63,8 @@ pub struct RequestRow<'a> {
     pub index: u32,
     pub warmup: bool,
     pub group: Option<u32>,
+    pub session: Option<u32>,
+    pub turn: Option<u32>,
     pub ok: bool,
     pub error_kind: Option<String>,
     pub error_detail: Option<&'a str>,
@@ -101,6 +103,8 @@ impl<'a> RequestRow<'a> {
             index: r.index,
             warmup: r.warmup,
             group: r.group,
+            session: r.session,
+            turn: r.turn,
             ok: r.ok(),
             error_kind: r.failure.as_ref().map(|f| f.kind.to_string()),
             error_detail: r.failure.as_ref().map(|f| f.detail.as_str()),
@@ -259,6 +263,9 @@ pub struct NamedSummary {
     pub server: Option<ServerSummary>,
     /// Declared versus achieved load.
     pub fidelity: crate::fidelity::Fidelity,
+    /// Multi-turn and agentic phases: the same figures by turn (or step) index.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub by_turn: BTreeMap<u32, PhaseSummary>,
 }
 
 /// An assertion verdict as stored.
@@ -354,7 +361,10 @@ pub struct SnapshotPhase {
     pub requests: u64,
     pub succeeded: u64,
     pub errors: BTreeMap<String, u64>,
-    pub prompt_tokens: u64,
+    /// Absent for conversations: their prompts carry the server's answers, whose token counts
+    /// vary between live runs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prompt_tokens: Option<u64>,
     pub output_tokens: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cached_tokens: Option<u64>,
@@ -397,7 +407,7 @@ pub fn snapshot_view(
                     requests: s.requests,
                     succeeded: s.succeeded,
                     errors: s.errors.clone(),
-                    prompt_tokens: s.prompt_tokens,
+                    prompt_tokens: (!p.workload.is_session()).then_some(s.prompt_tokens),
                     output_tokens: s.output_tokens,
                     cached_tokens: exp.snapshot.cached_tokens.then_some(s.cached_tokens),
                     usage_missing: s.usage_missing,
@@ -510,6 +520,23 @@ pub fn phase_table(summary: &RunSummary) -> String {
         }
         if let Some(line) = summary.server(name).and_then(server_line) {
             out.push_str(&format!("{:<12} server: {line}\n", ""));
+        }
+        if let Some(p) = summary.phases.iter().find(|p| p.name == name)
+            && !p.by_turn.is_empty()
+        {
+            let turns: Vec<String> = p
+                .by_turn
+                .iter()
+                .map(|(t, s)| match &s.ttft {
+                    Some(x) => format!("t{t} {:.1}ms", x.p50_ms),
+                    None => format!("t{t} -"),
+                })
+                .collect();
+            out.push_str(&format!(
+                "{:<12} ttft p50 by turn: {}\n",
+                "",
+                turns.join(", ")
+            ));
         }
         if let Some(f) = summary
             .phases

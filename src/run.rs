@@ -10,7 +10,7 @@
 use crate::client::{self, Capture, Endpoint};
 use crate::record::RequestRecord;
 use crate::spec::Timeouts;
-use crate::workload::{Pacing, PhasePlan, PlannedRequest, Schedule};
+use crate::workload::{Message, Pacing, PhasePlan, PlannedRequest, Schedule, SessionPlan};
 use serde_json::Value;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -21,6 +21,8 @@ use tokio::time::{Instant, timeout_at};
 #[derive(Debug)]
 pub struct Completed {
     pub record: RequestRecord,
+    /// The API path the request went to.
+    pub path: &'static str,
     pub body: Value,
     pub capture: Option<Capture>,
 }
@@ -73,6 +75,30 @@ pub async fn run_phase(
         Pacing::Closed { concurrency } => {
             spawn_closed_loop(&ctx, measured, concurrency as usize, tx);
             drain(&mut rx, n, sink).await;
+        }
+        Pacing::Sessions { concurrency } => {
+            let sessions = Arc::new(phase.sessions.clone());
+            let total: usize = sessions
+                .iter()
+                .map(|s| s.steps.iter().map(|st| st.parallel as usize).sum::<usize>())
+                .sum();
+            let next = Arc::new(AtomicUsize::new(0));
+            let base = n_warm as u32;
+            for _ in 0..(concurrency as usize).clamp(1, sessions.len().max(1)) {
+                let (ctx, sessions, next, tx) =
+                    (ctx.clone(), sessions.clone(), next.clone(), tx.clone());
+                tokio::spawn(async move {
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        let Some(session) = sessions.get(i) else {
+                            break;
+                        };
+                        run_session(&ctx, session, base, &tx).await;
+                    }
+                });
+            }
+            drop(tx);
+            drain(&mut rx, total, sink).await;
         }
         Pacing::Batches { size } => {
             for batch in measured.chunks(size.max(1) as usize) {
@@ -158,6 +184,7 @@ fn dispatch_open(
             let body = client::request_body(&ctx.ep, &req);
             let _ = tx.send(Completed {
                 record,
+                path: req.api.path(),
                 body,
                 capture: None,
             });
@@ -165,6 +192,62 @@ fn dispatch_open(
         }
         let _guard = rt.enter();
         spawn_one(&ctx, req, intended, deadline, permit, tx.clone());
+    }
+}
+
+/// Runs one conversation: each step appends its user message, makes its calls with the whole
+/// conversation so far, appends the first successful answer, then waits the think time.
+async fn run_session(
+    ctx: &Arc<Ctx>,
+    session: &SessionPlan,
+    base: u32,
+    tx: &mpsc::UnboundedSender<Completed>,
+) {
+    let mut history: Vec<Message> = Vec::new();
+    if let Some(system) = &session.system {
+        history.push(Message {
+            role: "system".into(),
+            content: system.clone(),
+        });
+    }
+    let steps = session.steps.len() as u32;
+    for (t, step) in session.steps.iter().enumerate() {
+        history.push(Message {
+            role: "user".into(),
+            content: step.message.clone(),
+        });
+        let messages = Arc::new(history.clone());
+        let calls = (0..step.parallel).map(|k| {
+            let req = PlannedRequest {
+                index: base + (session.id * steps + t as u32) * step.parallel + k,
+                api: session.api,
+                max_tokens: session.max_tokens,
+                ignore_eos: session.ignore_eos,
+                temperature: session.temperature,
+                messages: Some(messages.clone()),
+                session: Some(session.id),
+                turn: Some(t as u32),
+                ..PlannedRequest::default()
+            };
+            let ctx = ctx.clone();
+            async move { execute(&ctx, &req, Instant::now(), None).await }
+        });
+        let done = futures_util::future::join_all(calls).await;
+        let answer = done
+            .iter()
+            .find(|c| c.record.ok())
+            .and_then(|c| c.record.output_text.clone())
+            .unwrap_or_default();
+        for c in done {
+            let _ = tx.send(c);
+        }
+        history.push(Message {
+            role: "assistant".into(),
+            content: answer,
+        });
+        if !step.think.is_zero() && t + 1 < session.steps.len() {
+            tokio::time::sleep(step.think).await;
+        }
     }
 }
 
@@ -213,6 +296,7 @@ async fn execute(
     .await;
     Completed {
         record,
+        path: req.api.path(),
         body,
         capture,
     }

@@ -175,6 +175,34 @@ pub enum Workload {
         max_concurrency: Option<u32>,
         input_tokens: u32,
     },
+    /// `sessions` conversations of `turns` turns: each turn sends the whole conversation so
+    /// far (the server's previous answers included) plus a new user message of `turn_tokens`
+    /// (`first_tokens` for the first); `think_time` between turns; `session_concurrency`
+    /// sessions at once. An optional system prompt of `system_tokens` is shared by all sessions.
+    MultiTurn {
+        sessions: u32,
+        turns: u32,
+        system_tokens: Option<u32>,
+        first_tokens: u32,
+        turn_tokens: u32,
+        session_concurrency: u32,
+        #[serde(serialize_with = "ser_secs")]
+        think_time: Duration,
+    },
+    /// Agent-like sessions: a task of `task_tokens`, then `steps` model calls, each followed by
+    /// a synthetic tool result of `tool_result_tokens` appended to the context;
+    /// `parallel_calls` calls per step share the same context.
+    Agentic {
+        sessions: u32,
+        steps: u32,
+        system_tokens: Option<u32>,
+        task_tokens: u32,
+        tool_result_tokens: u32,
+        parallel_calls: u32,
+        session_concurrency: u32,
+        #[serde(serialize_with = "ser_secs")]
+        think_time: Duration,
+    },
     /// Open loop with a rate rising linearly from `from` to `to` per second over `duration`.
     Ramp {
         from: f64,
@@ -220,13 +248,28 @@ impl Workload {
             | Workload::Ramp {
                 max_concurrency, ..
             } => *max_concurrency,
+            Workload::MultiTurn {
+                session_concurrency,
+                ..
+            } => Some(*session_concurrency),
+            Workload::Agentic {
+                session_concurrency,
+                parallel_calls,
+                ..
+            } => Some(session_concurrency * parallel_calls),
         }
+    }
+
+    /// Whether requests are conversations (chat only).
+    pub fn is_session(&self) -> bool {
+        matches!(self, Workload::MultiTurn { .. } | Workload::Agentic { .. })
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Api {
+    #[default]
     Completions,
     Chat,
 }
@@ -366,6 +409,8 @@ enum WorkloadKind {
     Rate,
     Sweep,
     Ramp,
+    MultiTurn,
+    Agentic,
 }
 
 impl WorkloadKind {
@@ -378,6 +423,8 @@ impl WorkloadKind {
             WorkloadKind::Rate => "rate",
             WorkloadKind::Sweep => "sweep",
             WorkloadKind::Ramp => "ramp",
+            WorkloadKind::MultiTurn => "multi_turn",
+            WorkloadKind::Agentic => "agentic",
         }
     }
 
@@ -415,6 +462,25 @@ impl WorkloadKind {
                 "input_tokens",
             ],
             WorkloadKind::Ramp => &["from", "to", "duration", "max_concurrency", "input_tokens"],
+            WorkloadKind::MultiTurn => &[
+                "sessions",
+                "turns",
+                "system_tokens",
+                "first_tokens",
+                "turn_tokens",
+                "session_concurrency",
+                "think_time",
+            ],
+            WorkloadKind::Agentic => &[
+                "sessions",
+                "steps",
+                "system_tokens",
+                "task_tokens",
+                "tool_result_tokens",
+                "parallel_calls",
+                "session_concurrency",
+                "think_time",
+            ],
         }
     }
 }
@@ -450,6 +516,17 @@ struct RawWorkload {
     rates: Option<Vec<f64>>,
     from: Option<f64>,
     to: Option<f64>,
+    sessions: Option<u32>,
+    turns: Option<u32>,
+    steps: Option<u32>,
+    system_tokens: Option<u32>,
+    first_tokens: Option<u32>,
+    turn_tokens: Option<u32>,
+    task_tokens: Option<u32>,
+    tool_result_tokens: Option<u32>,
+    parallel_calls: Option<u32>,
+    session_concurrency: Option<u32>,
+    think_time: Option<String>,
 }
 
 impl RawWorkload {
@@ -479,6 +556,17 @@ impl RawWorkload {
         add(self.rates.is_some(), "rates");
         add(self.from.is_some(), "from");
         add(self.to.is_some(), "to");
+        add(self.sessions.is_some(), "sessions");
+        add(self.turns.is_some(), "turns");
+        add(self.steps.is_some(), "steps");
+        add(self.system_tokens.is_some(), "system_tokens");
+        add(self.first_tokens.is_some(), "first_tokens");
+        add(self.turn_tokens.is_some(), "turn_tokens");
+        add(self.task_tokens.is_some(), "task_tokens");
+        add(self.tool_result_tokens.is_some(), "tool_result_tokens");
+        add(self.parallel_calls.is_some(), "parallel_calls");
+        add(self.session_concurrency.is_some(), "session_concurrency");
+        add(self.think_time.is_some(), "think_time");
         out
     }
 }
@@ -797,6 +885,16 @@ fn lower(loc: &Locator<'_>, name: &str, raw: RawExperiment) -> Result<Experiment
                 "must be between 0 and 2",
             ));
         }
+        if r.api != Api::Chat
+            && let Lowered::One(w) = &lowered
+            && w.is_session()
+        {
+            return Err(loc.error(
+                Some(rspan),
+                field("request.api"),
+                "multi_turn and agentic sessions are conversations: use api = \"chat\"",
+            ));
+        }
         let request = RequestShape {
             api: r.api,
             output_tokens: r.output_tokens,
@@ -1043,6 +1141,38 @@ fn lower_workload(
                 duration: d,
                 max_concurrency: optional(w.max_concurrency, "max_concurrency")?,
                 input_tokens: require(w.input_tokens, "input_tokens")?,
+            }
+        }
+        WorkloadKind::MultiTurn | WorkloadKind::Agentic => {
+            let think_time = match w.think_time.as_deref() {
+                None => Duration::ZERO,
+                Some(t) => parse_duration(t).map_err(|m| err("think_time", m))?,
+            };
+            let sessions = require(w.sessions, "sessions")?;
+            let session_concurrency =
+                optional(w.session_concurrency, "session_concurrency")?.unwrap_or(1);
+            let system_tokens = optional(w.system_tokens, "system_tokens")?;
+            if w.kind == WorkloadKind::MultiTurn {
+                Workload::MultiTurn {
+                    sessions,
+                    turns: require(w.turns, "turns")?,
+                    system_tokens,
+                    first_tokens: require(w.first_tokens, "first_tokens")?,
+                    turn_tokens: require(w.turn_tokens, "turn_tokens")?,
+                    session_concurrency,
+                    think_time,
+                }
+            } else {
+                Workload::Agentic {
+                    sessions,
+                    steps: require(w.steps, "steps")?,
+                    system_tokens,
+                    task_tokens: require(w.task_tokens, "task_tokens")?,
+                    tool_result_tokens: require(w.tool_result_tokens, "tool_result_tokens")?,
+                    parallel_calls: optional(w.parallel_calls, "parallel_calls")?.unwrap_or(1),
+                    session_concurrency,
+                    think_time,
+                }
             }
         }
         WorkloadKind::Sweep => {

@@ -470,10 +470,7 @@ pub async fn run_trial(
                     write_errors.push(e.to_string());
                 }
                 if let Some(cap) = &c.capture {
-                    let path = plan
-                        .requests
-                        .get(c.record.index as usize)
-                        .map_or("/v1/completions", |r| r.api.path());
+                    let path = c.path;
                     if let Some(ex) =
                         Exchange::from_capture(&c.record.phase, c.record.index, path, c.body, cap)
                     {
@@ -558,11 +555,19 @@ pub async fn run_trial(
             .map_err(TrialError::Results)?;
         let server = server_of(Some(&p.name), summary.ttft.map(|t| t.mean_ms));
         let mine: Vec<&RequestRecord> = records.iter().filter(|r| r.phase == p.name).collect();
+        let mut by_turn = std::collections::BTreeMap::new();
+        let turns: std::collections::BTreeSet<u32> = mine.iter().filter_map(|r| r.turn).collect();
+        for t in turns {
+            let (s, _) =
+                metrics::summarize(mine.iter().copied().filter(|r| r.turn == Some(t)), &exp.slo);
+            by_turn.insert(t, s);
+        }
         phases.push(NamedSummary {
             name: p.name.clone(),
             summary,
             server,
             fidelity: crate::fidelity::fidelity(p, &mine),
+            by_turn,
         });
     }
     let (all, hists) = metrics::summarize(&records, &exp.slo);
@@ -571,14 +576,24 @@ pub async fn run_trial(
         .map_err(TrialError::Results)?;
     let all_server = server_of(None, all.ttft.map(|t| t.mean_ms));
     let lookup_in = |phases: &[NamedSummary], p: &crate::assert::Path| -> Option<Value> {
-        let (client, server, fidelity) = if p.phase == "all" {
+        let (client, server, named) = if p.phase == "all" {
             (&all, all_server.as_ref(), None)
         } else {
             let n = phases.iter().find(|n| n.name == p.phase)?;
-            (&n.summary, n.server.as_ref(), Some(&n.fidelity))
+            (&n.summary, n.server.as_ref(), Some(n))
         };
+        let fidelity = named.map(|n| &n.fidelity);
         match p.scope.as_deref() {
             None => client.value(&p.metric, p.stat.as_deref()).ok().flatten(),
+            Some(scope) if crate::assert::turn_of(scope).is_some() => {
+                let t = crate::assert::turn_of(scope)?;
+                named?
+                    .by_turn
+                    .get(&t)?
+                    .value(&p.metric, p.stat.as_deref())
+                    .ok()
+                    .flatten()
+            }
             Some("fidelity") => Some(Value {
                 value: fidelity?.value(&p.metric)?,
                 dim: Dim::Plain,

@@ -28,6 +28,36 @@ pub struct PhasePlan {
     pub pacing: Pacing,
     /// Warmup requests first, then the measured ones.
     pub requests: Vec<PlannedRequest>,
+    /// Conversations (multi-turn and agentic phases); their requests are built as they run,
+    /// since each turn carries the server's previous answers.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub sessions: Vec<SessionPlan>,
+}
+
+/// One conversation: an optional system prompt, then steps.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SessionPlan {
+    pub id: u32,
+    pub system: Option<String>,
+    pub steps: Vec<StepPlan>,
+    pub api: Api,
+    pub max_tokens: u32,
+    pub ignore_eos: bool,
+    pub temperature: f64,
+}
+
+/// One step: append `message` as a user message, make `parallel` calls with the conversation
+/// so far, append the first answer, then wait `think`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StepPlan {
+    pub message: String,
+    #[serde(serialize_with = "ser_secs")]
+    pub think: Duration,
+    pub parallel: u32,
+}
+
+fn ser_secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64(d.as_secs_f64())
 }
 
 /// How a phase's measured requests are released.
@@ -38,6 +68,8 @@ pub enum Pacing {
     Closed { concurrency: u32 },
     /// Groups of `size` sent together; the next group when the whole previous one finished.
     Batches { size: u32 },
+    /// `concurrency` sessions at a time, each running its steps in order.
+    Sessions { concurrency: u32 },
     /// Each request at its `at` offset from the phase start. At most `max_concurrency` in
     /// flight: later arrivals wait (client queueing). At `limit` after the start, arrivals
     /// still waiting are dropped and requests in flight are cancelled.
@@ -61,6 +93,14 @@ impl PhasePlan {
         match self.pacing {
             Pacing::Closed { concurrency } => Some(concurrency as usize),
             Pacing::Batches { size } => Some(size as usize),
+            Pacing::Sessions { concurrency } => Some(
+                concurrency as usize
+                    * self
+                        .sessions
+                        .first()
+                        .and_then(|s| s.steps.first())
+                        .map_or(1, |st| st.parallel as usize),
+            ),
             Pacing::Open {
                 max_concurrency, ..
             } => max_concurrency.map(|c| c as usize),
@@ -68,7 +108,14 @@ impl PhasePlan {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// One chat message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Message {
+    pub role: String,
+    pub content: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct PlannedRequest {
     pub index: u32,
     pub warmup: bool,
@@ -81,6 +128,12 @@ pub struct PlannedRequest {
     /// Open loop: when to send, as an offset from the phase's start.
     #[serde(serialize_with = "ser_opt_secs")]
     pub at: Option<Duration>,
+    /// A whole conversation to send instead of `prompt` (multi-turn and agentic sessions).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub messages: Option<std::sync::Arc<Vec<Message>>>,
+    pub session: Option<u32>,
+    /// Turn (or agent step) within the session, from 0.
+    pub turn: Option<u32>,
 }
 
 /// SplitMix64: tiny, fast, and fixed forever.
@@ -538,7 +591,7 @@ fn plan_phase(seed: u64, salt: u64, p: &Phase) -> PhasePlan {
                 max_tokens: p.request.output_tokens,
                 ignore_eos: p.request.ignore_eos,
                 temperature: p.request.temperature,
-                at: None,
+                ..PlannedRequest::default()
             });
         };
     for i in 0..p.warmup {
@@ -560,7 +613,83 @@ fn plan_phase(seed: u64, salt: u64, p: &Phase) -> PhasePlan {
     let mut pacing = Pacing::Closed {
         concurrency: p.workload.concurrency().unwrap_or(1),
     };
+    let mut sessions = Vec::new();
     match &p.workload {
+        Workload::MultiTurn {
+            sessions: n,
+            turns,
+            system_tokens,
+            first_tokens,
+            turn_tokens,
+            session_concurrency,
+            think_time,
+        } => {
+            pacing = Pacing::Sessions {
+                concurrency: *session_concurrency,
+            };
+            let system = system_prompt(seed, salt, &p.name, *system_tokens);
+            for id in 0..*n {
+                let steps = (0..*turns)
+                    .map(|t| {
+                        let mut rng = Rng::for_stream(
+                            seed,
+                            salt,
+                            &format!("turn/{}", p.name),
+                            u64::from(id),
+                            u64::from(t),
+                        );
+                        StepPlan {
+                            message: words(
+                                &mut rng,
+                                if t == 0 { *first_tokens } else { *turn_tokens },
+                            ),
+                            think: *think_time,
+                            parallel: 1,
+                        }
+                    })
+                    .collect();
+                sessions.push(session(p, id, system.clone(), steps));
+            }
+        }
+        Workload::Agentic {
+            sessions: n,
+            steps,
+            system_tokens,
+            task_tokens,
+            tool_result_tokens,
+            parallel_calls,
+            session_concurrency,
+            think_time,
+        } => {
+            pacing = Pacing::Sessions {
+                concurrency: *session_concurrency,
+            };
+            let system = system_prompt(seed, salt, &p.name, *system_tokens);
+            for id in 0..*n {
+                let steps = (0..*steps)
+                    .map(|t| {
+                        let mut rng = Rng::for_stream(
+                            seed,
+                            salt,
+                            &format!("step/{}", p.name),
+                            u64::from(id),
+                            u64::from(t),
+                        );
+                        let message = if t == 0 {
+                            format!("Task: {}", words(&mut rng, *task_tokens))
+                        } else {
+                            format!("Tool result: {}", words(&mut rng, *tool_result_tokens))
+                        };
+                        StepPlan {
+                            message,
+                            think: *think_time,
+                            parallel: *parallel_calls,
+                        }
+                    })
+                    .collect();
+                sessions.push(session(p, id, system.clone(), steps));
+            }
+        }
         Workload::Single {
             requests: n,
             input_tokens,
@@ -662,6 +791,27 @@ fn plan_phase(seed: u64, salt: u64, p: &Phase) -> PhasePlan {
         name: p.name.clone(),
         pacing,
         requests,
+        sessions,
+    }
+}
+
+/// A system prompt shared by every session of a phase.
+fn system_prompt(seed: u64, salt: u64, phase: &str, tokens: Option<u32>) -> Option<String> {
+    tokens.map(|n| {
+        let mut rng = Rng::for_stream(seed, salt, &format!("system/{phase}"), 0, 0);
+        words(&mut rng, n)
+    })
+}
+
+fn session(p: &Phase, id: u32, system: Option<String>, steps: Vec<StepPlan>) -> SessionPlan {
+    SessionPlan {
+        id,
+        system,
+        steps,
+        api: p.request.api,
+        max_tokens: p.request.output_tokens,
+        ignore_eos: p.request.ignore_eos,
+        temperature: p.request.temperature,
     }
 }
 

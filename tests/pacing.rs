@@ -154,3 +154,125 @@ async fn sweeps_become_named_phases() {
             .join("\n")
     );
 }
+
+/// Records a run into a scratch fixture and returns the request bodies in order.
+async fn recorded_bodies(exp: &Experiment, tag: &str) -> (TrialOutcome, Vec<serde_json::Value>) {
+    let server = common::start().await;
+    let root: PathBuf =
+        std::env::temp_dir().join(format!("inferlab-sessions-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    let target = exp.target("box").unwrap().clone();
+    let url = server.url.clone();
+    let env = move |k: &str| match k {
+        "INFERLAB_BOX_URL" => Some(url.clone()),
+        "INFERLAB_RECORD" => Some("1".to_string()),
+        _ => None,
+    };
+    let opts = TrialOptions {
+        results_root: root.join("results"),
+        fixtures_root: root.join("fixtures"),
+        salt: None,
+    };
+    let plan = trial::plan(exp, &target, &env, &root.join("fixtures")).unwrap();
+    let out = trial::run_trial(exp, &target, plan, &opts).await.unwrap();
+    let fixture = inferlab::replay::Fixture::load(out.fixture_written.as_ref().unwrap()).unwrap();
+    let bodies = fixture.exchanges.iter().map(|e| e.body.clone()).collect();
+    // The recording replays: every conversation turn matches its recorded exchange.
+    let plan = trial::plan(exp, &target, &|_: &str| None, &root.join("fixtures")).unwrap();
+    let replayed = trial::run_trial(exp, &target, plan, &opts).await.unwrap();
+    assert!(
+        replayed.replay_unmatched.is_empty(),
+        "{:?}",
+        replayed.replay_unmatched
+    );
+    assert!(replayed.passed());
+    (out, bodies)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn multi_turn_sessions_carry_the_conversation() {
+    let exp = experiment(
+        "[[phase]]\nname = \"chat\"\nworkload = { kind = \"multi_turn\", sessions = 3, turns = 3, system_tokens = 10, first_tokens = 20, turn_tokens = 5, session_concurrency = 2, think_time = \"5ms\" }\nrequest = { api = \"chat\", output_tokens = 5 }",
+        "[[assert]]\nexpr = \"chat.turn2.requests == 3\"",
+    );
+    let (out, bodies) = recorded_bodies(&exp, "multi").await;
+    assert!(out.passed(), "{:?}", out.verdicts);
+    assert_eq!(bodies.len(), 9);
+    let turns: Vec<u64> = out.summary.phases[0]
+        .by_turn
+        .keys()
+        .map(|&t| u64::from(t))
+        .collect();
+    assert_eq!(turns, [0, 1, 2]);
+    for b in &bodies {
+        let m = b["messages"].as_array().unwrap();
+        assert_eq!(m[0]["role"], "system");
+        // system + (user, assistant) per earlier turn + this turn's user message.
+        assert_eq!(m.len() % 2, 0);
+        let turn = (m.len() - 2) / 2;
+        for k in 0..turn {
+            assert_eq!(m[2 + 2 * k]["role"], "assistant");
+            assert_eq!(
+                m[2 + 2 * k]["content"],
+                " t0 t1 t2 t3 t4",
+                "the server's answer is carried"
+            );
+        }
+        assert_eq!(m.last().unwrap()["role"], "user");
+        let words = m.last().unwrap()["content"]
+            .as_str()
+            .unwrap()
+            .split(' ')
+            .count();
+        assert_eq!(words, if turn == 0 { 20 } else { 5 });
+    }
+    // The system prompt is shared by every session.
+    let systems: std::collections::BTreeSet<String> = bodies
+        .iter()
+        .map(|b| b["messages"][0]["content"].to_string())
+        .collect();
+    assert_eq!(systems.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agentic_sessions_grow_with_tool_results_and_fan_out() {
+    let exp = experiment(
+        "[[phase]]\nname = \"agent\"\nworkload = { kind = \"agentic\", sessions = 2, steps = 3, task_tokens = 12, tool_result_tokens = 30, parallel_calls = 2, session_concurrency = 2 }\nrequest = { api = \"chat\", output_tokens = 5 }",
+        "[[assert]]\nexpr = \"agent.turn2.requests == 4\"",
+    );
+    let (out, bodies) = recorded_bodies(&exp, "agent").await;
+    assert!(out.passed(), "{:?}", out.verdicts);
+    assert_eq!(bodies.len(), 12, "2 sessions × 3 steps × 2 parallel calls");
+    let longest = bodies
+        .iter()
+        .map(|b| b["messages"].as_array().unwrap().len())
+        .max()
+        .unwrap();
+    assert_eq!(longest, 5, "task, answer, tool result, answer, tool result");
+    let last = bodies
+        .iter()
+        .find(|b| b["messages"].as_array().unwrap().len() == 5)
+        .unwrap();
+    assert!(
+        last["messages"][4]["content"]
+            .as_str()
+            .unwrap()
+            .starts_with("Tool result: ")
+    );
+    assert!(
+        last["messages"][0]["content"]
+            .as_str()
+            .unwrap()
+            .starts_with("Task: ")
+    );
+}
+
+#[test]
+fn session_workloads_need_chat() {
+    let src = "schema_version = 1\ndescription = \"d\"\nseed = 1\n[targets.llamacpp]\n[model]\nname = \"m\"\n[[phase]]\nname = \"p\"\nworkload = { kind = \"multi_turn\", sessions = 1, turns = 2, first_tokens = 4, turn_tokens = 4 }\nrequest = { api = \"completions\", output_tokens = 4 }\n";
+    let e = spec::parse("s.toml", "s", src).unwrap_err().to_string();
+    assert!(
+        e.contains("phase[0].request.api: multi_turn and agentic sessions are conversations"),
+        "{e}"
+    );
+}

@@ -118,9 +118,12 @@ pub fn request_body(ep: &Endpoint, req: &PlannedRequest) -> Value {
     if req.ignore_eos && ep.kind.supports_ignore_eos() {
         body["ignore_eos"] = json!(true);
     }
-    match req.api {
-        Api::Completions => body["prompt"] = json!(req.prompt),
-        Api::Chat => body["messages"] = json!([{ "role": "user", "content": req.prompt }]),
+    match (req.api, &req.messages) {
+        (Api::Chat, Some(messages)) => body["messages"] = json!(messages.as_slice()),
+        (Api::Completions, _) => body["prompt"] = json!(req.prompt),
+        (Api::Chat, None) => {
+            body["messages"] = json!([{ "role": "user", "content": req.prompt }]);
+        }
     }
     body
 }
@@ -237,6 +240,8 @@ struct StreamState {
     usage: Option<Usage>,
     timings: Option<ServerTimings>,
     output_chars: u64,
+    /// The answer's text (completion text or chat content), when the caller needs it.
+    text: Option<String>,
     events: u32,
     done: bool,
     finished: bool,
@@ -252,6 +257,7 @@ impl StreamState {
             usage: None,
             timings: None,
             output_chars: 0,
+            text: None,
             events: 0,
             done: false,
             finished: false,
@@ -321,6 +327,19 @@ impl StreamState {
             add(&c.text);
             if let Some(d) = &c.delta {
                 add(&d.content);
+            }
+            if let Some(t) = self.text.as_mut() {
+                for piece in [
+                    c.text.as_deref(),
+                    c.delta.as_ref().and_then(|d| d.content.as_deref()),
+                ]
+                .into_iter()
+                .flatten()
+                {
+                    t.push_str(piece);
+                }
+            }
+            if let Some(d) = &c.delta {
                 add(&d.reasoning);
                 add(&d.reasoning_content);
                 if d.tool_calls.as_ref().is_some_and(|t| !t.is_null()) {
@@ -426,6 +445,10 @@ pub async fn execute(
         broken: false,
     });
     let mut state = StreamState::new();
+    // Session requests need the answer: it becomes the next turn's history.
+    if req.messages.is_some() {
+        state.text = Some(String::new());
+    }
     let mut headers_at = None;
     let mut status = None;
 
@@ -651,6 +674,9 @@ pub async fn execute(
         events: state.events,
         server_timings: state.timings,
         failure: state.failure,
+        session: req.session,
+        turn: req.turn,
+        output_text: state.text,
     };
     if let Some(c) = cap.as_mut()
         && c.end.is_zero()

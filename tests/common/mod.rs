@@ -212,6 +212,7 @@ pub fn schedule(prompts: &[&str], concurrency: u32) -> Schedule {
         phases: vec![PhasePlan {
             name: "p".into(),
             pacing: Pacing::Closed { concurrency },
+            sessions: Vec::new(),
             requests: prompts
                 .iter()
                 .enumerate()
@@ -224,7 +225,7 @@ pub fn schedule(prompts: &[&str], concurrency: u32) -> Schedule {
                     max_tokens: TOKENS,
                     ignore_eos: true,
                     temperature: 0.0,
-                    at: None,
+                    ..PlannedRequest::default()
                 })
                 .collect(),
         }],
