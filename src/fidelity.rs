@@ -82,13 +82,21 @@ pub fn fidelity(phase: &Phase, records: &[&RequestRecord]) -> Fidelity {
         _ => (None, None),
     };
     let ok_records: Vec<&&RequestRecord> = sent.iter().filter(|r| r.ok()).collect();
+    // Requested lengths: the phase's `output_tokens`, or each trace entry's own.
+    let requested = |r: &RequestRecord| -> f64 {
+        match &phase.workload {
+            Workload::Trace { entries, .. } => entries
+                .get(r.index.saturating_sub(phase.warmup) as usize)
+                .map_or(f64::from(phase.request.output_tokens), |e| {
+                    f64::from(e.output_length)
+                }),
+            _ => f64::from(phase.request.output_tokens),
+        }
+    };
     let output_length_ratio = (!ok_records.is_empty()).then(|| {
-        let mean = ok_records
-            .iter()
-            .map(|r| r.output_tokens() as f64)
-            .sum::<f64>()
-            / ok_records.len() as f64;
-        mean / f64::from(phase.request.output_tokens)
+        let got: f64 = ok_records.iter().map(|r| r.output_tokens() as f64).sum();
+        let want: f64 = ok_records.iter().map(|r| requested(r)).sum();
+        got / want
     });
     let rate_ok = match (scheduled_rate, achieved_rate) {
         (Some(d), Some(a)) => (a / d - 1.0).abs() <= 0.10,

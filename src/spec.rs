@@ -203,6 +203,16 @@ pub enum Workload {
         #[serde(serialize_with = "ser_secs")]
         think_time: Duration,
     },
+    /// Open loop replaying a trace: each entry at its timestamp × `time_scale`, with its own
+    /// input and output lengths (and shared prefixes where the trace names them).
+    Trace {
+        /// The trace file as written in the experiment (resolved against its directory).
+        file: String,
+        time_scale: f64,
+        max_concurrency: Option<u32>,
+        #[serde(skip)]
+        entries: Vec<TraceEntry>,
+    },
     /// Open loop with a rate rising linearly from `from` to `to` per second over `duration`.
     Ramp {
         from: f64,
@@ -212,6 +222,23 @@ pub enum Workload {
         max_concurrency: Option<u32>,
         input_tokens: u32,
     },
+}
+
+/// One line of a trace file.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TraceEntry {
+    /// Seconds from any origin; non-decreasing.
+    pub timestamp: f64,
+    pub input_length: u32,
+    pub output_length: u32,
+    #[serde(default)]
+    pub session_id: Option<serde_json::Value>,
+    /// Entries with the same prefix id share their first `prefix_length` tokens.
+    #[serde(default)]
+    pub prefix_id: Option<u64>,
+    #[serde(default)]
+    pub prefix_length: Option<u32>,
 }
 
 /// An arrival process for open-loop phases.
@@ -246,6 +273,9 @@ impl Workload {
                 max_concurrency, ..
             }
             | Workload::Ramp {
+                max_concurrency, ..
+            }
+            | Workload::Trace {
                 max_concurrency, ..
             } => *max_concurrency,
             Workload::MultiTurn {
@@ -411,6 +441,7 @@ enum WorkloadKind {
     Ramp,
     MultiTurn,
     Agentic,
+    Trace,
 }
 
 impl WorkloadKind {
@@ -425,6 +456,7 @@ impl WorkloadKind {
             WorkloadKind::Ramp => "ramp",
             WorkloadKind::MultiTurn => "multi_turn",
             WorkloadKind::Agentic => "agentic",
+            WorkloadKind::Trace => "trace",
         }
     }
 
@@ -462,6 +494,7 @@ impl WorkloadKind {
                 "input_tokens",
             ],
             WorkloadKind::Ramp => &["from", "to", "duration", "max_concurrency", "input_tokens"],
+            WorkloadKind::Trace => &["file", "time_scale", "max_concurrency"],
             WorkloadKind::MultiTurn => &[
                 "sessions",
                 "turns",
@@ -527,6 +560,8 @@ struct RawWorkload {
     parallel_calls: Option<u32>,
     session_concurrency: Option<u32>,
     think_time: Option<String>,
+    file: Option<String>,
+    time_scale: Option<f64>,
 }
 
 impl RawWorkload {
@@ -567,6 +602,8 @@ impl RawWorkload {
         add(self.parallel_calls.is_some(), "parallel_calls");
         add(self.session_concurrency.is_some(), "session_concurrency");
         add(self.think_time.is_some(), "think_time");
+        add(self.file.is_some(), "file");
+        add(self.time_scale.is_some(), "time_scale");
         out
     }
 }
@@ -992,6 +1029,47 @@ fn lower(loc: &Locator<'_>, name: &str, raw: RawExperiment) -> Result<Experiment
     })
 }
 
+/// Reads a JSONL trace; errors name the file, the line and the field.
+fn load_trace(path: &Path) -> Result<Vec<TraceEntry>, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read trace {}: {e}", path.display()))?;
+    let mut out: Vec<TraceEntry> = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let at = |m: String| format!("{}:{}: {m}", path.display(), i + 1);
+        let e: TraceEntry = serde_json::from_str(line).map_err(|e| at(format!("{e}")))?;
+        if !e.timestamp.is_finite() || e.timestamp < 0.0 {
+            return Err(at(format!(
+                "timestamp: {} is not a non-negative number of seconds",
+                e.timestamp
+            )));
+        }
+        if let Some(prev) = out.last()
+            && e.timestamp < prev.timestamp
+        {
+            return Err(at(format!(
+                "timestamp: {} comes before the previous line's {} (traces must be sorted)",
+                e.timestamp, prev.timestamp
+            )));
+        }
+        if e.input_length == 0 || e.output_length == 0 {
+            return Err(at(
+                "input_length and output_length must be at least 1".to_string()
+            ));
+        }
+        if e.prefix_length.is_some_and(|p| p > e.input_length) {
+            return Err(at("prefix_length: longer than input_length".to_string()));
+        }
+        out.push(e);
+    }
+    if out.is_empty() {
+        return Err(format!("trace {} has no entries", path.display()));
+    }
+    Ok(out)
+}
+
 /// A workload after lowering: most kinds are one phase, a sweep is one phase per point.
 enum Lowered {
     One(Workload),
@@ -1141,6 +1219,26 @@ fn lower_workload(
                 duration: d,
                 max_concurrency: optional(w.max_concurrency, "max_concurrency")?,
                 input_tokens: require(w.input_tokens, "input_tokens")?,
+            }
+        }
+        WorkloadKind::Trace => {
+            let Some(file) = w.file.clone() else {
+                return Err(err(
+                    "file",
+                    "workload kind `trace` needs `file` (a JSONL trace)".to_string(),
+                ));
+            };
+            let time_scale = positive(w.time_scale.unwrap_or(1.0), "time_scale")?;
+            let path = Path::new(loc.file)
+                .parent()
+                .unwrap_or(Path::new("."))
+                .join(&file);
+            let entries = load_trace(&path).map_err(|m| err("file", m))?;
+            Workload::Trace {
+                file,
+                time_scale,
+                max_concurrency: optional(w.max_concurrency, "max_concurrency")?,
+                entries,
             }
         }
         WorkloadKind::MultiTurn | WorkloadKind::Agentic => {
@@ -1577,6 +1675,69 @@ expr = "warm.ttft.p50 <= 0.5 * cold.ttft.p50"
         let e = with_workload("kind = \"sweep\", rates = [1, 2.5], process = \"constant\", requests = 3, input_tokens = 4").unwrap();
         let names: Vec<_> = e.phases.iter().map(|p| p.name.as_str()).collect();
         assert_eq!(names, ["r1", "r2.5"]);
+    }
+
+    #[test]
+    fn trace_files_are_checked_line_by_line() {
+        let dir = std::env::temp_dir().join(format!("inferlab-trace-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let exp_file = dir.join("t.toml");
+        let cases = [
+            (
+                "{\"timestamp\": 0, \"input_length\": 4, \"output_length\": 2}\n{\"timestamp\": 1.5, \"input_length\": 8, \"output_length\": 2, \"prefix_id\": 1, \"prefix_length\": 4}\n",
+                None,
+            ),
+            (
+                "{\"timestamp\": 2, \"input_length\": 4, \"output_length\": 2}\n{\"timestamp\": 1, \"input_length\": 4, \"output_length\": 2}\n",
+                Some("trace.jsonl:2: timestamp: 1 comes before the previous line's 2"),
+            ),
+            (
+                "{\"timestamp\": 0, \"input_length\": 4}\n",
+                Some("trace.jsonl:1: missing field `output_length`"),
+            ),
+            (
+                "{\"timestamp\": 0, \"input_length\": 4, \"output_length\": 2, \"tokens\": 3}\n",
+                Some("trace.jsonl:1: unknown field `tokens`"),
+            ),
+            (
+                "{\"timestamp\": 0, \"input_length\": 4, \"output_length\": 2, \"prefix_id\": 1, \"prefix_length\": 9}\n",
+                Some("trace.jsonl:1: prefix_length: longer than input_length"),
+            ),
+            ("not json\n", Some("trace.jsonl:1: expected")),
+            ("", Some("has no entries")),
+        ];
+        let src = "schema_version = 1\ndescription = \"d\"\nseed = 1\n[targets.llamacpp]\n[model]\nname = \"m\"\n[[phase]]\nname = \"p\"\nworkload = { kind = \"trace\", file = \"trace.jsonl\", time_scale = 0.5 }\nrequest = { api = \"completions\", output_tokens = 4 }\n";
+        for (trace, expected) in cases {
+            std::fs::write(dir.join("trace.jsonl"), trace).unwrap();
+            let got = parse(&exp_file.display().to_string(), "t", src);
+            match expected {
+                None => {
+                    let e = got.unwrap();
+                    match &e.phases[0].workload {
+                        Workload::Trace {
+                            entries,
+                            time_scale,
+                            ..
+                        } => {
+                            assert_eq!(entries.len(), 2);
+                            assert_eq!(*time_scale, 0.5);
+                        }
+                        w => panic!("{w:?}"),
+                    }
+                }
+                Some(needle) => {
+                    let e = got.unwrap_err().to_string();
+                    assert!(e.contains(needle), "got: {e}\nexpected: {needle}");
+                    assert!(e.contains("t.toml:9:12: phase[0].workload.file:"), "{e}");
+                }
+            }
+        }
+        std::fs::remove_file(dir.join("trace.jsonl")).unwrap();
+        let e = parse(&exp_file.display().to_string(), "t", src)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("cannot read trace"), "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -733,6 +733,47 @@ fn plan_phase(seed: u64, salt: u64, p: &Phase) -> PhasePlan {
                 &mut requests,
             );
         }
+        Workload::Trace {
+            time_scale,
+            max_concurrency,
+            entries,
+            ..
+        } => {
+            pacing = Pacing::Open {
+                max_concurrency: *max_concurrency,
+                limit: None,
+            };
+            let t0 = entries.first().map_or(0.0, |e| e.timestamp);
+            for (i, e) in entries.iter().enumerate() {
+                let mut rng =
+                    Rng::for_stream(seed, salt, &format!("prompt/{}", p.name), i as u64, 0);
+                let prompt = match e.prefix_id {
+                    Some(id) => {
+                        let shared = e.prefix_length.unwrap_or(e.input_length / 2);
+                        let mut prefix_rng =
+                            Rng::for_stream(seed, salt, &format!("trace-prefix/{}", p.name), id, 0);
+                        let prefix = words(&mut prefix_rng, shared);
+                        let rest = e.input_length - shared;
+                        match (shared, rest) {
+                            (0, _) => words(&mut rng, rest),
+                            (_, 0) => prefix,
+                            _ => format!("{prefix} {}", words(&mut rng, rest)),
+                        }
+                    }
+                    None => words(&mut rng, e.input_length),
+                };
+                push(
+                    false,
+                    e.prefix_id.map(|id| id as u32),
+                    prompt,
+                    &mut requests,
+                );
+                if let Some(last) = requests.last_mut() {
+                    last.at = Some(Duration::from_secs_f64((e.timestamp - t0) * time_scale));
+                    last.max_tokens = e.output_length;
+                }
+            }
+        }
         Workload::Ramp {
             from,
             to,
