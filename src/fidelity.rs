@@ -25,8 +25,10 @@ pub struct Fidelity {
     pub ks_statistic: Option<f64>,
     /// The 1 % critical value for that many gaps.
     pub ks_critical: Option<f64>,
-    /// Mean output tokens of successful requests ÷ requested `max_tokens`.
+    /// Output tokens of successful requests ÷ the requested `max_tokens`.
     pub output_length_ratio: Option<f64>,
+    /// Prompt tokens the server counted ÷ the declared input lengths.
+    pub input_length_ratio: Option<f64>,
     pub ok: bool,
 }
 
@@ -98,6 +100,35 @@ pub fn fidelity(phase: &Phase, records: &[&RequestRecord]) -> Fidelity {
         let want: f64 = ok_records.iter().map(|r| requested(r)).sum();
         got / want
     });
+    // Declared prompt lengths against the server's `usage.prompt_tokens` (which also counts the
+    // BOS token and any chat template, so chat phases sit a little above 1).
+    let declared_input = |r: &RequestRecord| -> Option<f64> {
+        Some(f64::from(match &phase.workload {
+            Workload::Single { input_tokens, .. }
+            | Workload::Concurrent { input_tokens, .. }
+            | Workload::Batch { input_tokens, .. }
+            | Workload::Rate { input_tokens, .. }
+            | Workload::Ramp { input_tokens, .. } => *input_tokens,
+            Workload::SharedPrefix {
+                prefix_tokens,
+                suffix_tokens,
+                ..
+            } => prefix_tokens + suffix_tokens,
+            Workload::Trace { entries, .. } => {
+                entries
+                    .get(r.index.saturating_sub(phase.warmup) as usize)?
+                    .input_length
+            }
+            Workload::MultiTurn { .. } | Workload::Agentic { .. } => return None,
+        }))
+    };
+    let with_usage: Vec<(f64, f64)> = ok_records
+        .iter()
+        .filter_map(|r| Some((r.usage?.prompt_tokens as f64, declared_input(r)?)))
+        .collect();
+    let input_length_ratio = (!with_usage.is_empty()).then(|| {
+        with_usage.iter().map(|x| x.0).sum::<f64>() / with_usage.iter().map(|x| x.1).sum::<f64>()
+    });
     let rate_ok = match (scheduled_rate, achieved_rate) {
         (Some(d), Some(a)) => (a / d - 1.0).abs() <= 0.10,
         _ => true,
@@ -113,6 +144,7 @@ pub fn fidelity(phase: &Phase, records: &[&RequestRecord]) -> Fidelity {
         ks_statistic,
         ks_critical,
         output_length_ratio,
+        input_length_ratio,
         ok: rate_ok && ks_ok,
     }
 }
@@ -125,6 +157,7 @@ pub const METRICS: &[&str] = &[
     "achieved_rate",
     "ks_statistic",
     "output_length_ratio",
+    "input_length_ratio",
 ];
 
 /// Checks a `fidelity.<metric>` path.
@@ -153,6 +186,7 @@ impl Fidelity {
             "achieved_rate" => self.achieved_rate,
             "ks_statistic" => self.ks_statistic,
             "output_length_ratio" => self.output_length_ratio,
+            "input_length_ratio" => self.input_length_ratio,
             _ => None,
         }
     }
