@@ -84,51 +84,31 @@ pub fn fidelity(phase: &Phase, records: &[&RequestRecord]) -> Fidelity {
         _ => (None, None),
     };
     let ok_records: Vec<&&RequestRecord> = sent.iter().filter(|r| r.ok()).collect();
-    // Requested lengths: the phase's `output_tokens`, or each trace entry's own.
-    let requested = |r: &RequestRecord| -> f64 {
-        match &phase.workload {
-            Workload::Trace { entries, .. } => entries
-                .get(r.index.saturating_sub(phase.warmup) as usize)
-                .map_or(f64::from(phase.request.output_tokens), |e| {
-                    f64::from(e.output_length)
-                }),
-            _ => f64::from(phase.request.output_tokens),
-        }
+    // Declared lengths travel with each record: the phase's `output_tokens` / `input_tokens`,
+    // a trace entry's own, or a draw from the phase's length distribution. The server's
+    // `usage.prompt_tokens` also counts the BOS token and any chat template, so chat phases sit
+    // a little above 1.
+    let ratio = |pairs: Vec<(f64, f64)>| -> Option<f64> {
+        let want: f64 = pairs.iter().map(|p| p.1).sum();
+        (want > 0.0).then(|| pairs.iter().map(|p| p.0).sum::<f64>() / want)
     };
-    let output_length_ratio = (!ok_records.is_empty()).then(|| {
-        let got: f64 = ok_records.iter().map(|r| r.output_tokens() as f64).sum();
-        let want: f64 = ok_records.iter().map(|r| requested(r)).sum();
-        got / want
-    });
-    // Declared prompt lengths against the server's `usage.prompt_tokens` (which also counts the
-    // BOS token and any chat template, so chat phases sit a little above 1).
-    let declared_input = |r: &RequestRecord| -> Option<f64> {
-        Some(f64::from(match &phase.workload {
-            Workload::Single { input_tokens, .. }
-            | Workload::Concurrent { input_tokens, .. }
-            | Workload::Batch { input_tokens, .. }
-            | Workload::Rate { input_tokens, .. }
-            | Workload::Ramp { input_tokens, .. } => *input_tokens,
-            Workload::SharedPrefix {
-                prefix_tokens,
-                suffix_tokens,
-                ..
-            } => prefix_tokens + suffix_tokens,
-            Workload::Trace { entries, .. } => {
-                entries
-                    .get(r.index.saturating_sub(phase.warmup) as usize)?
-                    .input_length
-            }
-            Workload::MultiTurn { .. } | Workload::Agentic { .. } => return None,
-        }))
-    };
-    let with_usage: Vec<(f64, f64)> = ok_records
-        .iter()
-        .filter_map(|r| Some((r.usage?.prompt_tokens as f64, declared_input(r)?)))
-        .collect();
-    let input_length_ratio = (!with_usage.is_empty()).then(|| {
-        with_usage.iter().map(|x| x.0).sum::<f64>() / with_usage.iter().map(|x| x.1).sum::<f64>()
-    });
+    let output_length_ratio = ratio(
+        ok_records
+            .iter()
+            .filter_map(|r| Some((r.output_tokens() as f64, f64::from(r.max_tokens?))))
+            .collect(),
+    );
+    let input_length_ratio = ratio(
+        ok_records
+            .iter()
+            .filter_map(|r| {
+                Some((
+                    r.usage?.prompt_tokens as f64,
+                    f64::from(r.declared_input_tokens?),
+                ))
+            })
+            .collect(),
+    );
     let rate_ok = match (scheduled_rate, achieved_rate) {
         (Some(d), Some(a)) => (a / d - 1.0).abs() <= 0.10,
         _ => true,

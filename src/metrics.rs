@@ -537,6 +537,8 @@ mod tests {
             session: None,
             turn: None,
             output_text: None,
+            declared_input_tokens: None,
+            max_tokens: None,
         }
     }
 

@@ -139,6 +139,10 @@ pub struct RequestRecord {
     pub turn: Option<u32>,
     /// The answer's text, kept only for session requests (it feeds the next turn).
     pub output_text: Option<String>,
+    /// The prompt length the workload declared (`None` for conversations).
+    pub declared_input_tokens: Option<u32>,
+    /// The `max_tokens` the request asked for.
+    pub max_tokens: Option<u32>,
 }
 
 impl RequestRecord {
@@ -174,6 +178,8 @@ impl RequestRecord {
             session: None,
             turn: None,
             output_text: None,
+            declared_input_tokens: None,
+            max_tokens: None,
         }
     }
 

@@ -132,6 +132,10 @@ pub struct Phase {
     pub request: RequestShape,
     /// Requests sent one at a time before the measured ones, excluded from statistics.
     pub warmup: u32,
+    /// Per-request prompt lengths drawn from a distribution (instead of one `input_tokens`).
+    pub input_lengths: Option<LengthDist>,
+    /// Per-request `max_tokens` drawn from a distribution (instead of `output_tokens`).
+    pub output_lengths: Option<LengthDist>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -222,6 +226,153 @@ pub enum Workload {
         max_concurrency: Option<u32>,
         input_tokens: u32,
     },
+}
+
+/// A distribution of token lengths, clamped to `[min, max]`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[serde(tag = "dist", rename_all = "snake_case")]
+pub enum LengthDist {
+    Fixed {
+        value: u32,
+    },
+    Uniform {
+        min: u32,
+        max: u32,
+    },
+    Normal {
+        mean: f64,
+        stddev: f64,
+        min: u32,
+        max: u32,
+    },
+    /// Log-normal with the given median and σ of the underlying normal.
+    Lognormal {
+        median: f64,
+        sigma: f64,
+        min: u32,
+        max: u32,
+    },
+}
+
+#[derive(Deserialize, Clone, Copy, PartialEq, Eq, Debug)]
+#[serde(rename_all = "snake_case")]
+enum DistKind {
+    Fixed,
+    Uniform,
+    Normal,
+    Lognormal,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDist {
+    dist: DistKind,
+    value: Option<u32>,
+    mean: Option<f64>,
+    median: Option<f64>,
+    stddev: Option<f64>,
+    sigma: Option<f64>,
+    min: Option<u32>,
+    max: Option<u32>,
+}
+
+impl LengthDist {
+    /// A representative length (for a declared figure when one number is needed).
+    pub fn typical(&self) -> u32 {
+        match *self {
+            LengthDist::Fixed { value } => value,
+            LengthDist::Uniform { min, max } => (min + max) / 2,
+            LengthDist::Normal { mean, min, max, .. } => (mean.round() as u32).clamp(min, max),
+            LengthDist::Lognormal {
+                median, min, max, ..
+            } => (median.round() as u32).clamp(min, max),
+        }
+    }
+}
+
+fn lower_dist(raw: RawDist) -> Result<LengthDist, String> {
+    let min = raw.min.unwrap_or(1).max(1);
+    let max = raw.max.unwrap_or(32_768);
+    if min > max {
+        return Err(format!("min {min} is above max {max}"));
+    }
+    let need = |v: Option<f64>, f: &str| -> Result<f64, String> {
+        match v {
+            Some(x) if x.is_finite() && x > 0.0 => Ok(x),
+            Some(x) => Err(format!("`{f}` must be a positive number, not {x}")),
+            None => Err(format!("this distribution needs `{f}`")),
+        }
+    };
+    let unused = |present: bool, f: &str| -> Result<(), String> {
+        if present {
+            Err(format!("`{f}` does not apply to this distribution"))
+        } else {
+            Ok(())
+        }
+    };
+    Ok(match raw.dist {
+        DistKind::Fixed => {
+            for (p, f) in [
+                (raw.mean.is_some(), "mean"),
+                (raw.median.is_some(), "median"),
+                (raw.stddev.is_some(), "stddev"),
+                (raw.sigma.is_some(), "sigma"),
+                (raw.min.is_some(), "min"),
+                (raw.max.is_some(), "max"),
+            ] {
+                unused(p, f)?;
+            }
+            match raw.value {
+                Some(v) if v >= 1 => LengthDist::Fixed { value: v },
+                _ => return Err("`fixed` needs `value` of at least 1".to_string()),
+            }
+        }
+        DistKind::Uniform => {
+            for (p, f) in [
+                (raw.value.is_some(), "value"),
+                (raw.mean.is_some(), "mean"),
+                (raw.median.is_some(), "median"),
+                (raw.stddev.is_some(), "stddev"),
+                (raw.sigma.is_some(), "sigma"),
+            ] {
+                unused(p, f)?;
+            }
+            if raw.min.is_none() || raw.max.is_none() {
+                return Err("`uniform` needs `min` and `max`".to_string());
+            }
+            LengthDist::Uniform { min, max }
+        }
+        DistKind::Normal => {
+            for (p, f) in [
+                (raw.value.is_some(), "value"),
+                (raw.median.is_some(), "median"),
+                (raw.sigma.is_some(), "sigma"),
+            ] {
+                unused(p, f)?;
+            }
+            LengthDist::Normal {
+                mean: need(raw.mean, "mean")?,
+                stddev: need(raw.stddev, "stddev")?,
+                min,
+                max,
+            }
+        }
+        DistKind::Lognormal => {
+            for (p, f) in [
+                (raw.value.is_some(), "value"),
+                (raw.mean.is_some(), "mean"),
+                (raw.stddev.is_some(), "stddev"),
+            ] {
+                unused(p, f)?;
+            }
+            LengthDist::Lognormal {
+                median: need(raw.median, "median")?,
+                sigma: need(raw.sigma, "sigma")?,
+                min,
+                max,
+            }
+        }
+    })
 }
 
 /// One line of a trace file.
@@ -427,6 +578,8 @@ struct RawPhase {
     request: Spanned<RawRequest>,
     #[serde(default)]
     warmup: u32,
+    input_lengths: Option<Spanned<RawDist>>,
+    output_lengths: Option<Spanned<RawDist>>,
 }
 
 #[derive(Deserialize, Clone, Copy, PartialEq, Eq, Debug)]
@@ -899,11 +1052,51 @@ fn lower(loc: &Locator<'_>, name: &str, raw: RawExperiment) -> Result<Experiment
             ));
         }
         let wspan = p.workload.span();
+        let mut raw_workload = p.workload.into_inner();
+        let lengths =
+            |d: Option<Spanned<RawDist>>, name: &str| -> Result<Option<LengthDist>, SpecError> {
+                d.map(|d| {
+                    let span = d.span();
+                    lower_dist(d.into_inner()).map_err(|m| loc.error(Some(span), field(name), m))
+                })
+                .transpose()
+            };
+        let input_lengths = lengths(p.input_lengths, "input_lengths")?;
+        let output_lengths = lengths(p.output_lengths, "output_lengths")?;
+        let takes_input_tokens = raw_workload.kind.allowed().contains(&"input_tokens");
+        if let Some(d) = &input_lengths {
+            if !takes_input_tokens {
+                return Err(loc.error(Some(wspan.clone()), field("input_lengths"), format!("workload kind `{}` sets its own prompt lengths; `input_lengths` applies to kinds with `input_tokens`", raw_workload.kind.name())));
+            }
+            if raw_workload.input_tokens.is_some() {
+                return Err(loc.error(
+                    Some(wspan.clone()),
+                    field("input_lengths"),
+                    "give `input_tokens` or `input_lengths`, not both",
+                ));
+            }
+            raw_workload.input_tokens = Some(d.typical());
+        }
+        if output_lengths.is_some()
+            && matches!(
+                raw_workload.kind,
+                WorkloadKind::Trace | WorkloadKind::MultiTurn | WorkloadKind::Agentic
+            )
+        {
+            return Err(loc.error(
+                Some(wspan.clone()),
+                field("output_lengths"),
+                format!(
+                    "`output_lengths` does not apply to workload kind `{}`",
+                    raw_workload.kind.name()
+                ),
+            ));
+        }
         let lowered = lower_workload(
             loc,
             &field("workload"),
             wspan.clone(),
-            p.workload.into_inner(),
+            raw_workload,
             &phases,
         )?;
         let rspan = p.request.span();
@@ -963,6 +1156,8 @@ fn lower(loc: &Locator<'_>, name: &str, raw: RawExperiment) -> Result<Experiment
                 workload,
                 request,
                 warmup: p.warmup,
+                input_lengths,
+                output_lengths,
             });
         }
     }
@@ -1656,6 +1851,59 @@ expr = "warm.ttft.p50 <= 0.5 * cold.ttft.p50"
         let e = with_workload(w).unwrap_err().to_string();
         assert!(e.contains(expected), "got: {e}\nexpected: {expected}");
         assert!(e.starts_with("w.toml:9:"), "{e}");
+    }
+
+    fn with_lengths(extra: &str) -> Result<Experiment, SpecError> {
+        let src = format!(
+            "schema_version = 1\ndescription = \"d\"\nseed = 1\n[targets.llamacpp]\n[model]\nname = \"m\"\n[[phase]]\nname = \"p\"\nworkload = {{ kind = \"concurrent\", concurrency = 2, requests = 4 }}\nrequest = {{ api = \"completions\", output_tokens = 4 }}\n{extra}\n"
+        );
+        parse("l.toml", "l", &src)
+    }
+
+    #[rstest]
+    #[case(
+        "input_lengths = { dist = \"lognormal\", median = 200, sigma = 0.5, min = 16, max = 1024 }",
+        None
+    )]
+    #[case(
+        "input_lengths = { dist = \"uniform\", min = 10, max = 20 }\noutput_lengths = { dist = \"normal\", mean = 32, stddev = 8, min = 4, max = 64 }",
+        None
+    )]
+    #[case("input_lengths = { dist = \"fixed\", value = 30 }", None)]
+    #[case("", Some("workload kind `concurrent` needs `input_tokens`"))]
+    #[case(
+        "input_lengths = { dist = \"lognormal\", median = 200 }",
+        Some("l.toml:11:17: phase[0].input_lengths: this distribution needs `sigma`")
+    )]
+    #[case(
+        "input_lengths = { dist = \"uniform\", min = 30, max = 20 }",
+        Some("min 30 is above max 20")
+    )]
+    #[case(
+        "input_lengths = { dist = \"uniform\", min = 10 }",
+        Some("`uniform` needs `min` and `max`")
+    )]
+    #[case(
+        "input_lengths = { dist = \"normal\", mean = -5, stddev = 1 }",
+        Some("`mean` must be a positive number, not -5")
+    )]
+    #[case(
+        "input_lengths = { dist = \"fixed\", value = 3, sigma = 1 }",
+        Some("`sigma` does not apply")
+    )]
+    #[case(
+        "input_lengths = { dist = \"zipf\", min = 1 }",
+        Some("unknown variant `zipf`")
+    )]
+    fn length_distributions(#[case] extra: &str, #[case] error: Option<&str>) {
+        match (with_lengths(extra), error) {
+            (Ok(e), None) => assert!(e.phases[0].input_lengths.is_some()),
+            (Err(e), Some(needle)) => {
+                let e = e.to_string();
+                assert!(e.contains(needle), "got: {e}\nexpected: {needle}");
+            }
+            (r, _) => panic!("{:?}", r.map(|e| e.phases[0].input_lengths)),
+        }
     }
 
     #[test]

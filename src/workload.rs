@@ -9,7 +9,7 @@
 //! Prompt lengths are approximate: prompts are made of common English words that are single
 //! tokens in Llama-family tokenizers, one word per requested token. The summary says so.
 
-use crate::spec::{Api, Arrival, Experiment, Phase, Workload};
+use crate::spec::{Api, Arrival, Experiment, LengthDist, Phase, Workload};
 use serde::Serialize;
 use std::time::Duration;
 
@@ -122,6 +122,8 @@ pub struct PlannedRequest {
     pub group: Option<u32>,
     pub api: Api,
     pub prompt: String,
+    /// The declared prompt length (words that are single tokens); 0 for conversations.
+    pub input_tokens: u32,
     pub max_tokens: u32,
     pub ignore_eos: bool,
     pub temperature: f64,
@@ -207,6 +209,31 @@ impl Rng {
                 return d * v * theta;
             }
         }
+    }
+}
+
+impl LengthDist {
+    /// One length, clamped.
+    pub fn sample(&self, rng: &mut Rng) -> u32 {
+        let (x, min, max) = match *self {
+            LengthDist::Fixed { value } => return value,
+            LengthDist::Uniform { min, max } => {
+                return min + rng.below(u64::from(max - min) + 1) as u32;
+            }
+            LengthDist::Normal {
+                mean,
+                stddev,
+                min,
+                max,
+            } => (mean + stddev * rng.normal(), min, max),
+            LengthDist::Lognormal {
+                median,
+                sigma,
+                min,
+                max,
+            } => (median * (sigma * rng.normal()).exp(), min, max),
+        };
+        (x.round().max(0.0) as u32).clamp(min, max)
     }
 }
 
@@ -587,6 +614,11 @@ fn plan_phase(seed: u64, salt: u64, p: &Phase) -> PhasePlan {
                 warmup,
                 group,
                 api: p.request.api,
+                input_tokens: if prompt.is_empty() {
+                    0
+                } else {
+                    prompt.split(' ').count() as u32
+                },
                 prompt,
                 max_tokens: p.request.output_tokens,
                 ignore_eos: p.request.ignore_eos,
@@ -604,9 +636,17 @@ fn plan_phase(seed: u64, salt: u64, p: &Phase) -> PhasePlan {
                  requests: &mut Vec<PlannedRequest>| {
         for (i, at) in offsets.into_iter().enumerate() {
             let mut rng = Rng::for_stream(seed, salt, &format!("prompt/{}", p.name), i as u64, 0);
-            push(false, None, words(&mut rng, input_tokens), requests);
+            // Lengths depend on the seed only, like arrival times.
+            let mut len_rng = Rng::for_stream(seed, 0, &format!("lengths/{}", p.name), i as u64, 0);
+            let input = p
+                .input_lengths
+                .map_or(input_tokens, |d| d.sample(&mut len_rng));
+            push(false, None, words(&mut rng, input), requests);
             if let Some(last) = requests.last_mut() {
                 last.at = at;
+                if let Some(d) = p.output_lengths {
+                    last.max_tokens = d.sample(&mut len_rng);
+                }
             }
         }
     };
@@ -935,6 +975,62 @@ request = { api = "completions", output_tokens = 4 }
         prompts.sort();
         prompts.dedup();
         assert_eq!(prompts.len(), 10);
+    }
+
+    #[test]
+    fn length_distributions_sample_within_their_clamps() {
+        let mut rng = Rng::for_stream(3, 0, "l", 0, 0);
+        let d = LengthDist::Lognormal {
+            median: 200.0,
+            sigma: 0.5,
+            min: 16,
+            max: 1024,
+        };
+        let mut xs: Vec<u32> = (0..20_000).map(|_| d.sample(&mut rng)).collect();
+        xs.sort_unstable();
+        assert!(xs.iter().all(|&x| (16..=1024).contains(&x)));
+        let median = xs[xs.len() / 2];
+        assert!((190..=210).contains(&median), "median {median}");
+        let d = LengthDist::Uniform { min: 10, max: 12 };
+        let seen: std::collections::BTreeSet<u32> = (0..1000).map(|_| d.sample(&mut rng)).collect();
+        assert_eq!(seen.into_iter().collect::<Vec<_>>(), [10, 11, 12]);
+        let d = LengthDist::Normal {
+            mean: 32.0,
+            stddev: 100.0,
+            min: 4,
+            max: 64,
+        };
+        assert!(
+            (0..1000)
+                .map(|_| d.sample(&mut rng))
+                .all(|x| (4..=64).contains(&x))
+        );
+    }
+
+    #[test]
+    fn phases_with_length_distributions_vary_prompt_and_output_lengths() {
+        let src = SRC.replace(
+            "workload = { kind = \"concurrent\", concurrency = 4, requests = 10, input_tokens = 20 }",
+            "workload = { kind = \"concurrent\", concurrency = 4, requests = 10 }\ninput_lengths = { dist = \"uniform\", min = 5, max = 50 }\noutput_lengths = { dist = \"uniform\", min = 1, max = 9 }",
+        );
+        let e = spec::parse("t.toml", "t", &src).unwrap();
+        let a = schedule(&e, 1);
+        let load = &a.phases[2];
+        let lens: Vec<u32> = load.requests.iter().map(|r| r.input_tokens).collect();
+        assert!(lens.iter().all(|&l| (5..=50).contains(&l)));
+        assert!(lens.iter().collect::<std::collections::BTreeSet<_>>().len() > 3);
+        for r in &load.requests {
+            assert_eq!(r.prompt.split(' ').count() as u32, r.input_tokens);
+            assert!((1..=9).contains(&r.max_tokens));
+        }
+        // Lengths come from the seed, not the salt.
+        let b = schedule(&e, 2);
+        let lens_b: Vec<u32> = b.phases[2]
+            .requests
+            .iter()
+            .map(|r| r.input_tokens)
+            .collect();
+        assert_eq!(lens, lens_b);
     }
 
     #[test]

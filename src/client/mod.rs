@@ -677,6 +677,9 @@ pub async fn execute(
         session: req.session,
         turn: req.turn,
         output_text: state.text,
+        declared_input_tokens: (req.messages.is_none() && req.input_tokens > 0)
+            .then_some(req.input_tokens),
+        max_tokens: Some(req.max_tokens),
     };
     if let Some(c) = cap.as_mut()
         && c.end.is_zero()
