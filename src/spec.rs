@@ -136,6 +136,8 @@ pub struct Phase {
     pub input_lengths: Option<LengthDist>,
     /// Per-request `max_tokens` drawn from a distribution (instead of `output_tokens`).
     pub output_lengths: Option<LengthDist>,
+    /// Prompts from a file, in file order (cycling when the phase needs more).
+    pub dataset: Option<Dataset>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -375,6 +377,89 @@ fn lower_dist(raw: RawDist) -> Result<LengthDist, String> {
     })
 }
 
+/// Prompts read from a file instead of generated.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Dataset {
+    /// As written in the experiment (resolved against its directory).
+    pub file: String,
+    pub format: DatasetFormat,
+    #[serde(skip)]
+    pub prompts: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DatasetFormat {
+    /// A JSON array of `{"conversations": [{"from": "human", "value": …}, …]}`: the first human
+    /// turn of each conversation is a prompt.
+    Sharegpt,
+    /// One `{"prompt": "…"}` object per line.
+    Jsonl,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDataset {
+    file: String,
+    format: DatasetFormat,
+}
+
+#[derive(Deserialize)]
+struct ShareGptEntry {
+    conversations: Vec<ShareGptTurn>,
+}
+
+#[derive(Deserialize)]
+struct ShareGptTurn {
+    from: String,
+    value: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JsonlPrompt {
+    prompt: String,
+}
+
+/// Reads a prompt dataset; errors name the file and the line (JSONL) or entry (ShareGPT).
+fn load_dataset(path: &Path, format: DatasetFormat) -> Result<Vec<String>, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read dataset {}: {e}", path.display()))?;
+    let prompts: Vec<String> = match format {
+        DatasetFormat::Jsonl => {
+            let mut out = Vec::new();
+            for (i, line) in text.lines().enumerate() {
+                if line.trim().is_empty() {
+                    continue;
+                }
+                let p: JsonlPrompt = serde_json::from_str(line)
+                    .map_err(|e| format!("{}:{}: {e}", path.display(), i + 1))?;
+                out.push(p.prompt);
+            }
+            out
+        }
+        DatasetFormat::Sharegpt => {
+            let de = &mut serde_json::Deserializer::from_str(&text);
+            let entries: Vec<ShareGptEntry> = serde_path_to_error::deserialize(de)
+                .map_err(|e| format!("{}: {}: {} (expected a ShareGPT array of {{\"conversations\": [{{\"from\", \"value\"}}]}})", path.display(), e.path(), e.inner()))?;
+            entries
+                .into_iter()
+                .filter_map(|e| {
+                    e.conversations
+                        .into_iter()
+                        .find(|t| t.from == "human")
+                        .map(|t| t.value)
+                })
+                .filter(|p| !p.trim().is_empty())
+                .collect()
+        }
+    };
+    if prompts.is_empty() {
+        return Err(format!("dataset {} has no prompts", path.display()));
+    }
+    Ok(prompts)
+}
+
 /// One line of a trace file.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -580,6 +665,7 @@ struct RawPhase {
     warmup: u32,
     input_lengths: Option<Spanned<RawDist>>,
     output_lengths: Option<Spanned<RawDist>>,
+    prompts: Option<Spanned<RawDataset>>,
 }
 
 #[derive(Deserialize, Clone, Copy, PartialEq, Eq, Debug)]
@@ -1077,6 +1163,35 @@ fn lower(loc: &Locator<'_>, name: &str, raw: RawExperiment) -> Result<Experiment
             }
             raw_workload.input_tokens = Some(d.typical());
         }
+        let dataset = match p.prompts {
+            None => None,
+            Some(d) => {
+                let span = d.span();
+                let d = d.into_inner();
+                let at = |m: String| loc.error(Some(span.clone()), field("prompts"), m);
+                if !takes_input_tokens {
+                    return Err(at(format!(
+                        "workload kind `{}` makes its own prompts",
+                        raw_workload.kind.name()
+                    )));
+                }
+                if raw_workload.input_tokens.is_some() || input_lengths.is_some() {
+                    return Err(at("prompts from a dataset have their own lengths: drop `input_tokens` / `input_lengths`".to_string()));
+                }
+                let path = Path::new(loc.file)
+                    .parent()
+                    .unwrap_or(Path::new("."))
+                    .join(&d.file);
+                let prompts = load_dataset(&path, d.format).map_err(at)?;
+                let words: usize = prompts.iter().map(|p| p.split_whitespace().count()).sum();
+                raw_workload.input_tokens = Some(((words / prompts.len()).max(1)) as u32);
+                Some(Dataset {
+                    file: d.file,
+                    format: d.format,
+                    prompts,
+                })
+            }
+        };
         if output_lengths.is_some()
             && matches!(
                 raw_workload.kind,
@@ -1158,6 +1273,7 @@ fn lower(loc: &Locator<'_>, name: &str, raw: RawExperiment) -> Result<Experiment
                 warmup: p.warmup,
                 input_lengths,
                 output_lengths,
+                dataset: dataset.clone(),
             });
         }
     }
@@ -1985,6 +2101,75 @@ expr = "warm.ttft.p50 <= 0.5 * cold.ttft.p50"
             .unwrap_err()
             .to_string();
         assert!(e.contains("cannot read trace"), "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn prompt_datasets_load_and_bad_ones_are_named() {
+        let dir = std::env::temp_dir().join(format!("inferlab-dataset-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let exp_file = dir.join("d.toml").display().to_string();
+        let src = |format: &str, extra: &str| {
+            format!(
+                "schema_version = 1\ndescription = \"d\"\nseed = 1\n[targets.llamacpp]\n[model]\nname = \"m\"\n[[phase]]\nname = \"p\"\nworkload = {{ kind = \"concurrent\", concurrency = 2, requests = 5{extra} }}\nprompts = {{ file = \"data\", format = \"{format}\" }}\nrequest = {{ api = \"chat\", output_tokens = 4 }}\n"
+            )
+        };
+        std::fs::write(
+            dir.join("data"),
+            r#"[{"id": "a", "conversations": [{"from": "human", "value": "How do tides work?"}, {"from": "gpt", "value": "The moon."}]},
+                {"id": "b", "conversations": [{"from": "system", "value": "be brief"}, {"from": "human", "value": "Name a prime."}]},
+                {"id": "c", "conversations": [{"from": "gpt", "value": "no human turn"}]}]"#,
+        )
+        .unwrap();
+        let e = parse(&exp_file, "d", &src("sharegpt", "")).unwrap();
+        let d = e.phases[0].dataset.as_ref().unwrap();
+        assert_eq!(d.prompts, ["How do tides work?", "Name a prime."]);
+        let s = crate::workload::schedule(&e, 1);
+        let prompts: Vec<&str> = s.phases[0]
+            .requests
+            .iter()
+            .map(|r| r.prompt.as_str())
+            .collect();
+        assert_eq!(
+            prompts[2], "How do tides work?",
+            "prompts cycle in file order"
+        );
+        assert_eq!(s.phases[0].requests[0].input_tokens, 4);
+        let e = parse(&exp_file, "d", &src("sharegpt", ", input_tokens = 4"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("phase[0].prompts: prompts from a dataset have their own lengths"),
+            "{e}"
+        );
+        std::fs::write(
+            dir.join("data"),
+            r#"[{"conversations": [{"from": "human"}]}]"#,
+        )
+        .unwrap();
+        let e = parse(&exp_file, "d", &src("sharegpt", ""))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("[0].conversations[0]: missing field `value`"),
+            "{e}"
+        );
+        std::fs::write(
+            dir.join("data"),
+            "{\"prompt\": \"one\"}\n{\"text\": \"two\"}\n",
+        )
+        .unwrap();
+        let e = parse(&exp_file, "d", &src("jsonl", ""))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("data:2: unknown field `text`"), "{e}");
+        std::fs::write(dir.join("data"), "{\"prompt\": \"one\"}\n").unwrap();
+        assert!(parse(&exp_file, "d", &src("jsonl", "")).is_ok());
+        std::fs::remove_file(dir.join("data")).unwrap();
+        let e = parse(&exp_file, "d", &src("jsonl", ""))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("cannot read dataset"), "{e}");
         let _ = std::fs::remove_dir_all(&dir);
     }
 

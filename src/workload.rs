@@ -614,11 +614,7 @@ fn plan_phase(seed: u64, salt: u64, p: &Phase) -> PhasePlan {
                 warmup,
                 group,
                 api: p.request.api,
-                input_tokens: if prompt.is_empty() {
-                    0
-                } else {
-                    prompt.split(' ').count() as u32
-                },
+                input_tokens: prompt.split_whitespace().count() as u32,
                 prompt,
                 max_tokens: p.request.output_tokens,
                 ignore_eos: p.request.ignore_eos,
@@ -641,7 +637,11 @@ fn plan_phase(seed: u64, salt: u64, p: &Phase) -> PhasePlan {
             let input = p
                 .input_lengths
                 .map_or(input_tokens, |d| d.sample(&mut len_rng));
-            push(false, None, words(&mut rng, input), requests);
+            let prompt = match &p.dataset {
+                Some(d) => d.prompts[i % d.prompts.len()].clone(),
+                None => words(&mut rng, input),
+            };
+            push(false, None, prompt, requests);
             if let Some(last) = requests.last_mut() {
                 last.at = at;
                 if let Some(d) = p.output_lengths {
