@@ -66,15 +66,23 @@ pub async fn run_phase(
     });
     let (tx, mut rx) = mpsc::unbounded_channel();
     let n_warm = warmups.len();
-    spawn_closed_loop(&ctx, warmups.into_iter().cloned().collect(), 1, tx.clone());
+    spawn_closed_loop(
+        &ctx,
+        warmups.into_iter().cloned().collect(),
+        1,
+        None,
+        tx.clone(),
+    );
     // Warmups finish before the measured requests start.
     drain(&mut rx, n_warm, sink).await;
     let measured: Vec<PlannedRequest> = measured.into_iter().cloned().collect();
     let n = measured.len();
     match phase.pacing {
-        Pacing::Closed { concurrency } => {
-            spawn_closed_loop(&ctx, measured, concurrency as usize, tx);
-            drain(&mut rx, n, sink).await;
+        Pacing::Closed { concurrency, limit } => {
+            let deadline = limit.map(|l| Instant::now() + l);
+            spawn_closed_loop(&ctx, measured, concurrency as usize, deadline, tx);
+            // With a deadline, fewer than `n` may be sent: drain until every worker is done.
+            drain_until_closed(&mut rx, sink).await;
         }
         Pacing::Sessions { concurrency } => {
             let sessions = Arc::new(phase.sessions.clone());
@@ -251,6 +259,16 @@ async fn run_session(
     }
 }
 
+/// Drains until every sender is gone.
+async fn drain_until_closed(
+    rx: &mut mpsc::UnboundedReceiver<Completed>,
+    sink: &mut (dyn FnMut(Completed) + Send),
+) {
+    while let Some(c) = rx.recv().await {
+        sink(c);
+    }
+}
+
 async fn drain(
     rx: &mut mpsc::UnboundedReceiver<Completed>,
     n: usize,
@@ -319,11 +337,13 @@ fn spawn_one(
     });
 }
 
-/// `workers` tasks, each taking the next request as soon as its previous one finished.
+/// `workers` tasks, each taking the next request as soon as its previous one finished, until
+/// the requests run out or `deadline` passes (requests in flight then are cancelled).
 fn spawn_closed_loop(
     ctx: &Arc<Ctx>,
     requests: Vec<PlannedRequest>,
     workers: usize,
+    deadline: Option<Instant>,
     tx: mpsc::UnboundedSender<Completed>,
 ) {
     if requests.is_empty() {
@@ -335,9 +355,12 @@ fn spawn_closed_loop(
         let (ctx, requests, next, tx) = (ctx.clone(), requests.clone(), next.clone(), tx.clone());
         tokio::spawn(async move {
             loop {
+                if deadline.is_some_and(|d| Instant::now() >= d) {
+                    break;
+                }
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 let Some(req) = requests.get(i) else { break };
-                let done = execute(&ctx, req, Instant::now(), None).await;
+                let done = execute(&ctx, req, Instant::now(), deadline).await;
                 if tx.send(done).is_err() {
                     break;
                 }

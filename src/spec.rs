@@ -145,11 +145,17 @@ pub struct Phase {
 pub enum Workload {
     /// One request at a time.
     Single { requests: u32, input_tokens: u32 },
-    /// Closed loop: `concurrency` in flight until `requests` have been sent.
+    /// Closed loop: `concurrency` in flight until `requests` have been sent or `duration` has
+    /// passed; requests still in flight then are cancelled (and counted as such).
     Concurrent {
         concurrency: u32,
         requests: u32,
         input_tokens: u32,
+        #[serde(
+            serialize_with = "ser_opt_secs",
+            skip_serializing_if = "Option::is_none"
+        )]
+        duration: Option<Duration>,
     },
     /// `groups` common prefixes of `prefix_tokens`, each followed by `suffixes` distinct
     /// suffixes of `suffix_tokens`. `prefix_from` names the phase whose prefixes are used (the
@@ -703,7 +709,7 @@ impl WorkloadKind {
     fn allowed(self) -> &'static [&'static str] {
         match self {
             WorkloadKind::Single => &["requests", "input_tokens"],
-            WorkloadKind::Concurrent => &["concurrency", "requests", "input_tokens"],
+            WorkloadKind::Concurrent => &["concurrency", "requests", "input_tokens", "duration"],
             WorkloadKind::SharedPrefix => &[
                 "groups",
                 "prefix_tokens",
@@ -1467,6 +1473,7 @@ fn lower_workload(
             concurrency: require(w.concurrency, "concurrency")?,
             requests: require(w.requests, "requests")?,
             input_tokens: require(w.input_tokens, "input_tokens")?,
+            duration: duration(&w.duration)?,
         },
         WorkloadKind::Batch => Workload::Batch {
             batch_size: require(w.batch_size, "batch_size")?,
@@ -1608,7 +1615,6 @@ fn lower_workload(
                     }
                     for (f, present) in [
                         ("process", w.process.is_some()),
-                        ("duration", w.duration.is_some()),
                         ("max_concurrency", w.max_concurrency.is_some()),
                     ] {
                         if present {
@@ -1616,6 +1622,7 @@ fn lower_workload(
                         }
                     }
                     let requests = require(w.requests, "requests")?;
+                    let closed_duration = duration(&w.duration)?;
                     c.iter()
                         .map(|&c| {
                             let c = require(Some(c), "concurrencies")?;
@@ -1625,6 +1632,7 @@ fn lower_workload(
                                     concurrency: c,
                                     requests,
                                     input_tokens,
+                                    duration: closed_duration,
                                 },
                             ))
                         })

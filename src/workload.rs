@@ -65,7 +65,15 @@ fn ser_secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error>
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Pacing {
     /// `concurrency` workers, each sending its next request when its previous one finished.
-    Closed { concurrency: u32 },
+    Closed {
+        concurrency: u32,
+        /// Stop taking new requests at this offset from the start; cancel those in flight.
+        #[serde(
+            serialize_with = "ser_opt_secs",
+            skip_serializing_if = "Option::is_none"
+        )]
+        limit: Option<Duration>,
+    },
     /// Groups of `size` sent together; the next group when the whole previous one finished.
     Batches { size: u32 },
     /// `concurrency` sessions at a time, each running its steps in order.
@@ -91,7 +99,7 @@ impl PhasePlan {
     /// The most requests in flight at once, when bounded.
     pub fn max_in_flight(&self) -> Option<usize> {
         match self.pacing {
-            Pacing::Closed { concurrency } => Some(concurrency as usize),
+            Pacing::Closed { concurrency, .. } => Some(concurrency as usize),
             Pacing::Batches { size } => Some(size as usize),
             Pacing::Sessions { concurrency } => Some(
                 concurrency as usize
@@ -652,6 +660,10 @@ fn plan_phase(seed: u64, salt: u64, p: &Phase) -> PhasePlan {
     };
     let mut pacing = Pacing::Closed {
         concurrency: p.workload.concurrency().unwrap_or(1),
+        limit: match &p.workload {
+            Workload::Concurrent { duration, .. } => *duration,
+            _ => None,
+        },
     };
     let mut sessions = Vec::new();
     match &p.workload {
@@ -955,7 +967,13 @@ request = { api = "completions", output_tokens = 4 }
         assert_eq!(cold.requests[1].prompt.split(' ').count(), 55);
         // The warm phase reuses cold's prefixes with new suffixes.
         let warm = &s.phases[1];
-        assert_eq!(warm.pacing, Pacing::Closed { concurrency: 2 });
+        assert_eq!(
+            warm.pacing,
+            Pacing::Closed {
+                concurrency: 2,
+                limit: None
+            }
+        );
         assert_eq!(warm.requests.len(), 3);
         for (w, c) in warm.requests.iter().zip(&cold.requests[1..4]) {
             assert_eq!(prefix(w), prefix(c));
@@ -968,7 +986,13 @@ request = { api = "completions", output_tokens = 4 }
     fn concurrent_prompts_are_distinct_and_sized() {
         let s = schedule(&exp(), 1);
         let load = &s.phases[2];
-        assert_eq!(load.pacing, Pacing::Closed { concurrency: 4 });
+        assert_eq!(
+            load.pacing,
+            Pacing::Closed {
+                concurrency: 4,
+                limit: None
+            }
+        );
         assert_eq!(load.requests.len(), 10);
         let mut prompts: Vec<_> = load.requests.iter().map(|r| r.prompt.as_str()).collect();
         assert!(prompts.iter().all(|p| p.split(' ').count() == 20));

@@ -276,3 +276,20 @@ fn session_workloads_need_chat() {
         "{e}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_loop_duration_ends_the_phase_and_cancels_what_is_in_flight() {
+    // Two workers, ~30 ms per request, 150 ms: well under the 100 planned requests are sent.
+    let exp = experiment(
+        "[[phase]]\nname = \"load\"\nworkload = { kind = \"concurrent\", concurrency = 2, requests = 100, input_tokens = 4, duration = \"150ms\" }\nrequest = { api = \"completions\", output_tokens = 5 }",
+        "[[assert]]\nexpr = \"load.requests < 100\"",
+    );
+    let out = run(&exp).await;
+    let s = out.summary.phase("load").unwrap();
+    assert!(out.passed(), "{:?}", out.verdicts);
+    assert!(s.succeeded >= 2, "{s:?}");
+    assert!(s.cancelled <= 2, "at most one per worker: {}", s.cancelled);
+    assert_eq!(s.failed, 0);
+    // Nothing finished long after the limit (generous: 150 ms + one request + slack).
+    assert!(s.duration_s < 0.6, "phase took {:.3} s", s.duration_s);
+}

@@ -211,7 +211,10 @@ pub fn schedule(prompts: &[&str], concurrency: u32) -> Schedule {
         salt: 0,
         phases: vec![PhasePlan {
             name: "p".into(),
-            pacing: Pacing::Closed { concurrency },
+            pacing: Pacing::Closed {
+                concurrency,
+                limit: None,
+            },
             sessions: Vec::new(),
             requests: prompts
                 .iter()
