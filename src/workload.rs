@@ -679,29 +679,18 @@ fn plan_phase(seed: u64, salt: u64, p: &Phase) -> PhasePlan {
             pacing = Pacing::Sessions {
                 concurrency: *session_concurrency,
             };
-            let system = system_prompt(seed, salt, &p.name, *system_tokens);
-            for id in 0..*n {
-                let steps = (0..*turns)
-                    .map(|t| {
-                        let mut rng = Rng::for_stream(
-                            seed,
-                            salt,
-                            &format!("turn/{}", p.name),
-                            u64::from(id),
-                            u64::from(t),
-                        );
-                        StepPlan {
-                            message: words(
-                                &mut rng,
-                                if t == 0 { *first_tokens } else { *turn_tokens },
-                            ),
-                            think: *think_time,
-                            parallel: 1,
-                        }
-                    })
-                    .collect();
-                sessions.push(session(p, id, system.clone(), steps));
-            }
+            sessions = plan_sessions(
+                seed,
+                salt,
+                p,
+                *n,
+                *turns,
+                *system_tokens,
+                *think_time,
+                1,
+                "turn",
+                &|t, rng| words(rng, if t == 0 { *first_tokens } else { *turn_tokens }),
+            );
         }
         Workload::Agentic {
             sessions: n,
@@ -716,31 +705,24 @@ fn plan_phase(seed: u64, salt: u64, p: &Phase) -> PhasePlan {
             pacing = Pacing::Sessions {
                 concurrency: *session_concurrency,
             };
-            let system = system_prompt(seed, salt, &p.name, *system_tokens);
-            for id in 0..*n {
-                let steps = (0..*steps)
-                    .map(|t| {
-                        let mut rng = Rng::for_stream(
-                            seed,
-                            salt,
-                            &format!("step/{}", p.name),
-                            u64::from(id),
-                            u64::from(t),
-                        );
-                        let message = if t == 0 {
-                            format!("Task: {}", words(&mut rng, *task_tokens))
-                        } else {
-                            format!("Tool result: {}", words(&mut rng, *tool_result_tokens))
-                        };
-                        StepPlan {
-                            message,
-                            think: *think_time,
-                            parallel: *parallel_calls,
-                        }
-                    })
-                    .collect();
-                sessions.push(session(p, id, system.clone(), steps));
-            }
+            sessions = plan_sessions(
+                seed,
+                salt,
+                p,
+                *n,
+                *steps,
+                *system_tokens,
+                *think_time,
+                *parallel_calls,
+                "step",
+                &|t, rng| {
+                    if t == 0 {
+                        format!("Task: {}", words(rng, *task_tokens))
+                    } else {
+                        format!("Tool result: {}", words(rng, *tool_result_tokens))
+                    }
+                },
+            );
         }
         Workload::Single {
             requests: n,
@@ -886,6 +868,44 @@ fn plan_phase(seed: u64, salt: u64, p: &Phase) -> PhasePlan {
         requests,
         sessions,
     }
+}
+
+/// `n` sessions of `steps` steps each; `message(step, rng)` writes each step's user message.
+#[allow(clippy::too_many_arguments)]
+fn plan_sessions(
+    seed: u64,
+    salt: u64,
+    p: &Phase,
+    n: u32,
+    steps: u32,
+    system_tokens: Option<u32>,
+    think: Duration,
+    parallel: u32,
+    label: &str,
+    message: &dyn Fn(u32, &mut Rng) -> String,
+) -> Vec<SessionPlan> {
+    let system = system_prompt(seed, salt, &p.name, system_tokens);
+    (0..n)
+        .map(|id| {
+            let steps = (0..steps)
+                .map(|t| {
+                    let mut rng = Rng::for_stream(
+                        seed,
+                        salt,
+                        &format!("{label}/{}", p.name),
+                        u64::from(id),
+                        u64::from(t),
+                    );
+                    StepPlan {
+                        message: message(t, &mut rng),
+                        think,
+                        parallel,
+                    }
+                })
+                .collect();
+            session(p, id, system.clone(), steps)
+        })
+        .collect()
 }
 
 /// A system prompt shared by every session of a phase.

@@ -32,18 +32,7 @@ expr = "{extra_assert}"
 }
 
 async fn run(server: &common::Scripted, exp: &Experiment) -> TrialOutcome {
-    let root: PathBuf =
-        std::env::temp_dir().join(format!("inferlab-observe-{}", std::process::id()));
-    let target = exp.target("box").unwrap().clone();
-    let url = server.url.clone();
-    let env = move |k: &str| (k == "INFERLAB_BOX_URL").then(|| url.clone());
-    let plan = trial::plan(exp, &target, &env, &root.join("fixtures")).unwrap();
-    let opts = TrialOptions {
-        results_root: root.join("results"),
-        fixtures_root: root.join("fixtures"),
-        salt: None,
-    };
-    trial::run_trial(exp, &target, plan, &opts).await.unwrap()
+    common::run_live(exp, &server.url, "observe").await
 }
 
 fn vllm(queries: f64, hits: f64, running: f64) -> (u16, String) {

@@ -18,18 +18,7 @@ fn experiment(phases: &str, asserts: &str) -> Experiment {
 
 async fn run(exp: &Experiment) -> TrialOutcome {
     let server = common::start().await;
-    let root: PathBuf =
-        std::env::temp_dir().join(format!("inferlab-pacing-{}", std::process::id()));
-    let target = exp.target("box").unwrap().clone();
-    let url = server.url.clone();
-    let env = move |k: &str| (k == "INFERLAB_BOX_URL").then(|| url.clone());
-    let plan = trial::plan(exp, &target, &env, &root.join("fixtures")).unwrap();
-    let opts = TrialOptions {
-        results_root: root.join("results"),
-        fixtures_root: root.join("fixtures"),
-        salt: None,
-    };
-    trial::run_trial(exp, &target, plan, &opts).await.unwrap()
+    common::run_live(exp, &server.url, "pacing").await
 }
 
 fn median(mut v: Vec<f64>) -> f64 {

@@ -235,6 +235,27 @@ pub fn schedule(prompts: &[&str], concurrency: u32) -> Schedule {
     }
 }
 
+/// Runs `exp`'s target `box` live against `url`, results under a scratch directory named by
+/// `tag`.
+pub async fn run_live(
+    exp: &inferlab::spec::Experiment,
+    url: &str,
+    tag: &str,
+) -> inferlab::trial::TrialOutcome {
+    use inferlab::trial::{self, TrialOptions};
+    let root = std::env::temp_dir().join(format!("inferlab-{tag}-{}", std::process::id()));
+    let target = exp.target("box").expect("a target named box").clone();
+    let url = url.to_string();
+    let env = move |k: &str| (k == "INFERLAB_BOX_URL").then(|| url.clone());
+    let plan = trial::plan(exp, &target, &env, &root.join("fixtures")).unwrap();
+    let opts = TrialOptions {
+        results_root: root.join("results"),
+        fixtures_root: root.join("fixtures"),
+        salt: None,
+    };
+    trial::run_trial(exp, &target, plan, &opts).await.unwrap()
+}
+
 /// Short timeouts so stalls fail fast.
 pub fn timeouts() -> Timeouts {
     Timeouts {
