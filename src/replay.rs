@@ -50,6 +50,9 @@ pub struct FixtureMeta {
     /// The server's cache and parallelism configuration, as it reported it.
     #[serde(default)]
     pub server_config: Option<Value>,
+    /// Whether the recorded prompts had exactly their declared token lengths.
+    #[serde(default)]
+    pub prompt_lengths: Option<String>,
     /// The model name the requests carried.
     pub model: String,
     /// What the model is (parameters, quantisation, how it was made), free-form.

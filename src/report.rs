@@ -309,9 +309,9 @@ pub struct RunSummary {
     pub experiment: String,
     pub target: String,
     pub mode: String,
-    /// Prompt lengths are counted in words that are single tokens for Llama-family
-    /// tokenizers, not with the server's tokenizer: `prompt_tokens` (from server usage) is exact.
-    pub prompt_lengths: &'static str,
+    /// Whether prompts have exactly their declared token lengths: checked against the server's
+    /// tokenizer (`/tokenize`) on a sample of prompts when the engine has one.
+    pub prompt_lengths: String,
     pub phases: Vec<NamedSummary>,
     pub all: PhaseSummary,
     pub all_server: Option<ServerSummary>,
@@ -560,6 +560,7 @@ pub fn phase_table(summary: &RunSummary) -> String {
             ));
         }
     }
+    out.push_str(&format!("prompt lengths: {}\n", summary.prompt_lengths));
     if !summary.server_metrics.starts_with("scraped") {
         out.push_str(&format!("server metrics: {}\n", summary.server_metrics));
     }

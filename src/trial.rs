@@ -303,6 +303,80 @@ async fn server_info(
     (version, config)
 }
 
+/// Token count of `text` by the server's own tokenizer, without special tokens.
+async fn tokenize(http: &reqwest::Client, ep: &Endpoint, text: &str) -> Option<u64> {
+    let body = match ep.kind {
+        TargetKind::Llamacpp => serde_json::json!({ "content": text, "add_special": false }),
+        TargetKind::Vllm => {
+            serde_json::json!({ "model": ep.model, "prompt": text, "add_special_tokens": false })
+        }
+        TargetKind::Sglang | TargetKind::Openai => return None,
+    };
+    let mut req = http
+        .post(format!("{}/tokenize", ep.base_url))
+        .json(&body)
+        .timeout(Duration::from_secs(5));
+    if let Some(k) = &ep.api_key {
+        req = req.bearer_auth(k.expose());
+    }
+    let resp = req.send().await.ok()?;
+    if !resp.status().is_success() {
+        return None;
+    }
+    let v: serde_json::Value = resp.json().await.ok()?;
+    v.get("count")
+        .and_then(serde_json::Value::as_u64)
+        .or_else(|| Some(v.get("tokens")?.as_array()?.len() as u64))
+}
+
+/// Checks the first generated prompt of each phase (up to eight) against the server's
+/// tokenizer and says whether prompt lengths are exact, in words for the summary.
+async fn check_prompt_lengths(
+    http: &reqwest::Client,
+    ep: &Endpoint,
+    schedule: &workload::Schedule,
+) -> String {
+    // (text, declared tokens): a phase's first measured prompt, or its first session message.
+    let sample: Vec<(&str, u64)> = schedule
+        .phases
+        .iter()
+        .filter_map(|p| {
+            p.requests
+                .iter()
+                .find(|r| !r.warmup && r.input_tokens > 0)
+                .map(|r| (r.prompt.as_str(), u64::from(r.input_tokens)))
+                .or_else(|| {
+                    let m = &p.sessions.first()?.steps.first()?.message;
+                    Some((m.as_str(), m.split_whitespace().count() as u64))
+                })
+        })
+        .take(8)
+        .collect();
+    if sample.is_empty() {
+        return "approximate: no generated prompts to check".to_string();
+    }
+    let (mut declared, mut counted) = (0u64, 0u64);
+    for (text, n_declared) in &sample {
+        let Some(n) = tokenize(http, ep, text).await else {
+            return "approximate: the server has no usable /tokenize endpoint".to_string();
+        };
+        declared += n_declared;
+        counted += n;
+    }
+    if declared == counted {
+        format!(
+            "exact: {} sampled prompts tokenize to their declared {declared} tokens (server /tokenize)",
+            sample.len()
+        )
+    } else {
+        format!(
+            "approximate: {} sampled prompts declared {declared} tokens, the server's tokenizer counts {counted} ({:.3}×)",
+            sample.len(),
+            counted as f64 / declared as f64
+        )
+    }
+}
+
 /// Whether server metrics were collected, in words for the summary.
 fn server_metrics_status(exp: &Experiment, scrapes: &[ScrapeRecord]) -> String {
     if !exp.observe.metrics {
@@ -392,6 +466,13 @@ pub async fn run_trial(
     let (server_version, server_config) = match &fixture_meta {
         Some(m) => (m.engine_version.clone(), m.server_config.clone()),
         None => server_info(&http, &endpoint).await,
+    };
+    let prompt_lengths = match &fixture_meta {
+        Some(m) => m
+            .prompt_lengths
+            .clone()
+            .unwrap_or_else(|| "approximate: not checked when recorded".to_string()),
+        None => check_prompt_lengths(&http, &endpoint, &schedule).await,
     };
 
     let mut results = ResultsDir::create(&opts.results_root, &exp.name, &target.name, started)
@@ -619,7 +700,7 @@ pub async fn run_trial(
         experiment: exp.name.clone(),
         target: target.name.clone(),
         mode: mode.as_str().to_string(),
-        prompt_lengths: "approximate",
+        prompt_lengths: prompt_lengths.clone(),
         phases,
         all,
         all_server,
@@ -653,6 +734,7 @@ pub async fn run_trial(
                 engine: target.kind.engine_name().to_string(),
                 engine_version: server_version.clone(),
                 server_config: server_config.clone(),
+                prompt_lengths: Some(prompt_lengths.clone()),
                 model: endpoint.model.clone(),
                 model_details: std::env::var(env_name(&target.name, "MODEL_DETAILS"))
                     .ok()

@@ -282,3 +282,25 @@ async fn a_closed_loop_duration_ends_the_phase_and_cancels_what_is_in_flight() {
     // Nothing finished long after the limit (generous: 150 ms + one request + slack).
     assert!(s.duration_s < 0.6, "phase took {:.3} s", s.duration_s);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prompt_lengths_are_checked_with_the_servers_tokenizer() {
+    let src = |kind: &str| {
+        format!(
+            "schema_version = 1\ndescription = \"d\"\nseed = 5\n[targets.box]\nkind = \"{kind}\"\n[model]\nname = \"m\"\n[observe]\nmetrics = false\n[[phase]]\nname = \"p\"\nworkload = {{ kind = \"single\", requests = 2, input_tokens = 12 }}\nrequest = {{ api = \"completions\", output_tokens = 5 }}\n"
+        )
+    };
+    let server = common::start().await;
+    let exp = spec::parse("t.toml", "t", &src("llamacpp")).unwrap();
+    let out = common::run_live(&exp, &server.url, "tokenize").await;
+    assert_eq!(
+        out.summary.prompt_lengths,
+        "exact: 1 sampled prompts tokenize to their declared 12 tokens (server /tokenize)"
+    );
+    let exp = spec::parse("t.toml", "t", &src("openai")).unwrap();
+    let out = common::run_live(&exp, &server.url, "tokenize").await;
+    assert_eq!(
+        out.summary.prompt_lengths,
+        "approximate: the server has no usable /tokenize endpoint"
+    );
+}

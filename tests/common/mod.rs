@@ -70,7 +70,21 @@ pub async fn start() -> Scripted {
     let app = Router::new()
         .route("/v1/completions", post(handler.clone()))
         .route("/v1/chat/completions", post(handler))
-        .route("/metrics", axum::routing::get(metrics_handler));
+        .route("/metrics", axum::routing::get(metrics_handler))
+        // llama.cpp's shape; one token per whitespace-separated word, like the Llama-2
+        // vocabulary with inferlab's word list.
+        .route(
+            "/tokenize",
+            post(|body: Bytes| async move {
+                let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                let n = v["content"]
+                    .as_str()
+                    .unwrap_or("")
+                    .split_whitespace()
+                    .count();
+                axum::Json(json!({ "tokens": vec![1; n] }))
+            }),
+        );
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
         .await
         .unwrap();
