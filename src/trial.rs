@@ -236,19 +236,24 @@ fn git_revision() -> Option<String> {
         .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
-/// GET `path` as JSON (best effort, short timeout).
-async fn get_json(http: &reqwest::Client, ep: &Endpoint, path: &str) -> Option<serde_json::Value> {
-    let mut req = http
-        .get(format!("{}{path}", ep.base_url))
-        .timeout(Duration::from_secs(5));
+/// Sends a side request (version, configuration, tokenizer) with the target's key and a short
+/// timeout; the successful response, or `None` (these are best effort).
+async fn side_request(ep: &Endpoint, req: reqwest::RequestBuilder) -> Option<reqwest::Response> {
+    let mut req = req.timeout(Duration::from_secs(5));
     if let Some(k) = &ep.api_key {
         req = req.bearer_auth(k.expose());
     }
     let resp = req.send().await.ok()?;
-    if !resp.status().is_success() {
-        return None;
-    }
-    resp.json().await.ok()
+    resp.status().is_success().then_some(resp)
+}
+
+/// GET `path` as JSON (best effort).
+async fn get_json(http: &reqwest::Client, ep: &Endpoint, path: &str) -> Option<serde_json::Value> {
+    side_request(ep, http.get(format!("{}{path}", ep.base_url)))
+        .await?
+        .json()
+        .await
+        .ok()
 }
 
 /// The server's version and cache/parallelism configuration, as far as it exposes them (best
@@ -269,14 +274,8 @@ async fn server_info(
     let config = match ep.kind {
         TargetKind::Vllm => {
             // `vllm:cache_config_info` carries the cache configuration in its labels.
-            let mut req = http
-                .get(format!("{}/metrics", ep.base_url))
-                .timeout(Duration::from_secs(5));
-            if let Some(k) = &ep.api_key {
-                req = req.bearer_auth(k.expose());
-            }
-            match req.send().await {
-                Ok(r) => r.text().await.ok().and_then(|text| {
+            match side_request(ep, http.get(format!("{}/metrics", ep.base_url))).await {
+                Some(r) => r.text().await.ok().and_then(|text| {
                     let e = crate::observe::prom::parse_filtered(&text, &|n| {
                         n == "vllm:cache_config_info"
                     });
@@ -288,7 +287,7 @@ async fn server_info(
                             .collect(),
                     ))
                 }),
-                Err(_) => None,
+                None => None,
             }
         }
         kind => doc.map(|d| {
@@ -312,17 +311,11 @@ async fn tokenize(http: &reqwest::Client, ep: &Endpoint, text: &str) -> Option<u
         }
         TargetKind::Sglang | TargetKind::Openai => return None,
     };
-    let mut req = http
-        .post(format!("{}/tokenize", ep.base_url))
-        .json(&body)
-        .timeout(Duration::from_secs(5));
-    if let Some(k) = &ep.api_key {
-        req = req.bearer_auth(k.expose());
-    }
-    let resp = req.send().await.ok()?;
-    if !resp.status().is_success() {
-        return None;
-    }
+    let resp = side_request(
+        ep,
+        http.post(format!("{}/tokenize", ep.base_url)).json(&body),
+    )
+    .await?;
     let v: serde_json::Value = resp.json().await.ok()?;
     v.get("count")
         .and_then(serde_json::Value::as_u64)
