@@ -170,6 +170,8 @@ pub enum TrialError {
     Replay(#[source] std::io::Error),
     #[error("trial cannot run: {0}")]
     NotRunnable(String),
+    #[error("{0}")]
+    ContextTooSmall(String),
 }
 
 /// Where results and fixtures go.
@@ -300,6 +302,53 @@ async fn server_info(
         }),
     };
     (version, config)
+}
+
+/// The context window a single request gets on the server, when it says: llama.cpp's per-slot
+/// `n_ctx`, vLLM's `max_model_len` from `/v1/models`.
+async fn server_context(
+    http: &reqwest::Client,
+    ep: &Endpoint,
+    config: Option<&serde_json::Value>,
+) -> Option<(u64, &'static str)> {
+    match ep.kind {
+        TargetKind::Llamacpp => Some((config?.get("n_ctx")?.as_u64()?, "llama.cpp n_ctx per slot")),
+        TargetKind::Vllm | TargetKind::Sglang | TargetKind::Openai => {
+            let models = get_json(http, ep, "/v1/models").await?;
+            let m = models.pointer("/data/0/max_model_len")?.as_u64()?;
+            Some((m, "max_model_len from /v1/models"))
+        }
+    }
+}
+
+/// Refuses to start when a planned request (declared prompt + max_tokens) cannot fit the
+/// server's context: the server would answer it with an error, and the phase would measure
+/// errors, not latency. Conversations grow with the server's answers and are checked by the
+/// server itself.
+fn check_context(
+    exp: &Experiment,
+    schedule: &workload::Schedule,
+    context: Option<(u64, &'static str)>,
+) -> Result<(), TrialError> {
+    let Some((ctx, source)) = context else {
+        return Ok(());
+    };
+    for phase in &schedule.phases {
+        // +1 for the BOS token; chat templates add a few more, which the server will report.
+        if let Some(r) = phase
+            .requests
+            .iter()
+            .filter(|r| !r.warmup)
+            .max_by_key(|r| u64::from(r.input_tokens) + u64::from(r.max_tokens))
+            && u64::from(r.input_tokens) + 1 + u64::from(r.max_tokens) > ctx
+        {
+            return Err(TrialError::ContextTooSmall(format!(
+                "{}: phase `{}` plans a request of {} prompt + {} output tokens, more than the server's context of {ctx} tokens ({source}); shorten the phase's lengths or give the server a larger context",
+                exp.name, phase.name, r.input_tokens, r.max_tokens
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Token count of `text` by the server's own tokenizer, without special tokens.
@@ -460,6 +509,13 @@ pub async fn run_trial(
         Some(m) => (m.engine_version.clone(), m.server_config.clone()),
         None => server_info(&http, &endpoint).await,
     };
+    if fixture_meta.is_none() {
+        check_context(
+            exp,
+            &schedule,
+            server_context(&http, &endpoint, server_config.as_ref()).await,
+        )?;
+    }
     let prompt_lengths = match &fixture_meta {
         Some(m) => m
             .prompt_lengths

@@ -304,3 +304,34 @@ async fn prompt_lengths_are_checked_with_the_servers_tokenizer() {
         "approximate: the server has no usable /tokenize endpoint"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_that_cannot_fit_the_servers_context_are_refused_before_sending() {
+    let src = |input: u32| {
+        format!(
+            "schema_version = 1\ndescription = \"d\"\nseed = 5\n[targets.box]\nkind = \"openai\"\n[model]\nname = \"m\"\n[observe]\nmetrics = false\n[[phase]]\nname = \"long\"\nworkload = {{ kind = \"single\", requests = 2, input_tokens = {input} }}\nrequest = {{ api = \"completions\", output_tokens = 5 }}\n"
+        )
+    };
+    let server = common::start().await;
+    let exp = spec::parse("t.toml", "t", &src(100)).unwrap();
+    let target = exp.target("box").unwrap().clone();
+    let url = server.url.clone();
+    let env = move |k: &str| (k == "INFERLAB_BOX_URL").then(|| url.clone());
+    let root = std::env::temp_dir().join(format!("inferlab-ctx-{}", std::process::id()));
+    let opts = TrialOptions {
+        results_root: root.join("results"),
+        fixtures_root: root.join("fixtures"),
+        salt: None,
+    };
+    let plan = trial::plan(&exp, &target, &env, &root.join("fixtures")).unwrap();
+    let err = trial::run_trial(&exp, &target, plan, &opts)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("phase `long` plans a request of 100 prompt + 5 output tokens, more than the server's context of 64 tokens (max_model_len from /v1/models)"),
+        "{err}"
+    );
+    let exp = spec::parse("t.toml", "t", &src(40)).unwrap();
+    assert!(common::run_live(&exp, &server.url, "ctx").await.passed());
+}

@@ -71,6 +71,15 @@ pub async fn start() -> Scripted {
         .route("/v1/completions", post(handler.clone()))
         .route("/v1/chat/completions", post(handler))
         .route("/metrics", axum::routing::get(metrics_handler))
+        // vLLM's shape: a 64-token context, small enough for tests to exceed.
+        .route(
+            "/v1/models",
+            axum::routing::get(|| async {
+                axum::Json(
+                    json!({ "object": "list", "data": [{ "id": "m", "max_model_len": 64 }] }),
+                )
+            }),
+        )
         // llama.cpp's shape; one token per whitespace-separated word, like the Llama-2
         // vocabulary with inferlab's word list.
         .route(
