@@ -1,5 +1,6 @@
 //! `inferlab`: a thin CLI over the library. Exit codes: 0 success, 1 an assertion failed (or a
-//! replay did not match its recording), 2 bad input or a trial that could not run.
+//! replay did not match its recording), 2 bad input or a trial that could not run, 130
+//! interrupted (Ctrl-C; what completed is summarised and written first).
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -151,6 +152,23 @@ fn validate(cli: &Cli, files: &[PathBuf]) -> anyhow::Result<ExitCode> {
     })
 }
 
+/// A flag that turns true on the first Ctrl-C (a second one exits at once, as usual).
+fn interrupt_on_ctrl_c() -> tokio::sync::watch::Receiver<bool> {
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            eprintln!(
+                "\ninterrupted: finishing the results of what completed (Ctrl-C again to quit)"
+            );
+            let _ = tx.send(true);
+            if tokio::signal::ctrl_c().await.is_ok() {
+                std::process::exit(130);
+            }
+        }
+    });
+    rx
+}
+
 async fn run(
     cli: &Cli,
     filters: &[String],
@@ -164,6 +182,7 @@ async fn run(
         results_root: results.to_path_buf(),
         fixtures_root: cli.fixtures.clone(),
         salt: env("INFERLAB_SALT").and_then(|s| s.parse().ok()),
+        interrupt: Some(interrupt_on_ctrl_c()),
     };
     let mut selected = 0;
     let mut failed = false;
@@ -209,6 +228,12 @@ async fn run(
                     }
                     println!("results: {}\n", out.dir.display());
                     failed |= !out.passed();
+                    if out.summary.interrupted {
+                        println!(
+                            "interrupted: the results above cover what completed; later trials were not run"
+                        );
+                        return Ok(ExitCode::from(130));
+                    }
                 }
                 Err(err) => {
                     eprintln!("{name}: {err}\n");

@@ -317,6 +317,8 @@ pub struct RunSummary {
     pub all_server: Option<ServerSummary>,
     /// `scraped (…)`, `unavailable: <why>` or `off`.
     pub server_metrics: String,
+    /// The run was stopped (Ctrl-C) before its schedule ended: figures cover what completed.
+    pub interrupted: bool,
     pub assertions: Vec<VerdictRow>,
 }
 

@@ -182,6 +182,9 @@ pub struct TrialOptions {
     /// Prompt salt for live runs; `None` picks a fresh one (so the server's prefix cache holds
     /// nothing from earlier runs).
     pub salt: Option<u64>,
+    /// Becomes `true` to stop the run (Ctrl-C): the phase in progress is abandoned (its
+    /// requests in flight are lost), the rest is summarised and written as usual.
+    pub interrupt: Option<watch::Receiver<bool>>,
 }
 
 /// Everything a trial produced.
@@ -225,6 +228,7 @@ struct Manifest<'a> {
     finished_at: Option<String>,
     requests_planned: usize,
     requests_completed: usize,
+    interrupted: bool,
 }
 
 fn git_revision() -> Option<String> {
@@ -546,6 +550,7 @@ pub async fn run_trial(
         finished_at: None,
         requests_planned: planned,
         requests_completed: 0,
+        interrupted: false,
     };
     results
         .write_json("manifest.json", &manifest)
@@ -585,7 +590,12 @@ pub async fn run_trial(
         )
     });
     let mut scrapes: Vec<ScrapeRecord> = Vec::new();
+    let mut interrupted = false;
     for plan in &schedule.phases {
+        if opts.interrupt.as_ref().is_some_and(|i| *i.borrow()) {
+            interrupted = true;
+            break;
+        }
         let start = Instant::now();
         let mut phase_scrapes = Vec::new();
         if let Some(s) = &scraper {
@@ -609,7 +619,7 @@ pub async fn run_trial(
                 }
                 records.push(c.record);
             };
-            run::run_phase(
+            let phase = run::run_phase(
                 &http,
                 &endpoint,
                 plan,
@@ -617,8 +627,16 @@ pub async fn run_trial(
                 origin,
                 capture,
                 &mut sink,
-            )
-            .await;
+            );
+            match opts.interrupt.clone() {
+                None => phase.await,
+                Some(mut stop) => {
+                    tokio::select! {
+                        () = phase => {}
+                        _ = stop.wait_for(|s| *s) => interrupted = true,
+                    }
+                }
+            }
         }
         let _ = phase_tx.send(None);
         if let Some(s) = &scraper {
@@ -654,6 +672,9 @@ pub async fn run_trial(
             }
         }
         scrapes.extend(phase_scrapes);
+        if interrupted {
+            break;
+        }
     }
     drop(phase_tx);
     if let Some(p) = periodic {
@@ -754,6 +775,7 @@ pub async fn run_trial(
         all,
         all_server,
         server_metrics: server_metrics_status(exp, &scrapes),
+        interrupted,
         assertions: verdicts.iter().map(VerdictRow::from).collect(),
     };
     results
@@ -761,6 +783,7 @@ pub async fn run_trial(
         .map_err(TrialError::Results)?;
     manifest.finished_at = Some(report::utc_rfc3339(SystemTime::now()));
     manifest.requests_completed = records.len();
+    manifest.interrupted = interrupted;
     results
         .write_json("manifest.json", &manifest)
         .map_err(TrialError::Results)?;

@@ -119,3 +119,59 @@ fn no_matching_trial_exits_2() {
     assert!(text(&out).contains("no trial matches"));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn ctrl_c_keeps_what_completed_and_exits_130() {
+    let dir = scratch("interrupt");
+    for f in ["trace_replay.toml", "traces/bursty.jsonl"] {
+        let to = dir.join("experiments").join(f);
+        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+        std::fs::copy(repo().join("experiments").join(f), to).unwrap();
+    }
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_inferlab"));
+    cmd.current_dir(&dir)
+        .args([
+            "--fixtures",
+            repo().join("wiremock-fixtures").to_str().unwrap(),
+        ])
+        .args(["run", "trace_replay", "--results", "out"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    for (k, _) in std::env::vars() {
+        if k.starts_with("INFERLAB_") {
+            cmd.env_remove(k);
+        }
+    }
+    let child = cmd.spawn().unwrap();
+    // The trace takes ~8 s to replay; interrupt it part-way.
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let killed = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let out = child.wait_with_output().unwrap();
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(130), "{t}");
+    assert!(t.contains("interrupted"), "{t}");
+    let run = std::fs::read_dir(dir.join("out/trace_replay"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(summary["interrupted"], true);
+    let done = summary["phases"][0]["requests"].as_u64().unwrap();
+    assert!(
+        done > 0 && done < 41,
+        "{done} of 41 requests completed before the interrupt"
+    );
+    let lines = std::fs::read_to_string(run.join("requests.jsonl"))
+        .unwrap()
+        .lines()
+        .count();
+    assert!(lines as u64 >= done, "every completed request is on disk");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -90,6 +90,7 @@ fn run(
             .map_or_else(|_| root().join("results"), PathBuf::from),
         fixtures_root: fixtures.to_path_buf(),
         salt: env("INFERLAB_SALT").and_then(|s| s.parse().ok()),
+        interrupt: None,
     };
     let rt = tokio::runtime::Runtime::new().map_err(|e| format!("runtime: {e}"))?;
     let out = rt

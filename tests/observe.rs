@@ -128,6 +128,7 @@ async fn gpu_command_samples_join_phases_and_replay() {
         results_root: root.join("results"),
         fixtures_root: root.join("fixtures"),
         salt: None,
+        interrupt: None,
     };
     let url = server.url.clone();
     let env = move |k: &str| match k {

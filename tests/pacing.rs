@@ -161,6 +161,7 @@ async fn recorded_bodies(exp: &Experiment, tag: &str) -> (TrialOutcome, Vec<serd
         results_root: root.join("results"),
         fixtures_root: root.join("fixtures"),
         salt: None,
+        interrupt: None,
     };
     let plan = trial::plan(exp, &target, &env, &root.join("fixtures")).unwrap();
     let out = trial::run_trial(exp, &target, plan, &opts).await.unwrap();
@@ -322,6 +323,7 @@ async fn requests_that_cannot_fit_the_servers_context_are_refused_before_sending
         results_root: root.join("results"),
         fixtures_root: root.join("fixtures"),
         salt: None,
+        interrupt: None,
     };
     let plan = trial::plan(&exp, &target, &env, &root.join("fixtures")).unwrap();
     let err = trial::run_trial(&exp, &target, plan, &opts)

@@ -54,6 +54,7 @@ fn opts(root: &Path) -> TrialOptions {
         results_root: root.join("results"),
         fixtures_root: root.join("fixtures"),
         salt: None,
+        interrupt: None,
     }
 }
 

@@ -275,6 +275,7 @@ pub async fn run_live(
         results_root: root.join("results"),
         fixtures_root: root.join("fixtures"),
         salt: None,
+        interrupt: None,
     };
     trial::run_trial(exp, &target, plan, &opts).await.unwrap()
 }
