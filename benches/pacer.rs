@@ -29,6 +29,7 @@ async fn lateness(url: &str, rate: f64, seconds: f64) {
             max_concurrency: Some(256),
             limit: None,
         },
+        warmup_limit: None,
         sessions: Vec::new(),
         requests: (0..n)
             .map(|i| PlannedRequest {

@@ -65,16 +65,16 @@ pub async fn run_phase(
         capture,
     });
     let (tx, mut rx) = mpsc::unbounded_channel();
+    // Warmups one at a time, until they run out or the warmup duration passes (the request
+    // in flight then finishes); all of them before the measured requests start.
+    let warm_deadline = phase.warmup_limit.map(|l| Instant::now() + l);
     let n_warm = warmups.len();
-    spawn_closed_loop(
-        &ctx,
-        warmups.into_iter().cloned().collect(),
-        1,
-        None,
-        tx.clone(),
-    );
-    // Warmups finish before the measured requests start.
-    drain(&mut rx, n_warm, sink).await;
+    for req in warmups {
+        if warm_deadline.is_some_and(|d| Instant::now() >= d) {
+            break;
+        }
+        sink(execute(&ctx, req, Instant::now(), None).await);
+    }
     let measured: Vec<PlannedRequest> = measured.into_iter().cloned().collect();
     let n = measured.len();
     match phase.pacing {

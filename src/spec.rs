@@ -132,6 +132,12 @@ pub struct Phase {
     pub request: RequestShape,
     /// Requests sent one at a time before the measured ones, excluded from statistics.
     pub warmup: u32,
+    /// Warm up for this long instead (at most `warmup` requests when both are given).
+    #[serde(
+        serialize_with = "ser_opt_secs",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub warmup_duration: Option<Duration>,
     /// Per-request prompt lengths drawn from a distribution (instead of one `input_tokens`).
     pub input_lengths: Option<LengthDist>,
     /// Per-request `max_tokens` drawn from a distribution (instead of `output_tokens`).
@@ -669,6 +675,7 @@ struct RawPhase {
     request: Spanned<RawRequest>,
     #[serde(default)]
     warmup: u32,
+    warmup_duration: Option<Spanned<String>>,
     input_lengths: Option<Spanned<RawDist>>,
     output_lengths: Option<Spanned<RawDist>>,
     prompts: Option<Spanned<RawDataset>>,
@@ -1213,6 +1220,20 @@ fn lower(loc: &Locator<'_>, name: &str, raw: RawExperiment) -> Result<Experiment
                 ),
             ));
         }
+        let warmup_duration = match &p.warmup_duration {
+            None => None,
+            Some(d) => match parse_duration(d.get_ref()) {
+                Ok(v) if !v.is_zero() => Some(v),
+                Ok(_) => {
+                    return Err(loc.error(
+                        Some(d.span()),
+                        field("warmup_duration"),
+                        "must be longer than zero",
+                    ));
+                }
+                Err(m) => return Err(loc.error(Some(d.span()), field("warmup_duration"), m)),
+            },
+        };
         let lowered = lower_workload(
             loc,
             &field("workload"),
@@ -1277,6 +1298,7 @@ fn lower(loc: &Locator<'_>, name: &str, raw: RawExperiment) -> Result<Experiment
                 workload,
                 request,
                 warmup: p.warmup,
+                warmup_duration,
                 input_lengths,
                 output_lengths,
                 dataset: dataset.clone(),
@@ -1885,6 +1907,11 @@ expr = "warm.ttft.p50 <= 0.5 * cold.ttft.p50"
         "[slo]",
         "[observe]\ninterval = \"10ms\"\n[slo]",
         "x.toml:23:12: observe.interval: must be at least 50ms"
+    )]
+    #[case::warmup_duration(
+        "name = \"cold\"",
+        "name = \"cold\"\nwarmup_duration = \"5\"",
+        "x.toml:14:19: phase[0].warmup_duration: `5` needs a unit"
     )]
     #[case::unknown_request_field(
         "ignore_eos = true",

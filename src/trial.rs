@@ -460,6 +460,7 @@ pub async fn run_trial(
     })?;
     let mut gpu_source = None;
     let mut recorded_gpu = Vec::new();
+    let mut recorded_indices: Option<Vec<(String, u32)>> = None;
     let (endpoint, salt, fixture_meta, replay) = match plan {
         Plan::Live { endpoint, gpu, .. } => {
             gpu_source = gpu;
@@ -485,6 +486,13 @@ pub async fn run_trial(
                 )));
             }
             recorded_gpu = fixture.gpu.clone();
+            recorded_indices = Some(
+                fixture
+                    .exchanges
+                    .iter()
+                    .map(|e| (e.phase.clone(), e.index))
+                    .collect(),
+            );
             let server = ReplayServer::start(&fixture)
                 .await
                 .map_err(TrialError::Replay)?;
@@ -499,7 +507,21 @@ pub async fn run_trial(
         }
         Plan::Ignored { .. } => unreachable!("handled above"),
     };
-    let schedule = workload::schedule(exp, salt);
+    let mut schedule = workload::schedule(exp, salt);
+    // A warmup bounded by time sent as many requests as the recording's timing allowed: a
+    // replay sends exactly those, so every one has its recorded exchange.
+    if let Some(indices) = &recorded_indices {
+        for phase in &mut schedule.phases {
+            if phase.warmup_limit.take().is_some() {
+                let planned = phase.requests.iter().filter(|r| r.warmup).count() as u32;
+                let sent = indices
+                    .iter()
+                    .filter(|(p, i)| *p == phase.name && *i < planned)
+                    .count() as u32;
+                phase.requests.retain(|r| !r.warmup || r.index < sent);
+            }
+        }
+    }
     let planned: usize = schedule.phases.iter().map(|p| p.requests.len()).sum();
     let max_conc = schedule
         .phases

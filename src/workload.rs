@@ -28,6 +28,12 @@ pub struct PhasePlan {
     pub pacing: Pacing,
     /// Warmup requests first, then the measured ones.
     pub requests: Vec<PlannedRequest>,
+    /// Warm up for this long (the warmup requests are then an upper bound).
+    #[serde(
+        serialize_with = "ser_opt_secs",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub warmup_limit: Option<Duration>,
     /// Conversations (multi-turn and agentic phases); their requests are built as they run,
     /// since each turn carries the server's previous answers.
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -630,7 +636,13 @@ fn plan_phase(seed: u64, salt: u64, p: &Phase) -> PhasePlan {
                 ..PlannedRequest::default()
             });
         };
-    for i in 0..p.warmup {
+    // A duration-bounded warmup without a count may send up to this many.
+    const WARMUP_CAP: u32 = 10_000;
+    let warmups = match (p.warmup_duration, p.warmup) {
+        (Some(_), 0) => WARMUP_CAP,
+        (_, n) => n,
+    };
+    for i in 0..warmups {
         let mut rng = Rng::for_stream(seed, salt, &format!("warmup/{}", p.name), u64::from(i), 0);
         push(true, None, words(&mut rng, WARMUP_TOKENS), &mut requests);
     }
@@ -866,6 +878,7 @@ fn plan_phase(seed: u64, salt: u64, p: &Phase) -> PhasePlan {
         name: p.name.clone(),
         pacing,
         requests,
+        warmup_limit: p.warmup_duration,
         sessions,
     }
 }

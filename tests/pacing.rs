@@ -337,3 +337,21 @@ async fn requests_that_cannot_fit_the_servers_context_are_refused_before_sending
     let exp = spec::parse("t.toml", "t", &src(40)).unwrap();
     assert!(common::run_live(&exp, &server.url, "ctx").await.passed());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timed_warmup_records_and_replays() {
+    let exp = experiment(
+        "[[phase]]\nname = \"p\"\nwarmup_duration = \"80ms\"\nworkload = { kind = \"single\", requests = 2, input_tokens = 4 }\nrequest = { api = \"completions\", output_tokens = 5 }",
+        "",
+    );
+    // `recorded_bodies` records, then replays and checks that every request matched.
+    let (out, bodies) = recorded_bodies(&exp, "warmup").await;
+    let s = out.summary.phase("p").unwrap();
+    assert!(
+        (1..=6).contains(&s.warmup_requests),
+        "{} warmups in 80 ms",
+        s.warmup_requests
+    );
+    assert_eq!(s.requests, 2);
+    assert_eq!(bodies.len() as u64, s.warmup_requests + 2);
+}

@@ -238,6 +238,7 @@ pub fn schedule(prompts: &[&str], concurrency: u32) -> Schedule {
                 concurrency,
                 limit: None,
             },
+            warmup_limit: None,
             sessions: Vec::new(),
             requests: prompts
                 .iter()
