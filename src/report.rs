@@ -373,6 +373,26 @@ pub struct SnapshotPhase {
     pub usage_missing: u64,
     /// Canonical server series the engine reported over the phase (names only: values vary).
     pub server_series: Vec<String>,
+    /// The deterministic part of the fidelity block (achieved rates and KS vary with load).
+    pub fidelity: SnapshotFidelity,
+}
+
+/// Fidelity figures that depend only on the schedule and the server's token accounting,
+/// rounded to 3 decimals.
+#[derive(Debug, Clone, Serialize)]
+pub struct SnapshotFidelity {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub declared_rate: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scheduled_rate: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub output_length_ratio: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub input_length_ratio: Option<f64>,
+}
+
+fn round3(x: Option<f64>) -> Option<f64> {
+    x.map(|v| (v * 1000.0).round() / 1000.0)
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -417,6 +437,19 @@ pub fn snapshot_view(
                         .server(&p.name)
                         .map(server_series)
                         .unwrap_or_default(),
+                    fidelity: {
+                        let f = summary
+                            .phases
+                            .iter()
+                            .find(|n| n.name == p.name)
+                            .map(|n| n.fidelity);
+                        SnapshotFidelity {
+                            declared_rate: f.and_then(|f| f.declared_rate),
+                            scheduled_rate: round3(f.and_then(|f| f.scheduled_rate)),
+                            output_length_ratio: round3(f.and_then(|f| f.output_length_ratio)),
+                            input_length_ratio: round3(f.and_then(|f| f.input_length_ratio)),
+                        }
+                    },
                 })
             })
             .collect(),
