@@ -537,6 +537,7 @@ mod tests {
             session: None,
             turn: None,
             output_text: None,
+            send_attempts: 1,
             declared_input_tokens: None,
             max_tokens: None,
         }

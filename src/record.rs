@@ -139,6 +139,8 @@ pub struct RequestRecord {
     pub turn: Option<u32>,
     /// The answer's text, kept only for session requests (it feeds the next turn).
     pub output_text: Option<String>,
+    /// Sends needed (more than one when a pooled connection had been closed by the server).
+    pub send_attempts: u32,
     /// The prompt length the workload declared (`None` for conversations).
     pub declared_input_tokens: Option<u32>,
     /// The `max_tokens` the request asked for.
@@ -178,6 +180,7 @@ impl RequestRecord {
             session: None,
             turn: None,
             output_text: None,
+            send_attempts: 0,
             declared_input_tokens: None,
             max_tokens: None,
         }

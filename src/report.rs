@@ -87,6 +87,7 @@ pub struct RequestRow<'a> {
     pub output_chunks: usize,
     pub output_chars: u64,
     pub events: u32,
+    pub send_attempts: u32,
     /// Each output chunk's arrival, ms after the send.
     pub chunk_offsets_ms: Vec<f64>,
     pub chunk_tokens: Vec<Option<u32>>,
@@ -127,6 +128,7 @@ impl<'a> RequestRow<'a> {
             output_chunks: r.chunks.len(),
             output_chars: r.output_chars,
             events: r.events,
+            send_attempts: r.send_attempts,
             chunk_offsets_ms: r
                 .chunks
                 .iter()

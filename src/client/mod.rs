@@ -98,7 +98,9 @@ pub fn http_client(timeouts: &Timeouts, pool: usize) -> reqwest::Result<reqwest:
         .tcp_nodelay(true)
         .connect_timeout(timeouts.connect)
         .pool_max_idle_per_host(pool.max(1))
-        .pool_idle_timeout(Duration::from_secs(90))
+        // Servers commonly drop idle keep-alive connections after 5 s (uvicorn, cpp-httplib):
+        // never reuse one that old, so a send does not race the server's close.
+        .pool_idle_timeout(Duration::from_secs(4))
         .build()
 }
 
@@ -203,6 +205,9 @@ impl From<&WireUsage> for Usage {
         }
     }
 }
+
+/// Tries per request when a pooled connection turns out to be closed before the send.
+const SEND_ATTEMPTS: u32 = 3;
 
 /// Longest error text kept from a server.
 const MAX_DETAIL: usize = 300;
@@ -453,9 +458,9 @@ pub async fn execute(
     let mut status = None;
 
     // A pooled connection that the server closed while idle (many servers close after a fixed
-    // number of requests per connection) fails before the request was read. Sending again on
-    // a fresh connection is safe then; it happens at most once and the send instant is the
-    // second attempt's.
+    // number of requests per connection) fails before the request was read. Sending again is
+    // safe then; several pooled connections can be stale at once under concurrency, so up to
+    // `SEND_ATTEMPTS` tries, each with its own send instant. The record counts the attempts.
     let mut sent;
     let mut deadlines;
     let mut attempts = 0;
@@ -490,7 +495,7 @@ pub async fn execute(
             }
             Ok(Err(e)) => {
                 let chain = error_chain(&e);
-                if attempts == 1
+                if attempts < SEND_ATTEMPTS
                     && !e.is_connect()
                     && chain.contains("connection closed before message completed")
                 {
@@ -677,6 +682,7 @@ pub async fn execute(
         session: req.session,
         turn: req.turn,
         output_text: state.text,
+        send_attempts: attempts,
         declared_input_tokens: (req.messages.is_none() && req.input_tokens > 0)
             .then_some(req.input_tokens),
         max_tokens: Some(req.max_tokens),
