@@ -207,7 +207,7 @@ impl From<&WireUsage> for Usage {
 }
 
 /// Tries per request when a pooled connection turns out to be closed before the send.
-const SEND_ATTEMPTS: u32 = 3;
+const SEND_ATTEMPTS: u32 = 5;
 
 /// Longest error text kept from a server.
 const MAX_DETAIL: usize = 300;
@@ -460,7 +460,9 @@ pub async fn execute(
     // A pooled connection that the server closed while idle (many servers close after a fixed
     // number of requests per connection) fails before the request was read. Sending again is
     // safe then; several pooled connections can be stale at once under concurrency, so up to
-    // `SEND_ATTEMPTS` tries, each with its own send instant. The record counts the attempts.
+    // `SEND_ATTEMPTS` tries, each with its own send instant. The record counts the attempts
+    // (llama-server b11434 closes a connection after a few streamed responses without saying
+    // so: about one request in ten needs a second try there).
     let mut sent;
     let mut deadlines;
     let mut attempts = 0;
