@@ -14,8 +14,10 @@ use crate::record::{
 use crate::spec::{Api, Timeouts};
 use crate::workload::PlannedRequest;
 use serde::Deserialize;
+use serde::de::IgnoredAny;
 use serde_json::{Value, json};
 use sse::{SseDecoder, SseEvent};
+use std::borrow::Cow;
 use std::fmt;
 use std::time::Duration;
 use tokio::time::{Instant, timeout_at};
@@ -154,29 +156,38 @@ pub struct Capture {
 }
 
 #[derive(Deserialize)]
-struct StreamChunk {
-    #[serde(default)]
-    choices: Vec<Choice>,
+// Per-chunk hot path: text borrows from the record when it has no escapes, and fields whose
+// value does not matter (only whether they are there) are skipped without building them.
+struct StreamChunk<'a> {
+    #[serde(default, borrow)]
+    choices: Vec<Choice<'a>>,
     usage: Option<WireUsage>,
     error: Option<Value>,
-    object: Option<String>,
-    message: Option<String>,
+    #[serde(borrow)]
+    object: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    message: Option<Cow<'a, str>>,
     timings: Option<ServerTimings>,
 }
 
 #[derive(Deserialize)]
-struct Choice {
-    text: Option<String>,
-    delta: Option<Delta>,
-    finish_reason: Option<String>,
+struct Choice<'a> {
+    #[serde(borrow)]
+    text: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    delta: Option<Delta<'a>>,
+    finish_reason: Option<IgnoredAny>,
 }
 
 #[derive(Deserialize)]
-struct Delta {
-    content: Option<String>,
-    reasoning: Option<String>,
-    reasoning_content: Option<String>,
-    tool_calls: Option<Value>,
+struct Delta<'a> {
+    #[serde(borrow)]
+    content: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    reasoning: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    reasoning_content: Option<Cow<'a, str>>,
+    tool_calls: Option<IgnoredAny>,
 }
 
 #[derive(Deserialize)]
@@ -321,35 +332,30 @@ impl StreamState {
             if c.finish_reason.is_some() {
                 self.finished = true;
             }
-            let mut add = |s: &Option<String>| {
-                if let Some(s) = s
-                    && !s.is_empty()
-                {
-                    has_output = true;
-                    chars += s.chars().count() as u64;
-                }
-            };
-            add(&c.text);
-            if let Some(d) = &c.delta {
-                add(&d.content);
+            let delta = c.delta.as_ref();
+            // The answer's text: completion text or chat content (kept for sessions).
+            let answer = [c.text.as_deref(), delta.and_then(|d| d.content.as_deref())];
+            let thinking = [
+                delta.and_then(|d| d.reasoning.as_deref()),
+                delta.and_then(|d| d.reasoning_content.as_deref()),
+            ];
+            for s in answer
+                .iter()
+                .chain(&thinking)
+                .flatten()
+                .filter(|s| !s.is_empty())
+            {
+                has_output = true;
+                chars += s.chars().count() as u64;
             }
             if let Some(t) = self.text.as_mut() {
-                for piece in [
-                    c.text.as_deref(),
-                    c.delta.as_ref().and_then(|d| d.content.as_deref()),
-                ]
-                .into_iter()
-                .flatten()
-                {
-                    t.push_str(piece);
+                for s in answer.iter().flatten() {
+                    t.push_str(s);
                 }
             }
-            if let Some(d) = &c.delta {
-                add(&d.reasoning);
-                add(&d.reasoning_content);
-                if d.tool_calls.as_ref().is_some_and(|t| !t.is_null()) {
-                    has_output = true;
-                }
+            // `null` deserialises to `None`: only a present value counts.
+            if delta.is_some_and(|d| d.tool_calls.is_some()) {
+                has_output = true;
             }
         }
         if let Some(t) = chunk.timings {
@@ -769,6 +775,34 @@ mod tests {
         assert_eq!(s.usage.unwrap().cached_tokens, Some(3));
         assert_eq!(s.token_counting(), TokenCounting::OnePerChunk);
         assert_eq!(s.chunks[1].tokens, Some(1));
+    }
+
+    #[test]
+    fn tool_calls_and_escaped_text_count_as_output() {
+        let mut s = state();
+        s.text = Some(String::new());
+        feed(
+            &mut s,
+            r#"{"choices":[{"delta":{"content":null,"tool_calls":null}}]}"#,
+            1,
+        );
+        assert!(s.chunks.is_empty(), "a null tool_calls is not output");
+        feed(
+            &mut s,
+            r#"{"choices":[{"delta":{"tool_calls":[{"index":0,"function":{"name":"f"}}]}}]}"#,
+            2,
+        );
+        assert_eq!(s.chunks.len(), 1);
+        // Escapes force an owned string; the count is of the decoded characters.
+        feed(
+            &mut s,
+            r#"{"choices":[{"delta":{"content":"a\"b\n\u00e9"}}]}"#,
+            3,
+        );
+        assert!(s.failure.is_none(), "{:?}", s.failure);
+        assert_eq!(s.chunks.len(), 2);
+        assert_eq!(s.output_chars, 5);
+        assert_eq!(s.text.as_deref(), Some("a\"b\né"));
     }
 
     #[test]
