@@ -143,8 +143,20 @@ fn ctrl_c_keeps_what_completed_and_exits_130() {
         }
     }
     let child = cmd.spawn().unwrap();
-    // The trace takes ~8 s to replay; interrupt it part-way.
-    std::thread::sleep(std::time::Duration::from_secs(3));
+    // The trace takes ~8 s to replay; interrupt it once a few requests are on disk (polled, so
+    // a slow start on a loaded machine does not matter).
+    let started = std::time::Instant::now();
+    loop {
+        let written = std::fs::read_dir(dir.join("out/trace_replay"))
+            .ok()
+            .and_then(|mut d| d.next())
+            .and_then(|e| std::fs::read_to_string(e.ok()?.path().join("requests.jsonl")).ok())
+            .map_or(0, |t| t.lines().count());
+        if written >= 4 || started.elapsed() > std::time::Duration::from_secs(30) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
     let killed = Command::new("kill")
         .args(["-INT", &child.id().to_string()])
         .status()

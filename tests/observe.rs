@@ -8,6 +8,11 @@ use inferlab::trial::{self, TrialOptions, TrialOutcome};
 use std::path::PathBuf;
 
 fn experiment(extra_assert: &str) -> Experiment {
+    experiment_of(6, extra_assert)
+}
+
+/// `requests` requests two at a time (~30 ms each against the scripted server).
+fn experiment_of(requests: u32, extra_assert: &str) -> Experiment {
     let src = format!(
         r#"schema_version = 1
 description = "observe"
@@ -20,7 +25,7 @@ name = "m"
 interval = "50ms"
 [[phase]]
 name = "load"
-workload = {{ kind = "concurrent", concurrency = 2, requests = 6, input_tokens = 8 }}
+workload = {{ kind = "concurrent", concurrency = 2, requests = {requests}, input_tokens = 8 }}
 request = {{ api = "completions", output_tokens = 5 }}
 [[assert]]
 expr = "all.error_rate == 0"
@@ -120,7 +125,9 @@ const FAKE_SMI: &str = r#"i=0; while true; do i=$((i+1)); for g in 0 1; do echo 
 async fn gpu_command_samples_join_phases_and_replay() {
     let server = common::start().await;
     *server.metrics.lock().unwrap() = vec![vllm(10.0, 5.0, 1.0)];
-    let exp = experiment("load.gpu.util.mean > 0.5");
+    // ~300 ms of load: long enough for the sampler's shell to start and print on a loaded
+    // machine (it prints every 20 ms).
+    let exp = experiment_of(20, "load.gpu.util.mean > 0.5");
     let root: PathBuf = std::env::temp_dir().join(format!("inferlab-gpu-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&root);
     let target = exp.target("box").unwrap().clone();
@@ -176,7 +183,7 @@ async fn gpu_command_samples_join_phases_and_replay() {
     };
     let plan = trial::plan(&exp, &target, &env, &root.join("fixtures")).unwrap();
     let out = trial::run_trial(&exp, &target, plan, &opts).await.unwrap();
-    assert_eq!(out.summary.phase("load").unwrap().succeeded, 6);
+    assert_eq!(out.summary.phase("load").unwrap().succeeded, 20);
     assert!(!out.verdicts[1].passed);
     let lines = std::fs::read_to_string(out.dir.join("server_metrics.jsonl")).unwrap();
     assert!(lines.contains("GPU command ended"), "{lines}");
