@@ -252,23 +252,14 @@ fn main() {
             return;
         }
         overhead(&fixture, 20_000).await;
-        measure("one at a time (c1 phase)", &fixture, &c1, 1, None).await;
-        measure(
-            "c1, scraping every 50 ms",
-            &fixture,
-            &c1,
-            1,
-            Some(Duration::from_millis(50)),
-        )
-        .await;
-        measure("eight at a time (c8 phase)", &fixture, &c8, 8, None).await;
-        measure(
-            "c8, scraping every 50 ms",
-            &fixture,
-            &c8,
-            8,
-            Some(Duration::from_millis(50)),
-        )
-        .await;
+        let scrape = Some(Duration::from_millis(50));
+        for (label, exchanges, concurrency, scrape) in [
+            ("one at a time (c1 phase)", &c1, 1, None),
+            ("c1, scraping every 50 ms", &c1, 1, scrape),
+            ("eight at a time (c8 phase)", &c8, 8, None),
+            ("c8, scraping every 50 ms", &c8, 8, scrape),
+        ] {
+            measure(label, &fixture, exchanges, concurrency, scrape).await;
+        }
     });
 }

@@ -415,7 +415,7 @@ pub fn summarize<'a>(
         });
         if let Some(f) = &r.failure {
             s.failed += 1;
-            *s.errors.entry(error_key(f.kind)).or_default() += 1;
+            *s.errors.entry(f.kind.to_string()).or_default() += 1;
             continue;
         }
         s.succeeded += 1;
@@ -486,10 +486,6 @@ pub fn summarize<'a>(
     s.token_itl = samples["token_itl"].stats();
     let hists = samples.into_iter().map(|(k, v)| (k, v.hist)).collect();
     (s, hists)
-}
-
-fn error_key(kind: ErrorKind) -> String {
-    kind.to_string()
 }
 
 #[cfg(test)]

@@ -168,12 +168,17 @@ fn dispatch_open(
         let permit = match &slots {
             None => None,
             Some(s) => {
-                let acquire = s.clone().acquire_owned();
-                match (s.clone().try_acquire_owned(), deadline) {
-                    (Ok(p), _) => Some(p),
-                    (Err(_), Some(d)) => rt
-                        .block_on(async { timeout_at(d, acquire).await.ok().and_then(Result::ok) }),
-                    (Err(_), None) => rt.block_on(acquire).ok(),
+                // A free slot is taken without a trip through the runtime; otherwise wait for
+                // one, at most until the limit.
+                match s.clone().try_acquire_owned() {
+                    Ok(p) => Some(p),
+                    Err(_) => rt.block_on(async {
+                        let acquire = s.clone().acquire_owned();
+                        match deadline {
+                            Some(d) => timeout_at(d, acquire).await.ok().and_then(Result::ok),
+                            None => acquire.await.ok(),
+                        }
+                    }),
                 }
             }
         };
