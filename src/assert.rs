@@ -463,6 +463,7 @@ impl Assertion {
                 operands,
                 reason: Some(format!("no data for {}", missing.join(", "))),
                 cmp: self.cmp,
+                noise_floor: None,
             };
         }
         let l = eval(&self.lhs, lookup);
@@ -479,6 +480,7 @@ impl Assertion {
             operands,
             reason,
             cmp: self.cmp,
+            noise_floor: None,
         }
     }
 }
@@ -569,6 +571,9 @@ pub struct Verdict {
     pub operands: Vec<Operand>,
     pub reason: Option<String>,
     pub cmp: Cmp,
+    /// The client's own timing error (seconds, TTFT error p99 from a calibration), when the
+    /// experiment measured it.
+    pub noise_floor: Option<f64>,
 }
 
 /// Formats a value for people: durations in ms, other numbers with four significant digits.
@@ -584,6 +589,18 @@ pub fn format_value(value: f64, dim: Dim) -> String {
                 s.to_string()
             }
         }
+    }
+}
+
+impl Verdict {
+    /// Whether the two sides of a time comparison differ by no more than the client's own
+    /// error: `None` without a calibration or for plain numbers.
+    pub fn within_noise_floor(&self) -> Option<bool> {
+        let floor = self.noise_floor?;
+        if self.dim != Dim::Time {
+            return None;
+        }
+        Some((self.lhs? - self.rhs?).abs() <= floor)
     }
 }
 
@@ -620,6 +637,14 @@ impl fmt::Display for Verdict {
         }
         if let Some(reason) = &self.reason {
             write!(f, "\n         {reason}")?;
+        }
+        if self.within_noise_floor() == Some(true) {
+            write!(
+                f,
+                "\n         note: the sides differ by no more than this machine's client error \
+                 (TTFT error p99 {}, from calibration): not a measured difference",
+                format_value(self.noise_floor.unwrap_or_default(), Dim::Time)
+            )?;
         }
         Ok(())
     }
@@ -753,5 +778,19 @@ mod tests {
         let v = a.evaluate(&lookup);
         assert!(!v.passed);
         assert_eq!(v.reason.as_deref(), Some("no data for c1.ttft.p50"));
+    }
+
+    #[test]
+    fn a_difference_inside_the_noise_floor_is_flagged() {
+        // warm 20 ms, cold 400 ms: 0.06 × cold = 24 ms, 4 ms from warm.
+        let a = Assertion::parse("warm.ttft.p50 <= 0.06 * cold.ttft.p50").unwrap();
+        let mut v = a.evaluate(&lookup);
+        assert_eq!(v.within_noise_floor(), None);
+        v.noise_floor = Some(0.005);
+        assert_eq!(v.within_noise_floor(), Some(true));
+        assert!(v.to_string().contains("not a measured difference"), "{v}");
+        v.noise_floor = Some(0.003);
+        assert_eq!(v.within_noise_floor(), Some(false));
+        assert!(!v.to_string().contains("not a measured difference"), "{v}");
     }
 }

@@ -7,6 +7,7 @@
 //! together for the CLI and the generated tests, so both do exactly the same thing.
 
 pub mod assert;
+pub mod calibrate;
 pub mod client;
 pub mod engine;
 pub mod fidelity;
@@ -18,4 +19,5 @@ pub mod report;
 pub mod run;
 pub mod spec;
 pub mod trial;
+pub mod truth;
 pub mod workload;

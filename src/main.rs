@@ -4,9 +4,11 @@
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use inferlab::report;
+use inferlab::calibrate::{self, CalibrateOptions};
 use inferlab::spec::{self, Experiment};
 use inferlab::trial::{self, Plan, TrialOptions};
+use inferlab::truth::{TruthConfig, TruthServer};
+use inferlab::{report, run};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -53,6 +55,60 @@ enum Command {
         #[arg(long, default_value = "results", env = "INFERLAB_RESULTS_DIR")]
         results: PathBuf,
     },
+    /// Serve ground-truth streams: one token per chunk at exact deadlines, every write
+    /// recorded (GET /truth/records).
+    TruthServer {
+        /// Address to bind.
+        #[arg(long, default_value = "127.0.0.1:8089")]
+        bind: std::net::SocketAddr,
+        /// Time to first token, in milliseconds (per request: header x-truth-ttft-us).
+        #[arg(long, default_value_t = 20.0)]
+        ttft_ms: f64,
+        /// Inter-token latency, in milliseconds (per request: header x-truth-itl-us).
+        #[arg(long, default_value_t = 10.0)]
+        itl_ms: f64,
+        /// Tokens when a request has no max_tokens.
+        #[arg(long, default_value_t = 64)]
+        tokens: u32,
+        /// Server threads (1: a single-threaded runtime).
+        #[arg(long, default_value_t = 1)]
+        workers: usize,
+    },
+    /// Measure this machine's client against the built-in truth server: TTFT and ITL errors,
+    /// achieved request rate, connections, client CPU, and the chunk-rate ceiling.
+    Calibrate {
+        /// Concurrent streams, one level each.
+        #[arg(long, value_delimiter = ',', default_value = "1,64,256,512")]
+        concurrency: Vec<u32>,
+        /// Requests per stream at each level (the first, connection-opening wave excluded
+        /// from the statistics).
+        #[arg(long, default_value_t = 5)]
+        rounds: u32,
+        #[arg(long, default_value_t = 20.0)]
+        ttft_ms: f64,
+        #[arg(long, default_value_t = 10.0)]
+        itl_ms: f64,
+        #[arg(long, default_value_t = 64)]
+        tokens: u32,
+        /// ITLs (ms) tried at --ceiling-concurrency to find the highest faithful chunk rate;
+        /// empty to skip.
+        #[arg(long, value_delimiter = ',', default_value = "8,4,2,1")]
+        ceiling_itl_ms: Vec<f64>,
+        #[arg(long, default_value_t = 512)]
+        ceiling_concurrency: u32,
+        /// Skip the ceiling search.
+        #[arg(long)]
+        no_ceiling: bool,
+        /// Client runtime worker threads (0: INFERLAB_CLIENT_WORKERS, else 1).
+        #[arg(long, default_value_t = 0)]
+        client_workers: usize,
+        /// Truth server threads.
+        #[arg(long, default_value_t = 1)]
+        server_workers: usize,
+        /// Where calibration.json goes.
+        #[arg(long, default_value = "results", env = "INFERLAB_RESULTS_DIR")]
+        results: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -75,10 +131,90 @@ fn dispatch(cli: &Cli) -> anyhow::Result<ExitCode> {
             target,
             results,
         } => {
-            let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+            let rt = run::client_runtime(None).context("starting the async runtime")?;
             rt.block_on(run(cli, filters, target.as_deref(), results))
         }
+        Command::TruthServer {
+            bind,
+            ttft_ms,
+            itl_ms,
+            tokens,
+            workers,
+        } => {
+            let cfg = TruthConfig {
+                ttft: millis(*ttft_ms, "--ttft-ms")?,
+                itl: millis(*itl_ms, "--itl-ms")?,
+                tokens: *tokens,
+                workers: *workers,
+                record: true,
+            };
+            let server =
+                TruthServer::start(cfg, *bind).with_context(|| format!("binding {bind}"))?;
+            println!("truth server on {} (Ctrl-C to stop)", server.url());
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(tokio::signal::ctrl_c())?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Calibrate {
+            concurrency,
+            rounds,
+            ttft_ms,
+            itl_ms,
+            tokens,
+            ceiling_itl_ms,
+            ceiling_concurrency,
+            no_ceiling,
+            client_workers,
+            server_workers,
+            results,
+        } => {
+            let opts = CalibrateOptions {
+                concurrency: concurrency.clone(),
+                rounds: *rounds,
+                ttft: millis(*ttft_ms, "--ttft-ms")?,
+                itl: millis(*itl_ms, "--itl-ms")?,
+                tokens: *tokens,
+                ceiling_itls: ceiling_itl_ms
+                    .iter()
+                    .filter(|_| !*no_ceiling)
+                    .map(|&m| millis(m, "--ceiling-itl-ms"))
+                    .collect::<anyhow::Result<_>>()?,
+                ceiling_concurrency: *ceiling_concurrency,
+                server_workers: *server_workers,
+            };
+            let rt = run::client_runtime(Some(*client_workers))?;
+            rt.block_on(calibrate_cmd(&opts, results))
+        }
     }
+}
+
+fn millis(ms: f64, flag: &str) -> anyhow::Result<std::time::Duration> {
+    std::time::Duration::try_from_secs_f64(ms / 1e3)
+        .map_err(|_| anyhow::anyhow!("{flag}: {ms} is not a duration in milliseconds"))
+}
+
+async fn calibrate_cmd(opts: &CalibrateOptions, results: &Path) -> anyhow::Result<ExitCode> {
+    println!(
+        "calibrating against the built-in truth server: ttft {:?}, itl {:?}, {} tokens",
+        opts.ttft, opts.itl, opts.tokens
+    );
+    let cal = calibrate::calibrate(opts, |l| {
+        eprintln!(
+            "  C={} itl={:.3} ms: ttft error median {:.3} ms",
+            l.concurrency, l.itl_ms, l.ttft_error_median_ms
+        )
+    })
+    .await
+    .context("starting the truth server")?;
+    print!("{}", calibrate::table(&cal));
+    std::fs::create_dir_all(results).with_context(|| format!("creating {}", results.display()))?;
+    let path = results.join("calibration.json");
+    std::fs::write(&path, serde_json::to_string_pretty(&cal)?)
+        .with_context(|| format!("writing {}", path.display()))?;
+    println!("written: {}", path.display());
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Loads every experiment; prints each error; `None` when any file is bad.

@@ -331,7 +331,8 @@ struct ReplayState {
 pub struct ReplayServer {
     addr: SocketAddr,
     state: Arc<ReplayState>,
-    task: tokio::task::JoinHandle<()>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl ReplayServer {
@@ -357,16 +358,39 @@ impl ReplayServer {
             .route("/metrics", get(metrics))
             .route("/health", get(|| async { "{\"status\":\"ok\"}" }))
             .with_state(state.clone());
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
-        let addr = listener.local_addr()?;
-        let listener = listener.tap_io(|tcp| {
-            // Nagle would hold the first small SSE write back by ~40 ms.
-            let _ = tcp.set_nodelay(true);
-        });
-        let task = tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
-        Ok(Self { addr, state, task })
+        let std_listener = std::net::TcpListener::bind(("127.0.0.1", 0))?;
+        std_listener.set_nonblocking(true)?;
+        let addr = std_listener.local_addr()?;
+        // Its own thread and runtime: replayed gaps do not wait for the client's tasks, and the
+        // client's runtime can have a single worker.
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let thread = std::thread::Builder::new()
+            .name("replay-server".into())
+            .spawn(move || {
+                rt.block_on(async move {
+                    let Ok(listener) = tokio::net::TcpListener::from_std(std_listener) else {
+                        return;
+                    };
+                    let listener = listener.tap_io(|tcp| {
+                        // Nagle would hold the first small SSE write back by ~40 ms.
+                        let _ = tcp.set_nodelay(true);
+                    });
+                    tokio::select! {
+                        _ = axum::serve(listener, app) => {}
+                        _ = stopped => {}
+                    }
+                });
+                // Dropping the runtime here ends every connection still open.
+            })?;
+        Ok(Self {
+            addr,
+            state,
+            stop: Some(stop),
+            thread: Some(thread),
+        })
     }
 
     pub fn base_url(&self) -> String {
@@ -385,7 +409,12 @@ impl ReplayServer {
 
 impl Drop for ReplayServer {
     fn drop(&mut self) {
-        self.task.abort();
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
     }
 }
 

@@ -281,6 +281,9 @@ pub struct VerdictRow {
     pub unit: &'static str,
     pub operands: BTreeMap<String, Option<f64>>,
     pub reason: Option<String>,
+    /// With a calibration: the sides differ by no more than the client's own error.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub within_noise_floor: Option<bool>,
 }
 
 impl From<&Verdict> for VerdictRow {
@@ -300,6 +303,7 @@ impl From<&Verdict> for VerdictRow {
                 .map(|o| (o.path.clone(), o.value.map(|x| x.value)))
                 .collect(),
             reason: v.reason.clone(),
+            within_noise_floor: v.within_noise_floor(),
         }
     }
 }

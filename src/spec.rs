@@ -69,6 +69,9 @@ pub struct Experiment {
     pub assertions: Vec<Assertion>,
     pub snapshot: SnapshotOptions,
     pub observe: Observe,
+    /// Measure the client against the truth server before the run (short; recorded in the
+    /// manifest) and flag assertion differences inside that noise floor.
+    pub calibrate: bool,
 }
 
 /// Server-side observation settings.
@@ -600,6 +603,8 @@ struct RawExperiment {
     snapshot: RawSnapshot,
     #[serde(default)]
     observe: RawObserve,
+    #[serde(default)]
+    calibrate: bool,
 }
 
 #[derive(Deserialize, Default)]
@@ -1365,6 +1370,7 @@ fn lower(loc: &Locator<'_>, name: &str, raw: RawExperiment) -> Result<Experiment
             cached_tokens: raw.snapshot.cached_tokens,
         },
         observe,
+        calibrate: raw.calibrate,
     })
 }
 

@@ -221,6 +221,8 @@ struct Manifest<'a> {
     salt: u64,
     server_version: Option<&'a str>,
     server_config: Option<&'a serde_json::Value>,
+    /// The client measured against the truth server just before the run (`calibrate = true`).
+    calibration: Option<&'a crate::calibrate::Level>,
     fixture: Option<&'a FixtureMeta>,
     gpu_telemetry: Option<String>,
     git_revision: Option<String>,
@@ -542,6 +544,28 @@ pub async fn run_trial(
             server_context(&http, &endpoint, server_config.as_ref()).await,
         )?;
     }
+    // A short calibration at the run's largest concurrency: the client's error on this machine,
+    // now, recorded with the results.
+    let calibration = if exp.calibrate {
+        Some(
+            crate::calibrate::measure(
+                max_conc as u32,
+                3,
+                Duration::from_millis(20),
+                Duration::from_millis(5),
+                16,
+                1,
+            )
+            .await
+            .map_err(|e| TrialError::Client(format!("calibration: {e}")))?,
+        )
+    } else {
+        None
+    };
+    let noise_floor = calibration
+        .as_ref()
+        .map(|c| c.ttft_error_p99_ms / 1e3)
+        .filter(|f| f.is_finite());
     let prompt_lengths = match &fixture_meta {
         Some(m) => m
             .prompt_lengths
@@ -565,6 +589,7 @@ pub async fn run_trial(
         salt,
         server_version: server_version.as_deref(),
         server_config: server_config.as_ref(),
+        calibration: calibration.as_ref(),
         fixture: fixture_meta.as_ref(),
         gpu_telemetry: gpu_source.as_ref().map(GpuSource::describe),
         git_revision: git,
@@ -785,7 +810,10 @@ pub async fn run_trial(
     let verdicts: Vec<Verdict> = exp
         .assertions
         .iter()
-        .map(|a| a.evaluate(&|p| lookup_in(&phases, p)))
+        .map(|a| Verdict {
+            noise_floor,
+            ..a.evaluate(&|p| lookup_in(&phases, p))
+        })
         .collect();
     let summary = RunSummary {
         schema_version: report::RESULTS_SCHEMA_VERSION,

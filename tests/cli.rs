@@ -187,3 +187,45 @@ fn ctrl_c_keeps_what_completed_and_exits_130() {
     assert!(lines as u64 >= done, "every completed request is on disk");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn calibrate_prints_the_table_and_writes_calibration_json() {
+    let dir = scratch("calibrate");
+    let o = inferlab(
+        &dir,
+        &[
+            "calibrate",
+            "--concurrency",
+            "1,4",
+            "--rounds",
+            "3",
+            "--ttft-ms",
+            "2",
+            "--itl-ms",
+            "1",
+            "--tokens",
+            "6",
+            "--ceiling-itl-ms",
+            "1",
+            "--ceiling-concurrency",
+            "4",
+            "--results",
+            "out",
+        ],
+    );
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    assert!(t.contains("ttft-e50") && t.contains("ceiling"), "{t}");
+    let cal: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("out/calibration.json")).unwrap())
+            .unwrap();
+    let levels = cal["levels"].as_array().unwrap();
+    assert_eq!(levels.len(), 2);
+    assert_eq!(levels[1]["concurrency"], 4);
+    assert_eq!(levels[1]["failed"], 0);
+    assert_eq!(cal["ceiling_grid"].as_array().unwrap().len(), 1);
+
+    let o = inferlab(&dir, &["calibrate", "--itl-ms=-3"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("--itl-ms"), "{}", text(&o));
+}

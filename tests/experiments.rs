@@ -92,7 +92,7 @@ fn run(
         salt: env("INFERLAB_SALT").and_then(|s| s.parse().ok()),
         interrupt: None,
     };
-    let rt = tokio::runtime::Runtime::new().map_err(|e| format!("runtime: {e}"))?;
+    let rt = inferlab::run::client_runtime(None).map_err(|e| format!("runtime: {e}"))?;
     let out = rt
         .block_on(trial::run_trial(exp, target, plan, &opts))
         .map_err(|e| e.to_string())?;

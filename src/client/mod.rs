@@ -469,12 +469,21 @@ pub async fn execute(
     // `SEND_ATTEMPTS` tries, each with its own send instant. The record counts the attempts
     // (llama-server b11434 closes a connection after a few streamed responses without saying
     // so: about one request in ten needs a second try there).
+    // Sent with every request so a server's own logs (and the truth server) can be matched to
+    // the records.
+    let request_id: String = format!("{phase}/{}", req.index)
+        .chars()
+        .map(|c| if c.is_control() { '_' } else { c })
+        .collect();
     let mut sent;
     let mut deadlines;
     let mut attempts = 0;
     let response = loop {
         attempts += 1;
-        let mut builder = client.post(&url).json(body);
+        let mut builder = client
+            .post(&url)
+            .header(crate::truth::REQUEST_ID_HEADER, &request_id)
+            .json(body);
         if let Some(key) = &ep.api_key {
             builder = builder.bearer_auth(key.expose());
         }
