@@ -96,8 +96,8 @@ async fn measure(
     // Optionally a scraper hitting the replay server's recorded /metrics alongside, on its own
     // task and connection, as trials do.
     let scraper = scrape_every.map(|every| {
-        let s = Scraper::new(&server.base_url(), None, TargetKind::Llamacpp, true, false)
-            .expect("scraper");
+        let s =
+            Scraper::new(&server.base_url(), None, TargetKind::Llamacpp, false).expect("scraper");
         tokio::spawn(async move {
             let start = Instant::now();
             let mut n = 0u32;

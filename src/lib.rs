@@ -17,6 +17,7 @@ pub mod record;
 pub mod replay;
 pub mod report;
 pub mod run;
+pub mod runpod;
 pub mod spec;
 pub mod trial;
 pub mod truth;

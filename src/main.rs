@@ -9,7 +9,10 @@ use inferlab::spec::{self, Experiment};
 use inferlab::trial::{self, Plan, TrialOptions};
 use inferlab::truth::{TruthConfig, TruthServer};
 use inferlab::{report, run};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+
+mod deployed;
 use std::process::ExitCode;
 
 #[derive(Parser)]
@@ -54,6 +57,23 @@ enum Command {
         /// Where results go.
         #[arg(long, default_value = "results", env = "INFERLAB_RESULTS_DIR")]
         results: PathBuf,
+        /// Rent a RunPod pod for this deployment file, run the trials of the target it serves
+        /// against it, then terminate it.
+        #[arg(long)]
+        deploy: Option<PathBuf>,
+        /// With --deploy: leave the pod running afterwards.
+        #[arg(long, requires = "deploy")]
+        keep: bool,
+    },
+    /// Print a deployment's memory arithmetic; with RUNPOD_API_KEY, the cheapest GPU that fits.
+    Plan { deployment: PathBuf },
+    /// Create a deployment's pod, wait until its engine is healthy, and leave it running.
+    Up { deployment: PathBuf },
+    /// Terminate pods: those named, or every pod in the ledger with --all.
+    Down {
+        pods: Vec<String>,
+        #[arg(long)]
+        all: bool,
     },
     /// Serve ground-truth streams: one token per chunk at exact deadlines, every write
     /// recorded (GET /truth/records).
@@ -130,9 +150,51 @@ fn dispatch(cli: &Cli) -> anyhow::Result<ExitCode> {
             filters,
             target,
             results,
+            deploy: None,
+            ..
         } => {
             let rt = run::client_runtime(None).context("starting the async runtime")?;
-            rt.block_on(run(cli, filters, target.as_deref(), results))
+            let args = RunArgs {
+                experiments: cli.experiments.clone(),
+                fixtures: cli.fixtures.clone(),
+                filters: filters.clone(),
+                only: target.clone(),
+                results: results.clone(),
+                overrides: BTreeMap::new(),
+                interrupt: true,
+            };
+            rt.block_on(async { run(args).await.map(|(code, _)| code) })
+        }
+        Command::Run {
+            filters,
+            target,
+            results,
+            deploy: Some(deployment),
+            keep,
+        } => {
+            let rt = run::client_runtime(None).context("starting the async runtime")?;
+            let args = RunArgs {
+                experiments: cli.experiments.clone(),
+                fixtures: cli.fixtures.clone(),
+                filters: filters.clone(),
+                only: target.clone(),
+                results: results.clone(),
+                overrides: BTreeMap::new(),
+                interrupt: false,
+            };
+            rt.block_on(deployed::run(deployment, args, *keep))
+        }
+        Command::Plan { deployment } => {
+            let rt = run::client_runtime(None)?;
+            rt.block_on(deployed::plan(deployment))
+        }
+        Command::Up { deployment } => {
+            let rt = run::client_runtime(None)?;
+            rt.block_on(deployed::up(deployment))
+        }
+        Command::Down { pods, all } => {
+            let rt = run::client_runtime(None)?;
+            rt.block_on(deployed::down(pods, *all))
         }
         Command::TruthServer {
             bind,
@@ -218,7 +280,7 @@ async fn calibrate_cmd(opts: &CalibrateOptions, results: &Path) -> anyhow::Resul
 }
 
 /// Loads every experiment; prints each error; `None` when any file is bad.
-fn load_all(dir: &Path) -> anyhow::Result<Option<Vec<Experiment>>> {
+pub(crate) fn load_all(dir: &Path) -> anyhow::Result<Option<Vec<Experiment>>> {
     let files = spec::discover(dir).with_context(|| format!("reading {}", dir.display()))?;
     if files.is_empty() {
         anyhow::bail!("no experiment files (*.toml) in {}", dir.display());
@@ -305,21 +367,36 @@ fn interrupt_on_ctrl_c() -> tokio::sync::watch::Receiver<bool> {
     rx
 }
 
-async fn run(
-    cli: &Cli,
-    filters: &[String],
-    only: Option<&str>,
-    results: &Path,
-) -> anyhow::Result<ExitCode> {
-    let Some(exps) = load_all(&cli.experiments)? else {
-        return Ok(ExitCode::from(2));
+/// What `run` needs, owned (a deployed run hands it to a task of its own).
+pub struct RunArgs {
+    pub experiments: PathBuf,
+    pub fixtures: PathBuf,
+    pub filters: Vec<String>,
+    pub only: Option<String>,
+    pub results: PathBuf,
+    /// Environment values that win over the process's (a deployed pod's id and port).
+    pub overrides: BTreeMap<String, String>,
+    /// Handle Ctrl-C here (a deployed run handles signals itself).
+    pub interrupt: bool,
+}
+
+/// Runs the selected trials; the exit code, and output tokens summed over every trial.
+async fn run(args: RunArgs) -> anyhow::Result<(ExitCode, u64)> {
+    let Some(exps) = load_all(&args.experiments)? else {
+        return Ok((ExitCode::from(2), 0));
     };
+    let overrides = args.overrides.clone();
+    let env = move |k: &str| overrides.get(k).cloned().or_else(|| env(k));
+    let cli_fixtures = args.fixtures.clone();
+    let filters = &args.filters;
+    let only = args.only.as_deref();
     let opts = TrialOptions {
-        results_root: results.to_path_buf(),
-        fixtures_root: cli.fixtures.clone(),
+        results_root: args.results.clone(),
+        fixtures_root: args.fixtures.clone(),
         salt: env("INFERLAB_SALT").and_then(|s| s.parse().ok()),
-        interrupt: Some(interrupt_on_ctrl_c()),
+        interrupt: args.interrupt.then(interrupt_on_ctrl_c),
     };
+    let mut output_tokens = 0u64;
     let mut selected = 0;
     let mut failed = false;
     let mut broken = false;
@@ -332,7 +409,7 @@ async fn run(
                 continue;
             }
             selected += 1;
-            let plan = match trial::plan(e, t, &env, &cli.fixtures) {
+            let plan = match trial::plan(e, t, &env, &cli_fixtures) {
                 Ok(Plan::Ignored { reason }) => {
                     println!("== {name}: skipped: {reason}\n");
                     continue;
@@ -348,6 +425,7 @@ async fn run(
             println!("== {name} [{mode}]");
             match trial::run_trial(e, t, plan, &opts).await {
                 Ok(out) => {
+                    output_tokens += out.summary.all.output_tokens;
                     print!("{}", report::phase_table(&out.summary));
                     if !out.verdicts.is_empty() {
                         println!();
@@ -368,7 +446,7 @@ async fn run(
                         println!(
                             "interrupted: the results above cover what completed; later trials were not run"
                         );
-                        return Ok(ExitCode::from(130));
+                        return Ok((ExitCode::from(130), output_tokens));
                     }
                 }
                 Err(err) => {
@@ -380,13 +458,14 @@ async fn run(
     }
     if selected == 0 {
         eprintln!("no trial matches {filters:?}");
-        return Ok(ExitCode::from(2));
+        return Ok((ExitCode::from(2), output_tokens));
     }
-    Ok(if broken {
+    let code = if broken {
         ExitCode::from(2)
     } else if failed {
         ExitCode::from(1)
     } else {
         ExitCode::SUCCESS
-    })
+    };
+    Ok((code, output_tokens))
 }

@@ -903,9 +903,9 @@ pub fn load(path: &Path) -> Result<Experiment, SpecError> {
 }
 
 /// Locates byte offsets in the source as 1-based line and column (in characters).
-struct Locator<'a> {
-    file: &'a str,
-    src: &'a str,
+pub(crate) struct Locator<'a> {
+    pub(crate) file: &'a str,
+    pub(crate) src: &'a str,
 }
 
 impl Locator<'_> {
@@ -918,7 +918,7 @@ impl Locator<'_> {
         (line, column)
     }
 
-    fn error(
+    pub(crate) fn error(
         &self,
         span: Option<Range<usize>>,
         field: impl fmt::Display,
@@ -969,7 +969,7 @@ pub fn parse(file: &str, name: &str, src: &str) -> Result<Experiment, SpecError>
 }
 
 /// `phase[1].workload.groups`, without the markers `Spanned` leaves in serde paths.
-fn field_path(path: &serde_path_to_error::Path) -> String {
+pub(crate) fn field_path(path: &serde_path_to_error::Path) -> String {
     use serde_path_to_error::Segment;
     let mut out = String::new();
     for seg in path.iter() {

@@ -116,11 +116,7 @@ pub fn plan(
                     env_name(&target.name, "RUNPOD_PORT")
                 ));
             }
-            Some(format!(
-                "https://{}-{}.proxy.runpod.net",
-                pod.trim(),
-                port.trim()
-            ))
+            Some(crate::runpod::proxy_url(env, pod.trim(), port.trim()))
         }
         (None, None) => None,
     };
@@ -613,7 +609,6 @@ pub async fn run_trial(
             &endpoint.base_url,
             endpoint.api_key.clone(),
             target.kind,
-            mode == Mode::Replay,
             capture,
         )
         .ok()

@@ -2,8 +2,9 @@
 //! scrapes in between on a task of its own (its own connection, never the measurement pool).
 //! A failed scrape is recorded with its reason and never stops the run.
 //!
-//! In replay mode every scrape carries an `x-inferlab-scrape: <phase>;<point>;<offset ms>`
-//! header so the replay server can answer with the recorded exposition for that moment.
+//! Every scrape carries an `x-inferlab-scrape: <phase>;<point>;<offset ms>` header: a replay
+//! server answers with the recorded exposition for that moment (also when a live run is pointed
+//! at one), and a real server's access log can be matched to the run.
 
 use crate::client::Secret;
 use crate::engine::TargetKind;
@@ -70,7 +71,6 @@ pub struct Scraper {
     url: String,
     api_key: Option<Secret>,
     kind: TargetKind,
-    replay: bool,
     keep_raw: bool,
 }
 
@@ -79,7 +79,6 @@ impl Scraper {
         base_url: &str,
         api_key: Option<Secret>,
         kind: TargetKind,
-        replay: bool,
         keep_raw: bool,
     ) -> reqwest::Result<Self> {
         let http = reqwest::Client::builder()
@@ -93,7 +92,6 @@ impl Scraper {
             url: format!("{base_url}/metrics"),
             api_key,
             kind,
-            replay,
             keep_raw,
         })
     }
@@ -111,12 +109,11 @@ impl Scraper {
         if let Some(k) = &self.api_key {
             req = req.bearer_auth(k.expose());
         }
-        if self.replay {
-            req = req.header(
-                "x-inferlab-scrape",
-                format!("{phase};{};{}", point.as_str(), in_phase.as_millis()),
-            );
-        }
+        let tag: String = format!("{phase};{};{}", point.as_str(), in_phase.as_millis())
+            .chars()
+            .map(|c| if c.is_control() { '_' } else { c })
+            .collect();
+        req = req.header("x-inferlab-scrape", tag);
         let mut rec = ScrapeRecord {
             phase: phase.to_string(),
             point,

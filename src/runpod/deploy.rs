@@ -1,0 +1,664 @@
+//! Deployment files (`deployments/*.toml`): which engine, image, model and GPU a pod runs, and
+//! the model-to-GPU fit that refuses a deployment that cannot work before money is spent.
+//!
+//! ```toml
+//! engine = "vllm"                          # or "sglang"
+//! image = "vllm/vllm-openai:v0.11.0"
+//! serves = "vllm"                          # the experiment target it stands for (default: engine)
+//! [model]
+//! name = "meta-llama/Llama-3.1-8B-Instruct"
+//! dtype = "bf16"                           # bf16, fp16, fp8, int8, int4
+//! context = 8192                           # max model length; the KV cache plan uses it
+//! concurrency = 32                         # sequences at full context the KV cache must hold
+//! [gpu]
+//! id = "NVIDIA H100 80GB HBM3"
+//! count = 1
+//! [pod]
+//! disk_gb = 80
+//! port = 8000
+//! cloud = "SECURE"
+//! env = { HF_TOKEN = "$HF_TOKEN" }         # "$NAME": read from the environment when the pod is made
+//! ```
+
+use crate::runpod::api::{CreatePod, GpuRequest};
+use crate::spec::{Locator, SpecError, field_path, parse_duration};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::Path;
+use std::time::Duration;
+use toml::Spanned;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Engine {
+    Vllm,
+    Sglang,
+}
+
+impl Engine {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Engine::Vllm => "vllm",
+            Engine::Sglang => "sglang",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Dtype {
+    Bf16,
+    Fp16,
+    Fp8,
+    Int8,
+    Int4,
+}
+
+impl Dtype {
+    /// Bytes per weight (4-bit formats carry scales: ~0.55).
+    pub fn bytes(self) -> f64 {
+        match self {
+            Dtype::Bf16 | Dtype::Fp16 => 2.0,
+            Dtype::Fp8 | Dtype::Int8 => 1.0,
+            Dtype::Int4 => 0.55,
+        }
+    }
+}
+
+/// The dimensions that decide memory.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Shape {
+    /// Parameters, in billions.
+    pub params_b: f64,
+    pub layers: u32,
+    pub kv_heads: u32,
+    pub head_dim: u32,
+}
+
+/// Common models (public configs). Matched on the model name's last path part, ignoring case
+/// and an `-Instruct`/`-Chat` suffix.
+pub const MODELS: &[(&str, Shape)] = &[
+    ("llama-3.2-1b", shape(1.24, 16, 8, 64)),
+    ("llama-3.2-3b", shape(3.21, 28, 8, 128)),
+    ("llama-3.1-8b", shape(8.03, 32, 8, 128)),
+    ("meta-llama-3-8b", shape(8.03, 32, 8, 128)),
+    ("llama-3.1-70b", shape(70.6, 80, 8, 128)),
+    ("llama-3.3-70b", shape(70.6, 80, 8, 128)),
+    ("meta-llama-3-70b", shape(70.6, 80, 8, 128)),
+    ("llama-3.1-405b", shape(405.9, 126, 8, 128)),
+    ("mistral-7b-v0.3", shape(7.25, 32, 8, 128)),
+    ("mixtral-8x7b-v0.1", shape(46.7, 32, 8, 128)),
+    ("qwen2.5-7b", shape(7.62, 28, 4, 128)),
+    ("qwen2.5-14b", shape(14.8, 48, 8, 128)),
+    ("qwen2.5-32b", shape(32.8, 64, 8, 128)),
+    ("qwen2.5-72b", shape(72.7, 80, 8, 128)),
+    ("qwen3-8b", shape(8.19, 36, 8, 128)),
+    ("qwen3-32b", shape(32.8, 64, 8, 128)),
+    ("gemma-2-9b", shape(9.24, 42, 8, 256)),
+    ("gemma-2-27b", shape(27.2, 46, 16, 128)),
+];
+
+const fn shape(params_b: f64, layers: u32, kv_heads: u32, head_dim: u32) -> Shape {
+    Shape {
+        params_b,
+        layers,
+        kv_heads,
+        head_dim,
+    }
+}
+
+/// GPU ids and their memory in GB (the offline table; the live catalog wins when a key is set).
+pub const GPUS: &[(&str, f64)] = &[
+    ("NVIDIA H100 80GB HBM3", 80.0),
+    ("NVIDIA H100 PCIe", 80.0),
+    ("NVIDIA H100 NVL", 94.0),
+    ("NVIDIA H200", 141.0),
+    ("NVIDIA B200", 180.0),
+    ("NVIDIA A100 80GB PCIe", 80.0),
+    ("NVIDIA A100-SXM4-80GB", 80.0),
+    ("AMD Instinct MI300X OAM", 192.0),
+    ("NVIDIA GeForce RTX 4090", 24.0),
+    ("NVIDIA GeForce RTX 5090", 32.0),
+    ("NVIDIA L40S", 48.0),
+    ("NVIDIA L4", 24.0),
+    ("NVIDIA RTX A6000", 48.0),
+    ("NVIDIA RTX 6000 Ada Generation", 48.0),
+];
+
+pub fn gpu_memory_gb(id: &str) -> Option<f64> {
+    GPUS.iter().find(|(g, _)| *g == id).map(|(_, m)| *m)
+}
+
+/// The shape of a model by name, from [`MODELS`].
+pub fn known_shape(model: &str) -> Option<Shape> {
+    let base = model
+        .rsplit('/')
+        .next()
+        .unwrap_or(model)
+        .to_ascii_lowercase();
+    let base = base
+        .trim_end_matches("-instruct")
+        .trim_end_matches("-chat")
+        .to_string();
+    MODELS.iter().find(|(n, _)| *n == base).map(|(_, s)| *s)
+}
+
+/// A validated deployment.
+#[derive(Debug, Clone, Serialize)]
+pub struct Deployment {
+    /// The file stem.
+    pub name: String,
+    pub engine: Engine,
+    pub image: String,
+    pub serves: String,
+    pub model: String,
+    pub dtype: Dtype,
+    pub shape: Shape,
+    pub context: u32,
+    pub concurrency: u32,
+    pub gpu_id: String,
+    pub gpu_count: u32,
+    pub gpu_memory_utilization: f64,
+    pub disk_gb: u32,
+    pub port: u16,
+    pub cloud: String,
+    pub data_centers: Vec<String>,
+    /// Values as written: `$NAME` is read from the environment when the pod is created.
+    pub env: BTreeMap<String, String>,
+    /// Extra engine arguments, after the ones this tool sets.
+    pub args: Vec<String>,
+    #[serde(serialize_with = "ser_secs")]
+    pub provision_timeout: Duration,
+    #[serde(serialize_with = "ser_secs")]
+    pub ready_timeout: Duration,
+}
+
+fn ser_secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64(d.as_secs_f64())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDeployment {
+    engine: Engine,
+    image: Option<String>,
+    serves: Option<String>,
+    model: RawModel,
+    gpu: RawGpu,
+    #[serde(default)]
+    pod: RawPod,
+    #[serde(default)]
+    timeouts: RawTimeouts,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawModel {
+    name: String,
+    #[serde(default = "default_dtype")]
+    dtype: Dtype,
+    context: Spanned<u32>,
+    #[serde(default = "default_concurrency")]
+    concurrency: u32,
+    shape: Option<Shape>,
+}
+
+fn default_dtype() -> Dtype {
+    Dtype::Bf16
+}
+
+fn default_concurrency() -> u32 {
+    1
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawGpu {
+    id: Spanned<String>,
+    #[serde(default = "one")]
+    count: u32,
+    memory_utilization: Option<Spanned<f64>>,
+}
+
+fn one() -> u32 {
+    1
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawPod {
+    disk_gb: Option<u32>,
+    port: Option<u16>,
+    cloud: Option<Spanned<String>>,
+    #[serde(default)]
+    data_centers: Vec<String>,
+    #[serde(default)]
+    env: BTreeMap<String, Spanned<String>>,
+    #[serde(default)]
+    args: Vec<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawTimeouts {
+    provision: Option<Spanned<String>>,
+    ready: Option<Spanned<String>>,
+}
+
+pub fn load(path: &Path) -> Result<Deployment, SpecError> {
+    let src = std::fs::read_to_string(path).map_err(|source| SpecError::Io {
+        file: path.display().to_string(),
+        source,
+    })?;
+    let name = path
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or("deployment");
+    parse(&path.display().to_string(), name, &src)
+}
+
+pub fn parse(file: &str, name: &str, src: &str) -> Result<Deployment, SpecError> {
+    let loc = Locator { file, src };
+    let de = toml::Deserializer::parse(src)
+        .map_err(|e| loc.error(e.span(), "(syntax)", e.message().trim()))?;
+    let raw: RawDeployment = serde_path_to_error::deserialize(de).map_err(|e| {
+        let field = field_path(e.path());
+        let inner = e.into_inner();
+        loc.error(inner.span(), field, inner.message().trim())
+    })?;
+    let shape = match raw.model.shape.or_else(|| known_shape(&raw.model.name)) {
+        Some(s) => s,
+        None => {
+            return Err(loc.error(
+                None,
+                "model.shape",
+                format!(
+                    "`{}` is not in the model table: give model.shape = {{ params_b, layers, kv_heads, head_dim }}",
+                    raw.model.name
+                ),
+            ));
+        }
+    };
+    if *raw.model.context.get_ref() == 0 {
+        return Err(loc.error(
+            Some(raw.model.context.span()),
+            "model.context",
+            "must be at least 1",
+        ));
+    }
+    if gpu_memory_gb(raw.gpu.id.get_ref()).is_none() {
+        let known: Vec<&str> = GPUS.iter().map(|(g, _)| *g).collect();
+        return Err(loc.error(
+            Some(raw.gpu.id.span()),
+            "gpu.id",
+            format!(
+                "unknown GPU id `{}`; known: {}",
+                raw.gpu.id.get_ref(),
+                known.join(", ")
+            ),
+        ));
+    }
+    let util = match raw.gpu.memory_utilization {
+        Some(u) if !(0.1..=1.0).contains(u.get_ref()) => {
+            return Err(loc.error(
+                Some(u.span()),
+                "gpu.memory_utilization",
+                "must lie between 0.1 and 1",
+            ));
+        }
+        Some(u) => *u.get_ref(),
+        None => 0.9,
+    };
+    let cloud = match raw.pod.cloud {
+        Some(c) if !matches!(c.get_ref().as_str(), "SECURE" | "COMMUNITY") => {
+            return Err(loc.error(
+                Some(c.span()),
+                "pod.cloud",
+                "must be \"SECURE\" or \"COMMUNITY\"",
+            ));
+        }
+        Some(c) => c.into_inner(),
+        None => "SECURE".into(),
+    };
+    let duration = |v: Option<Spanned<String>>, field: &str, default: u64| match v {
+        None => Ok(Duration::from_secs(default)),
+        Some(s) => parse_duration(s.get_ref()).map_err(|m| loc.error(Some(s.span()), field, m)),
+    };
+    let mut env = BTreeMap::new();
+    for (k, v) in raw.pod.env {
+        let literal = v.get_ref();
+        // A secret written into the file would be stored with it: only references are allowed
+        // for names that look like credentials.
+        let lk = k.to_ascii_lowercase();
+        if (lk.contains("token") || lk.contains("key") || lk.contains("secret"))
+            && !literal.starts_with('$')
+        {
+            return Err(loc.error(
+                Some(v.span()),
+                format!("pod.env.{k}"),
+                "credentials are read from the environment: write \"$NAME\", not the value",
+            ));
+        }
+        env.insert(k, literal.clone());
+    }
+    let image = raw.image.unwrap_or_else(|| match raw.engine {
+        Engine::Vllm => "vllm/vllm-openai:latest".into(),
+        Engine::Sglang => "lmsysorg/sglang:latest".into(),
+    });
+    Ok(Deployment {
+        name: name.to_string(),
+        engine: raw.engine,
+        image,
+        serves: raw
+            .serves
+            .unwrap_or_else(|| raw.engine.as_str().to_string()),
+        model: raw.model.name,
+        dtype: raw.model.dtype,
+        shape,
+        context: raw.model.context.into_inner(),
+        concurrency: raw.model.concurrency.max(1),
+        gpu_id: raw.gpu.id.into_inner(),
+        gpu_count: raw.gpu.count.max(1),
+        gpu_memory_utilization: util,
+        disk_gb: raw.pod.disk_gb.unwrap_or(80),
+        port: raw.pod.port.unwrap_or(8000),
+        cloud,
+        data_centers: raw.pod.data_centers,
+        env,
+        args: raw.pod.args,
+        provision_timeout: duration(raw.timeouts.provision, "timeouts.provision", 600)?,
+        ready_timeout: duration(raw.timeouts.ready, "timeouts.ready", 1800)?,
+    })
+}
+
+impl Deployment {
+    /// The engine's command line: the metrics and cache-report flags on, the model, the port,
+    /// the context, the memory share and tensor parallelism, then the file's own arguments.
+    pub fn engine_args(&self) -> Vec<String> {
+        let s = |x: &str| x.to_string();
+        let mut a = match self.engine {
+            Engine::Vllm => vec![
+                s("--model"),
+                self.model.clone(),
+                s("--host"),
+                s("0.0.0.0"),
+                s("--port"),
+                self.port.to_string(),
+                s("--max-model-len"),
+                self.context.to_string(),
+                s("--gpu-memory-utilization"),
+                self.gpu_memory_utilization.to_string(),
+                s("--tensor-parallel-size"),
+                self.gpu_count.to_string(),
+                s("--enable-prompt-tokens-details"),
+            ],
+            Engine::Sglang => vec![
+                s("python3"),
+                s("-m"),
+                s("sglang.launch_server"),
+                s("--model-path"),
+                self.model.clone(),
+                s("--host"),
+                s("0.0.0.0"),
+                s("--port"),
+                self.port.to_string(),
+                s("--context-length"),
+                self.context.to_string(),
+                s("--mem-fraction-static"),
+                self.gpu_memory_utilization.to_string(),
+                s("--tp"),
+                self.gpu_count.to_string(),
+                s("--enable-metrics"),
+                s("--enable-cache-report"),
+            ],
+        };
+        a.extend(self.args.iter().cloned());
+        a
+    }
+
+    /// The create body; `$NAME` environment values are read now, through `env`.
+    pub fn create_request(
+        &self,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<CreatePod, String> {
+        let mut vars = BTreeMap::new();
+        for (k, v) in &self.env {
+            let value = match v.strip_prefix('$') {
+                Some(name) => env(name).ok_or_else(|| {
+                    format!("pod.env.{k} refers to ${name}, which is not set in the environment")
+                })?,
+                None => v.clone(),
+            };
+            vars.insert(k.clone(), value);
+        }
+        Ok(CreatePod {
+            name: format!("inferlab-{}", self.name),
+            image: self.image.clone(),
+            args: self.engine_args().join(" "),
+            disk: self.disk_gb,
+            ports: vec![format!("{}/http", self.port)],
+            env: vars,
+            gpu: GpuRequest {
+                id: self.gpu_id.clone(),
+                count: self.gpu_count,
+            },
+            cloud: self.cloud.clone(),
+            data_center_ids: self.data_centers.clone(),
+        })
+    }
+
+    /// The memory arithmetic for this deployment on `count` × `gpu_gb` GB.
+    pub fn fit(&self, gpu_gb: f64, count: u32) -> Fit {
+        let weights = self.shape.params_b * 1e9 * self.dtype.bytes();
+        // K and V, per layer and KV head, at the KV cache's dtype (the weights' for 16-bit
+        // models; 8-bit caches are an engine option this plan does not assume).
+        let kv_bytes = self.dtype.bytes().max(2.0);
+        let kv_per_token = 2.0
+            * f64::from(self.shape.layers)
+            * f64::from(self.shape.kv_heads)
+            * f64::from(self.shape.head_dim)
+            * kv_bytes;
+        let tokens = f64::from(self.context) * f64::from(self.concurrency);
+        let kv = kv_per_token * tokens;
+        let overhead = OVERHEAD * (weights + kv);
+        let need = weights + kv + overhead;
+        let usable = gpu_gb * 1e9 * f64::from(count) * self.gpu_memory_utilization;
+        Fit {
+            weights_gb: weights / 1e9,
+            kv_per_token_kib: kv_per_token / 1024.0,
+            kv_tokens: tokens,
+            kv_gb: kv / 1e9,
+            overhead_gb: overhead / 1e9,
+            need_gb: need / 1e9,
+            usable_gb: usable / 1e9,
+            fits: need <= usable,
+        }
+    }
+
+    /// The fit on the deployment's own GPU, from the offline table.
+    pub fn fit_own(&self) -> Fit {
+        self.fit(gpu_memory_gb(&self.gpu_id).unwrap_or(0.0), self.gpu_count)
+    }
+}
+
+/// Activations, CUDA graphs, the allocator's slack: a share of weights + KV cache.
+pub const OVERHEAD: f64 = 0.15;
+
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Fit {
+    pub weights_gb: f64,
+    pub kv_per_token_kib: f64,
+    pub kv_tokens: f64,
+    pub kv_gb: f64,
+    pub overhead_gb: f64,
+    pub need_gb: f64,
+    pub usable_gb: f64,
+    pub fits: bool,
+}
+
+/// `inferlab plan`'s text: the arithmetic, line by line, and the verdict.
+pub fn explain(d: &Deployment, fit: &Fit, gpu_gb: f64) -> String {
+    let mut out = String::new();
+    let s = d.shape;
+    let _ = writeln!(
+        out,
+        "{}: {} on {} × {} ({} GB each), {}",
+        d.name,
+        d.model,
+        d.gpu_count,
+        d.gpu_id,
+        gpu_gb,
+        d.engine.as_str()
+    );
+    let _ = writeln!(
+        out,
+        "  weights   {:.1} B params × {} bytes ({:?})                = {:>8.1} GB",
+        s.params_b,
+        d.dtype.bytes(),
+        d.dtype,
+        fit.weights_gb
+    );
+    let _ = writeln!(
+        out,
+        "  KV cache  2 × {} layers × {} KV heads × {} head dim × {} bytes = {:.0} KiB/token",
+        s.layers,
+        s.kv_heads,
+        s.head_dim,
+        d.dtype.bytes().max(2.0),
+        fit.kv_per_token_kib
+    );
+    let _ = writeln!(
+        out,
+        "            × {} context × {} sequences = {:.0} tokens        = {:>8.1} GB",
+        d.context, d.concurrency, fit.kv_tokens, fit.kv_gb
+    );
+    let _ = writeln!(
+        out,
+        "  overhead  {:.0} % of weights + KV cache                  = {:>8.1} GB",
+        OVERHEAD * 100.0,
+        fit.overhead_gb
+    );
+    let _ = writeln!(
+        out,
+        "  needed                                                  = {:>8.1} GB",
+        fit.need_gb
+    );
+    let _ = writeln!(
+        out,
+        "  usable    {} × {} GB × {} memory utilization             = {:>8.1} GB",
+        d.gpu_count, gpu_gb, d.gpu_memory_utilization, fit.usable_gb
+    );
+    let _ = writeln!(
+        out,
+        "  {}",
+        if fit.fits {
+            format!("fits, {:.1} GB to spare", fit.usable_gb - fit.need_gb)
+        } else {
+            format!("DOES NOT FIT: {:.1} GB short", fit.need_gb - fit.usable_gb)
+        }
+    );
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dep(model: &str, dtype: &str, gpu: &str, context: u32, conc: u32) -> Deployment {
+        let src = format!(
+            "engine = \"vllm\"\n[model]\nname = \"{model}\"\ndtype = \"{dtype}\"\ncontext = {context}\nconcurrency = {conc}\n[gpu]\nid = \"{gpu}\"\n"
+        );
+        parse("d.toml", "d", &src).unwrap()
+    }
+
+    #[test]
+    fn a_70b_bf16_model_does_not_fit_a_24_gb_card_and_an_8b_fits_80_gb() {
+        let big = dep(
+            "meta-llama/Llama-3.1-70B-Instruct",
+            "bf16",
+            "NVIDIA GeForce RTX 4090",
+            8192,
+            1,
+        );
+        let f = big.fit_own();
+        assert!(!f.fits);
+        assert!((f.weights_gb - 141.2).abs() < 0.1, "{f:?}");
+        let text = explain(&big, &f, 24.0);
+        assert!(text.contains("DOES NOT FIT"), "{text}");
+        assert!(text.contains("141.2 GB"), "{text}");
+
+        let small = dep(
+            "meta-llama/Llama-3.1-8B-Instruct",
+            "bf16",
+            "NVIDIA H100 80GB HBM3",
+            8192,
+            16,
+        );
+        let f = small.fit_own();
+        assert!(f.fits, "{f:?}");
+        // 2 × 32 × 8 × 128 × 2 bytes = 128 KiB per token.
+        assert_eq!(f.kv_per_token_kib, 128.0);
+        assert!((f.kv_gb - 17.18).abs() < 0.01, "{f:?}");
+    }
+
+    #[test]
+    fn errors_name_the_field_and_position() {
+        let e = parse(
+            "d.toml",
+            "d",
+            "engine = \"vllm\"\n[model]\nname = \"meta-llama/Llama-3.1-8B\"\ncontext = 4096\n[gpu]\nid = \"NVIDIA H1000\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.starts_with("d.toml:6:6: gpu.id: unknown GPU id"), "{e}");
+        let e = parse("d.toml", "d", "engine = \"tgi\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("d.toml:1:10: engine:"), "{e}");
+        let e = parse(
+            "d.toml",
+            "d",
+            "engine = \"vllm\"\n[model]\nname = \"x/unknown-13b\"\ncontext = 4096\n[gpu]\nid = \"NVIDIA L4\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("model.shape"), "{e}");
+        let e = parse(
+            "d.toml",
+            "d",
+            "engine = \"vllm\"\n[model]\nname = \"meta-llama/Llama-3.1-8B\"\ncontext = 4096\n[gpu]\nid = \"NVIDIA L4\"\n[pod]\nenv = { HF_TOKEN = \"hf_abc\" }\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("pod.env.HF_TOKEN") && !e.contains("hf_abc"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn the_create_body_reads_secrets_at_run_time_and_sets_engine_flags() {
+        let d = parse(
+            "d.toml",
+            "d",
+            "engine = \"sglang\"\n[model]\nname = \"Qwen/Qwen2.5-7B-Instruct\"\ncontext = 4096\n[gpu]\nid = \"NVIDIA L40S\"\ncount = 2\n[pod]\nenv = { HF_TOKEN = \"$HF_TOKEN\" }\n",
+        )
+        .unwrap();
+        let env = |k: &str| (k == "HF_TOKEN").then(|| "hf_secret".to_string());
+        let c = d.create_request(&env).unwrap();
+        assert_eq!(c.env["HF_TOKEN"], "hf_secret");
+        assert_eq!(c.redacted().env["HF_TOKEN"], "[redacted]");
+        assert!(
+            c.args.contains("--enable-metrics --enable-cache-report"),
+            "{}",
+            c.args
+        );
+        assert!(c.args.contains("--tp 2"), "{}", c.args);
+        assert_eq!(c.gpu.count, 2);
+        assert_eq!(c.ports, vec!["8000/http"]);
+        let none = |_: &str| None;
+        assert!(d.create_request(&none).unwrap_err().contains("$HF_TOKEN"));
+    }
+}

@@ -1,0 +1,637 @@
+//! The RunPod lifecycle against a fake API (wiremock, v2 shapes) and a local stand-in for the
+//! pod's server. In every scenario the fake counts creates and deletes: no pod is left.
+
+use inferlab::client::Secret;
+use inferlab::runpod::api::{Retry, RunPod};
+use inferlab::runpod::deploy::{self, Deployment};
+use inferlab::runpod::lifecycle::{self, Ended, Ledger, LedgerEntry, Polling};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use wiremock::matchers::{method, path_regex};
+use wiremock::{Mock, MockServer, Request, ResponseTemplate};
+
+const KEY: &str = "rp-test-key-4f9a1c";
+
+/// What the fake does; counters of what it saw.
+#[derive(Default)]
+struct FakeState {
+    /// Statuses a pod reports on successive GETs (the last repeats).
+    statuses: Vec<&'static str>,
+    /// The first N calls of any kind answer 429 with `Retry-After: 0`.
+    rate_limited: u32,
+    /// The first N GETs of a pod answer 503.
+    get_errors: u32,
+    creates: u32,
+    deletes: u32,
+    gets: u32,
+    calls: u32,
+    live: HashMap<String, usize>,
+    bodies: Vec<String>,
+    auth_ok: bool,
+}
+
+struct Fake {
+    server: MockServer,
+    state: Arc<Mutex<FakeState>>,
+}
+
+impl Fake {
+    async fn start(statuses: Vec<&'static str>) -> Fake {
+        let server = MockServer::start().await;
+        let state = Arc::new(Mutex::new(FakeState {
+            statuses,
+            auth_ok: true,
+            ..FakeState::default()
+        }));
+        let st = state.clone();
+        Mock::given(path_regex(r"^/v2/.*"))
+            .respond_with(move |req: &Request| respond(&st, req))
+            .mount(&server)
+            .await;
+        Fake { server, state }
+    }
+
+    fn api_url(&self) -> String {
+        format!("{}/v2", self.server.uri())
+    }
+
+    fn api(&self) -> RunPod {
+        RunPod::new(
+            &self.api_url(),
+            Secret::new(KEY),
+            Retry {
+                attempts: 8,
+                backoff: Duration::from_millis(5),
+                max_wait: Duration::from_millis(50),
+            },
+        )
+        .unwrap()
+    }
+
+    fn counts(&self) -> (u32, u32) {
+        let s = self.state.lock().unwrap();
+        (s.creates, s.deletes)
+    }
+
+    fn live(&self) -> usize {
+        self.state.lock().unwrap().live.len()
+    }
+}
+
+fn respond(st: &Mutex<FakeState>, req: &Request) -> ResponseTemplate {
+    let mut s = st.lock().unwrap();
+    s.calls += 1;
+    let auth = req
+        .headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if auth != format!("Bearer {KEY}") {
+        s.auth_ok = false;
+        return ResponseTemplate::new(401)
+            .set_body_string(r#"{"title":"Unauthorized","status":401,"detail":"bad key"}"#);
+    }
+    if s.rate_limited > 0 {
+        s.rate_limited -= 1;
+        return ResponseTemplate::new(429)
+            .insert_header("retry-after", "0")
+            .set_body_string(r#"{"title":"Too Many Requests","status":429}"#);
+    }
+    let path = req.url.path().to_string();
+    let m = req.method.as_str();
+    if m == "POST" && path == "/v2/pods" {
+        s.creates += 1;
+        let id = format!("pod{}", s.creates);
+        s.live.insert(id.clone(), 0);
+        s.bodies
+            .push(String::from_utf8_lossy(&req.body).into_owned());
+        return ResponseTemplate::new(201).set_body_json(serde_json::json!({
+            "id": id, "status": "PROVISIONING", "cost": 2.99, "dataCenterId": "EU-RO-1"
+        }));
+    }
+    if let Some(rest) = path.strip_prefix("/v2/pods/") {
+        let (id, sub) = rest.split_once('/').unwrap_or((rest, ""));
+        if m == "DELETE" && sub.is_empty() {
+            return if s.live.remove(id).is_some() {
+                s.deletes += 1;
+                ResponseTemplate::new(204)
+            } else {
+                ResponseTemplate::new(404)
+                    .set_body_string(r#"{"title":"Not Found","status":404,"detail":"no such pod"}"#)
+            };
+        }
+        if m == "GET" && sub == "logs" {
+            return ResponseTemplate::new(200).set_body_string("engine: CUDA out of memory\n");
+        }
+        if m == "GET" && sub.is_empty() {
+            s.gets += 1;
+            if s.get_errors > 0 {
+                s.get_errors -= 1;
+                return ResponseTemplate::new(503).set_body_string("upstream busy");
+            }
+            let Some(n) = s.live.get(id).copied() else {
+                return ResponseTemplate::new(404).set_body_string(
+                    r#"{"title":"Not Found","status":404,"detail":"no such pod"}"#,
+                );
+            };
+            let status = s.statuses[n.min(s.statuses.len() - 1)];
+            s.live.insert(id.to_string(), n + 1);
+            return ResponseTemplate::new(200).set_body_json(serde_json::json!({
+                "id": id, "status": status, "cost": 2.99, "dataCenterId": "EU-RO-1",
+                "runtime": if status == "RUNNING" { serde_json::json!({"gpus": [{"id": "g0", "gpuUtilPercent": 50, "memoryUtilPercent": 40}]}) } else { serde_json::Value::Null }
+            }));
+        }
+    }
+    ResponseTemplate::new(404).set_body_string(r#"{"title":"Not Found","status":404}"#)
+}
+
+/// A pod's server stand-in: `/health` answers `health_status`.
+async fn stand_in(health_status: u16) -> MockServer {
+    let s = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path_regex("^/health$"))
+        .respond_with(ResponseTemplate::new(health_status))
+        .mount(&s)
+        .await;
+    s
+}
+
+fn deployment(provision: &str, ready: &str) -> Deployment {
+    let src = format!(
+        "engine = \"vllm\"\nserves = \"llamacpp\"\n[model]\nname = \"meta-llama/Llama-3.1-8B-Instruct\"\ncontext = 4096\n[gpu]\nid = \"NVIDIA H100 80GB HBM3\"\n[pod]\nenv = {{ HF_TOKEN = \"$HF_TOKEN\" }}\n[timeouts]\nprovision = \"{provision}\"\nready = \"{ready}\"\n"
+    );
+    deploy::parse("t.toml", "t", &src).unwrap()
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("inferlab-runpod-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+const FAST: Polling = Polling {
+    first: Duration::from_millis(10),
+    max: Duration::from_millis(40),
+};
+
+/// Runs `with_pod` with `run` against the fake and a stand-in whose `/health` answers
+/// `health`; the shutdown future fires after `stop_after` when given.
+async fn lifecycle_run<F, Fut, T>(
+    fake: &Fake,
+    dep: &Deployment,
+    health: u16,
+    ledger: &Ledger,
+    stop_after: Option<Duration>,
+    run: F,
+) -> (Ended<T>, lifecycle::PodReport, Vec<String>)
+where
+    F: FnOnce(lifecycle::ReadyPod) -> Fut,
+    Fut: std::future::Future<Output = T> + Send + 'static,
+    T: Send + 'static,
+{
+    let pod = stand_in(health).await;
+    let proxy = pod.uri();
+    let env = move |k: &str| match k {
+        "INFERLAB_RUNPOD_PROXY" => Some(proxy.clone()),
+        "HF_TOKEN" => Some("hf_token_value".to_string()),
+        _ => None,
+    };
+    let mut log = Vec::new();
+    let shutdown = async move {
+        match stop_after {
+            Some(d) => {
+                tokio::time::sleep(d).await;
+                "SIGTERM"
+            }
+            None => std::future::pending().await,
+        }
+    };
+    let (ended, report) = lifecycle::with_pod(
+        &fake.api(),
+        ledger,
+        dep,
+        &env,
+        FAST,
+        false,
+        shutdown,
+        &mut |m| log.push(m.to_string()),
+        run,
+    )
+    .await
+    .unwrap();
+    (ended, report, log)
+}
+
+#[tokio::test]
+async fn a_normal_run_uses_the_pod_and_terminates_it() {
+    let fake = Fake::start(vec!["PROVISIONING", "STARTING", "RUNNING"]).await;
+    let dir = scratch("normal");
+    let ledger = Ledger::new(dir.join("pods.json"));
+    let (ended, report, _) = lifecycle_run(
+        &fake,
+        &deployment("5s", "5s"),
+        200,
+        &ledger,
+        None,
+        |pod| async move { pod.pod.id },
+    )
+    .await;
+    assert!(
+        matches!(ended, Ended::Finished(ref id) if id == "pod1"),
+        "{ended:?}"
+    );
+    assert_eq!(fake.counts(), (1, 1));
+    assert_eq!(fake.live(), 0);
+    assert!(report.terminated);
+    assert_eq!(report.cost_per_hour, Some(2.99));
+    assert_eq!(report.data_center.as_deref(), Some("EU-RO-1"));
+    assert!(report.cost_usd.unwrap() > 0.0);
+    assert!(ledger.entries().unwrap().is_empty());
+    // The token reached the create body, and nothing else this side keeps it.
+    let s = fake.state.lock().unwrap();
+    assert!(s.bodies[0].contains("hf_token_value"));
+    assert!(s.bodies[0].contains("--enable-prompt-tokens-details"));
+    assert!(s.auth_ok);
+    let text = serde_json::to_string(&report).unwrap();
+    assert!(!text.contains("hf_token_value") && !text.contains(KEY));
+}
+
+#[tokio::test]
+async fn rate_limits_and_server_errors_are_waited_out() {
+    let fake = Fake::start(vec!["RUNNING"]).await;
+    fake.state.lock().unwrap().rate_limited = 5;
+    fake.state.lock().unwrap().get_errors = 3;
+    let dir = scratch("storm");
+    let ledger = Ledger::new(dir.join("pods.json"));
+    let (ended, _, _) = lifecycle_run(
+        &fake,
+        &deployment("5s", "5s"),
+        200,
+        &ledger,
+        None,
+        |_| async {},
+    )
+    .await;
+    assert!(matches!(ended, Ended::Finished(())), "{ended:?}");
+    assert_eq!(fake.counts(), (1, 1));
+}
+
+#[tokio::test]
+async fn a_storm_longer_than_the_bound_is_an_error_that_names_it() {
+    let fake = Fake::start(vec!["RUNNING"]).await;
+    fake.state.lock().unwrap().rate_limited = 100;
+    let e = fake.api().get_pod("x").await.unwrap_err().to_string();
+    assert!(
+        e.contains("still rate-limited (429) after 8 attempts"),
+        "{e}"
+    );
+    assert!(!e.contains(KEY));
+    // A non-idempotent call is not retried on 5xx; a problem body reads well.
+    let fake = Fake::start(vec!["RUNNING"]).await;
+    let e = fake.api().get_pod("missing").await.unwrap_err().to_string();
+    assert_eq!(
+        e,
+        "RunPod API GET /pods/missing: HTTP 404: Not Found: no such pod"
+    );
+}
+
+#[tokio::test]
+async fn a_pod_stuck_provisioning_is_released() {
+    let fake = Fake::start(vec!["PROVISIONING"]).await;
+    let dir = scratch("stuck");
+    let ledger = Ledger::new(dir.join("pods.json"));
+    let (ended, report, _) = lifecycle_run(
+        &fake,
+        &deployment("300ms", "5s"),
+        200,
+        &ledger,
+        None,
+        |_| async {},
+    )
+    .await;
+    assert!(matches!(ended, Ended::NotReady), "{ended:?}");
+    assert!(report.error.unwrap().contains("not RUNNING after"));
+    assert_eq!(fake.counts(), (1, 1));
+    assert!(ledger.entries().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_pod_in_error_is_released_with_its_logs() {
+    let fake = Fake::start(vec!["PROVISIONING", "ERROR"]).await;
+    let dir = scratch("error");
+    let ledger = Ledger::new(dir.join("pods.json"));
+    let (ended, report, _) = lifecycle_run(
+        &fake,
+        &deployment("5s", "5s"),
+        200,
+        &ledger,
+        None,
+        |_| async {},
+    )
+    .await;
+    assert!(matches!(ended, Ended::NotReady));
+    assert_eq!(report.error.as_deref(), Some("pod pod1 is ERROR"));
+    assert!(report.logs.unwrap().contains("CUDA out of memory"));
+    assert_eq!(fake.counts(), (1, 1));
+}
+
+#[tokio::test]
+async fn an_engine_that_never_becomes_healthy_is_released() {
+    let fake = Fake::start(vec!["RUNNING"]).await;
+    let dir = scratch("unhealthy");
+    let ledger = Ledger::new(dir.join("pods.json"));
+    let (ended, report, log) = lifecycle_run(
+        &fake,
+        &deployment("5s", "300ms"),
+        503,
+        &ledger,
+        None,
+        |_| async {},
+    )
+    .await;
+    assert!(matches!(ended, Ended::NotReady));
+    assert!(report.error.unwrap().contains("did not answer"), "{log:?}");
+    assert!(log.iter().any(|l| l.contains("HTTP 503")), "{log:?}");
+    assert_eq!(fake.counts(), (1, 1));
+}
+
+#[tokio::test]
+async fn a_panic_in_the_run_still_releases_the_pod() {
+    let fake = Fake::start(vec!["RUNNING"]).await;
+    let dir = scratch("panic");
+    let ledger = Ledger::new(dir.join("pods.json"));
+    let (ended, _, _) = lifecycle_run(
+        &fake,
+        &deployment("5s", "5s"),
+        200,
+        &ledger,
+        None,
+        |_| async { panic!("the experiment code broke") },
+    )
+    .await;
+    assert!(matches!(ended, Ended::Panicked(_)));
+    assert_eq!(fake.counts(), (1, 1));
+    assert!(ledger.entries().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_stop_signal_during_the_run_releases_the_pod() {
+    let fake = Fake::start(vec!["RUNNING"]).await;
+    let dir = scratch("signal");
+    let ledger = Ledger::new(dir.join("pods.json"));
+    let (ended, report, _) = lifecycle_run(
+        &fake,
+        &deployment("5s", "5s"),
+        200,
+        &ledger,
+        Some(Duration::from_millis(300)),
+        |_| async { tokio::time::sleep(Duration::from_secs(30)).await },
+    )
+    .await;
+    assert!(matches!(ended, Ended::Stopped("SIGTERM")));
+    assert!(report.terminated);
+    assert_eq!(fake.counts(), (1, 1));
+}
+
+#[tokio::test]
+async fn leftovers_of_a_dead_process_are_reaped_by_the_next_run() {
+    let fake = Fake::start(vec!["RUNNING"]).await;
+    let dir = scratch("reap");
+    let ledger = Ledger::new(dir.join("pods.json"));
+    // A pod created by a process that no longer exists.
+    let api = fake.api();
+    let dep = deployment("5s", "5s");
+    let env = |k: &str| (k == "HF_TOKEN").then(|| "t".to_string());
+    let orphan = api
+        .create_pod(&dep.create_request(&env).unwrap())
+        .await
+        .unwrap();
+    let mut dead = Command::new("true").spawn().unwrap();
+    let dead_pid = dead.id();
+    dead.wait().unwrap();
+    ledger
+        .add(LedgerEntry {
+            pod_id: orphan.id.clone(),
+            deployment: "t".into(),
+            gpu: "g".into(),
+            created_at: "then".into(),
+            pid: dead_pid,
+        })
+        .unwrap();
+    let (_, _, log) = lifecycle_run(&fake, &dep, 200, &ledger, None, |_| async {}).await;
+    assert!(
+        log.iter()
+            .any(|l| l.contains("terminated leftover pod pod1")),
+        "{log:?}"
+    );
+    assert_eq!(fake.counts(), (2, 2));
+    assert!(ledger.entries().unwrap().is_empty());
+}
+
+// ---- the binary ----------------------------------------------------------------------------
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn inferlab(dir: &Path, fake: &Fake, proxy: &str) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_inferlab"));
+    cmd.current_dir(dir);
+    for (k, _) in std::env::vars() {
+        if k.starts_with("INFERLAB_") || k.starts_with("RUNPOD_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.env("RUNPOD_API_KEY", KEY)
+        .env("INFERLAB_RUNPOD_API", fake.api_url())
+        .env("INFERLAB_RUNPOD_PROXY", proxy)
+        .env("INFERLAB_RUNPOD_POLL_MS", "20")
+        .env("INFERLAB_LEDGER", dir.join("pods.json"))
+        .env("HF_TOKEN", "hf_token_value")
+        .args([
+            "--experiments",
+            repo().join("experiments").to_str().unwrap(),
+            "--fixtures",
+            repo().join("wiremock-fixtures").to_str().unwrap(),
+        ]);
+    cmd
+}
+
+fn write_deployment(dir: &Path, ready: &str) -> PathBuf {
+    let p = dir.join("dep.toml");
+    std::fs::write(
+        &p,
+        format!(
+            "engine = \"vllm\"\nserves = \"llamacpp\"\n[model]\nname = \"meta-llama/Llama-3.1-8B-Instruct\"\ncontext = 4096\n[gpu]\nid = \"NVIDIA H100 80GB HBM3\"\n[pod]\nenv = {{ HF_TOKEN = \"$HF_TOKEN\" }}\n[timeouts]\nready = \"{ready}\"\n"
+        ),
+    )
+    .unwrap();
+    p
+}
+
+/// Every file under `dir`, read as text.
+fn all_text(dir: &Path) -> String {
+    let mut out = String::new();
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return out;
+    };
+    for e in rd.flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.push_str(&all_text(&p));
+        } else if let Ok(t) = std::fs::read_to_string(&p) {
+            out.push_str(&t);
+        }
+    }
+    out
+}
+
+/// `inferlab run --deploy … prefix_cache` end to end: the pod's server is the prefix_cache
+/// recording, replayed by a local stand-in (the salt fixed to the recording's, so the live
+/// requests match it byte for byte).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_deploy_runs_prefix_cache_on_the_pod_and_releases_it() {
+    let fake = Fake::start(vec!["PROVISIONING", "RUNNING"]).await;
+    let fixture =
+        inferlab::replay::Fixture::load(&repo().join("wiremock-fixtures/prefix_cache/llamacpp"))
+            .unwrap();
+    let salt = fixture.meta.salt;
+    let pod = inferlab::replay::ReplayServer::start(&fixture)
+        .await
+        .unwrap();
+    let dir = scratch("cli-deploy");
+    let dep = write_deployment(&dir, "30s");
+    let mut cmd = inferlab(&dir, &fake, &pod.base_url());
+    cmd.env("INFERLAB_SALT", salt.to_string()).args([
+        "run",
+        "--deploy",
+        dep.to_str().unwrap(),
+        "--results",
+        "out",
+        "prefix_cache",
+    ]);
+    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
+        .await
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(text.contains("== prefix_cache::llamacpp [live]"), "{text}");
+    assert!(text.contains("terminated pod pod1"), "{text}");
+    assert!(text.contains("per million output tokens"), "{text}");
+    assert_eq!(fake.counts(), (1, 1));
+    assert!(pod.unmatched().is_empty(), "{:?}", pod.unmatched());
+    // The manifest and the deployment report; no key anywhere on disk.
+    let everything = all_text(&dir);
+    assert!(
+        everything.contains("\"pod_id\": \"pod1\""),
+        "no deployment report"
+    );
+    assert!(!everything.contains(KEY), "the API key reached the disk");
+    assert!(
+        !everything.contains("hf_token_value"),
+        "the HF token reached the disk"
+    );
+    assert!(!text.contains(KEY));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_while_waiting_for_the_engine_releases_the_pod() {
+    let fake = Fake::start(vec!["RUNNING"]).await;
+    let pod = stand_in(503).await;
+    let dir = scratch("cli-sigterm");
+    let dep = write_deployment(&dir, "60s");
+    let mut cmd = inferlab(&dir, &fake, &pod.uri());
+    cmd.args(["run", "--deploy", dep.to_str().unwrap(), "--results", "out"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let child = cmd.spawn().unwrap();
+    // Wait until the pod exists and its health is being polled.
+    for _ in 0..200 {
+        if fake.state.lock().unwrap().gets > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(out.status.code(), Some(143), "{text}");
+    assert!(text.contains("SIGTERM: terminating pod pod1"), "{text}");
+    assert_eq!(fake.counts(), (1, 1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_kill_9_down_all_terminates_what_the_ledger_holds() {
+    let fake = Fake::start(vec!["PROVISIONING"]).await;
+    let dir = scratch("cli-kill9");
+    let dep = write_deployment(&dir, "60s");
+    let mut cmd = inferlab(&dir, &fake, "http://127.0.0.1:9");
+    cmd.args(["run", "--deploy", dep.to_str().unwrap(), "--results", "out"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let mut child = cmd.spawn().unwrap();
+    for _ in 0..200 {
+        if fake.state.lock().unwrap().gets > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(fake.counts(), (1, 0), "the pod outlived its process");
+    let ledger: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("pods.json")).unwrap()).unwrap();
+    assert_eq!(ledger[0]["pod_id"], "pod1");
+    let mut down = inferlab(&dir, &fake, "http://127.0.0.1:9");
+    down.args(["down", "--all"]);
+    let out = tokio::task::spawn_blocking(move || down.output().unwrap())
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("terminated pod pod1"));
+    assert_eq!(fake.counts(), (1, 1));
+    assert!(
+        !std::fs::read_to_string(dir.join("pods.json"))
+            .unwrap()
+            .contains(KEY)
+    );
+}
+
+#[test]
+fn plan_refuses_70b_on_24_gb_and_accepts_8b_on_80_gb() {
+    let run = |file: &str| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_inferlab"));
+        cmd.env_remove("RUNPOD_API_KEY").args([
+            "plan",
+            repo().join("deployments").join(file).to_str().unwrap(),
+        ]);
+        cmd.output().unwrap()
+    };
+    let big = run("sglang-llama-70b-4090.toml");
+    let text = String::from_utf8_lossy(&big.stdout);
+    assert_eq!(big.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("141.2 GB") && text.contains("DOES NOT FIT"),
+        "{text}"
+    );
+    let small = run("vllm-llama-8b-h100.toml");
+    let text = String::from_utf8_lossy(&small.stdout);
+    assert_eq!(small.status.code(), Some(0), "{text}");
+    assert!(text.contains("fits,"), "{text}");
+}
