@@ -1,6 +1,6 @@
 //! The RunPod commands: `plan`, `up`, `down`, and `run --deploy`.
 
-use crate::{RunArgs, env};
+use crate::{RunArgs, RunResult, env};
 use anyhow::Context;
 use inferlab::report;
 use inferlab::runpod::api::RunPod;
@@ -8,6 +8,7 @@ use inferlab::runpod::deploy::{self, Deployment};
 use inferlab::runpod::lifecycle::{self, Ended, Ledger, PodReport, Polling};
 use std::path::Path;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 fn load(path: &Path) -> anyhow::Result<Deployment> {
@@ -55,7 +56,23 @@ async fn check_fit(d: &Deployment) -> bool {
 }
 
 pub async fn plan(path: &Path) -> anyhow::Result<ExitCode> {
-    let d = load(path)?;
+    let cells = deploy::load_all(path).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut all_fit = true;
+    for (i, d) in cells.iter().enumerate() {
+        if i > 0 {
+            println!();
+        }
+        all_fit &= plan_one(d).await?;
+    }
+    Ok(if all_fit {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+async fn plan_one(d: &Deployment) -> anyhow::Result<bool> {
+    let d = d.clone();
     let fits = check_fit(&d).await;
     if env("RUNPOD_API_KEY").is_some() {
         let api = RunPod::from_env(&env).map_err(anyhow::Error::msg)?;
@@ -93,11 +110,7 @@ pub async fn plan(path: &Path) -> anyhow::Result<ExitCode> {
             Err(e) => eprintln!("warning: GPU catalog: {e}"),
         }
     }
-    Ok(if fits {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    })
+    Ok(fits)
 }
 
 pub async fn up(path: &Path) -> anyhow::Result<ExitCode> {
@@ -195,50 +208,177 @@ pub async fn down(pods: &[String], all: bool) -> anyhow::Result<ExitCode> {
     })
 }
 
-pub async fn run(path: &Path, mut args: RunArgs, keep: bool) -> anyhow::Result<ExitCode> {
-    let d = load(path)?;
-    if !check_fit(&d).await {
-        eprintln!(
-            "refused: {} does not fit its GPU; nothing was created",
-            d.name
-        );
-        return Ok(ExitCode::from(2));
+pub async fn run(path: &Path, args: RunArgs, keep: bool) -> anyhow::Result<ExitCode> {
+    let cells = deploy::load_all(path).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut refused = false;
+    for d in &cells {
+        if !check_fit(d).await {
+            eprintln!("refused: {} does not fit its GPU", d.name);
+            refused = true;
+        }
     }
     // Nothing is rented for a run that would select no trial.
     let Some(exps) = crate::load_all(&args.experiments)? else {
         return Ok(ExitCode::from(2));
     };
-    let selected = exps.iter().any(|e| {
-        e.targets.iter().any(|t| {
-            let name = format!("{}::{}", e.name, t.name);
-            t.name == d.serves
-                && (args.filters.is_empty() || args.filters.iter().any(|f| name.contains(f)))
-        })
-    });
-    if !selected {
-        eprintln!(
-            "refused: no trial of target `{}` (the target {} serves) matches {:?}; nothing was created",
-            d.serves, d.name, args.filters
-        );
+    for d in &cells {
+        let selected = exps.iter().any(|e| {
+            e.targets.iter().any(|t| {
+                let name = format!("{}::{}", e.name, t.name);
+                t.name == d.serves
+                    && (args.filters.is_empty() || args.filters.iter().any(|f| name.contains(f)))
+            })
+        });
+        if !selected {
+            eprintln!(
+                "refused: no trial of target `{}` (the target {} serves) matches {:?}",
+                d.serves, d.name, args.filters
+            );
+            refused = true;
+        }
+    }
+    if refused {
+        eprintln!("nothing was created");
         return Ok(ExitCode::from(2));
     }
     let api = RunPod::from_env(&env).map_err(anyhow::Error::msg)?;
     let ledger = Ledger::from_env(&env);
-    // Only the trials of the target the pod stands for.
-    args.only = Some(d.serves.clone());
+    let matrix = cells.len() > 1;
+    // One stop signal ends every pod's run.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel::<Option<&'static str>>(None);
+    tokio::spawn(async move {
+        let sig = shutdown_signal().await;
+        let _ = stop_tx.send(Some(sig));
+    });
+    // Pods come up in parallel, up to the matrix's bound; measurements take turns, so no two
+    // runs compete for this machine's client.
+    let slots = Arc::new(tokio::sync::Semaphore::new(
+        cells.first().map_or(1, |d| d.parallel),
+    ));
+    let measuring = Arc::new(tokio::sync::Mutex::new(()));
+    let stamp = report::utc_compact(std::time::SystemTime::now());
+    let results_root = if matrix {
+        let stem = path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or("matrix");
+        args.results.join(format!("matrix-{stem}-{stamp}"))
+    } else {
+        args.results.clone()
+    };
+    let outcomes = futures_util::future::join_all(cells.iter().map(|d| {
+        let cell_args = RunArgs {
+            experiments: args.experiments.clone(),
+            fixtures: args.fixtures.clone(),
+            filters: args.filters.clone(),
+            only: Some(d.serves.clone()),
+            results: if matrix {
+                results_root.join(&d.name)
+            } else {
+                results_root.clone()
+            },
+            overrides: args.overrides.clone(),
+            interrupt: false,
+        };
+        let (api, ledger, slots, measuring) = (&api, &ledger, slots.clone(), measuring.clone());
+        let mut stop = stop_rx.clone();
+        async move {
+            let _slot = slots.acquire_owned().await;
+            let prefix = if matrix {
+                format!("[{}] ", d.name)
+            } else {
+                String::new()
+            };
+            let shutdown = async move {
+                loop {
+                    if let Some(sig) = *stop.borrow_and_update() {
+                        return sig;
+                    }
+                    if stop.changed().await.is_err() {
+                        return std::future::pending().await;
+                    }
+                }
+            };
+            let result = run_on_pod(
+                api, ledger, d, cell_args, keep, shutdown, measuring, &prefix,
+            )
+            .await;
+            (d, result)
+        }
+    }))
+    .await;
+
+    let mut worst = 0u8;
+    let mut rows = Vec::new();
+    for (d, result) in outcomes {
+        match result {
+            Ok((code, report, result)) => {
+                worst = worst.max(code);
+                write_report(
+                    &results_root,
+                    &report,
+                    result.as_ref().map_or(0, |r| r.output_tokens),
+                )?;
+                rows.push((d, code, report, result));
+            }
+            Err(e) => {
+                eprintln!("[{}] {e:#}", d.name);
+                worst = worst.max(2);
+            }
+        }
+    }
+    if matrix {
+        print!("{}", matrix_table(&rows));
+        let path = results_root.join("matrix.json");
+        let json: Vec<serde_json::Value> = rows
+            .iter()
+            .map(|(d, code, report, result)| {
+                serde_json::json!({
+                    "deployment": d.name,
+                    "engine": d.engine.as_str(),
+                    "model": d.model,
+                    "gpu": d.gpu_id,
+                    "gpu_count": d.gpu_count,
+                    "exit_code": code,
+                    "pod": report,
+                    "trials": result.as_ref().map(|r| r.trials.clone()).unwrap_or_default(),
+                })
+            })
+            .collect();
+        std::fs::create_dir_all(&results_root)?;
+        std::fs::write(&path, serde_json::to_string_pretty(&json)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+        println!("matrix: {}", path.display());
+    }
+    Ok(ExitCode::from(worst))
+}
+
+/// One deployment's pod: its exit code, its report, and what ran on it.
+#[allow(clippy::too_many_arguments)]
+async fn run_on_pod(
+    api: &RunPod,
+    ledger: &Ledger,
+    d: &Deployment,
+    mut args: RunArgs,
+    keep: bool,
+    shutdown: impl std::future::Future<Output = &'static str>,
+    measuring: Arc<tokio::sync::Mutex<()>>,
+    prefix: &str,
+) -> anyhow::Result<(u8, PodReport, Option<RunResult>)> {
     let target = d.serves.to_ascii_uppercase().replace('-', "_");
     let port = d.port.to_string();
     let results = args.results.clone();
     let (ended, mut report) = lifecycle::with_pod(
-        &api,
-        &ledger,
-        &d,
+        api,
+        ledger,
+        d,
         &env,
         polling(),
         keep,
-        shutdown_signal(),
-        &mut |m| eprintln!("{m}"),
+        shutdown,
+        &mut |m| eprintln!("{prefix}{m}"),
         move |pod| async move {
+            let _turn = measuring.lock().await;
             args.overrides
                 .insert(format!("INFERLAB_{target}_RUNPOD_POD"), pod.pod.id.clone());
             args.overrides
@@ -251,25 +391,77 @@ pub async fn run(path: &Path, mut args: RunArgs, keep: bool) -> anyhow::Result<E
     )
     .await
     .map_err(anyhow::Error::msg)?;
-    let (code, tokens) = match ended {
-        Ended::Finished(Ok((code, tokens))) => (code, tokens),
+    let (code, result) = match ended {
+        Ended::Finished(Ok(r)) => (exit_code_number(&r.code), Some(r)),
         Ended::Finished(Err(e)) => {
-            report.error = Some(e.clone());
-            eprintln!("error: {e}");
-            (ExitCode::from(2), 0)
+            report.error = Some(e);
+            (2, None)
         }
-        Ended::NotReady => (ExitCode::from(2), 0),
-        Ended::Stopped(sig) => (ExitCode::from(if sig == "SIGTERM" { 143 } else { 130 }), 0),
+        Ended::NotReady => (2, None),
+        Ended::Stopped(sig) => (if sig == "SIGTERM" { 143 } else { 130 }, None),
         Ended::Panicked(p) => {
-            write_report(&results, &report, 0)?;
+            let _ = write_report(&results, &report, 0);
             std::panic::resume_unwind(p);
         }
     };
     if let Some(e) = &report.error {
-        eprintln!("{e}");
+        eprintln!("{prefix}{e}");
     }
-    write_report(&results, &report, tokens)?;
-    Ok(code)
+    Ok((code, report, result))
+}
+
+fn exit_code_number(code: &ExitCode) -> u8 {
+    if *code == ExitCode::SUCCESS {
+        0
+    } else if *code == ExitCode::from(1) {
+        1
+    } else if *code == ExitCode::from(130) {
+        130
+    } else {
+        2
+    }
+}
+
+type Row<'a> = (&'a Deployment, u8, PodReport, Option<RunResult>);
+
+/// The matrix side by side: one line per deployment and trial.
+fn matrix_table(rows: &[Row<'_>]) -> String {
+    let mut out = format!(
+        "\n{:<44} {:<28} {:>6} {:>10} {:>10} {:>10} {:>9} {:>8}\n",
+        "deployment", "trial", "result", "ttft p50", "tpot p50", "out tok/s", "$/h", "cost $"
+    );
+    let ms = |x: Option<f64>| x.map_or("-".to_string(), |v| format!("{v:.1} ms"));
+    for (d, code, report, result) in rows {
+        let price = report
+            .cost_per_hour
+            .map_or("-".into(), |c| format!("{c:.2}"));
+        let cost = report.cost_usd.map_or("-".into(), |c| format!("{c:.4}"));
+        match result.as_ref().filter(|r| !r.trials.is_empty()) {
+            Some(r) => {
+                for t in &r.trials {
+                    out.push_str(&format!(
+                        "{:<44} {:<28} {:>6} {:>10} {:>10} {:>10.1} {:>9} {:>8}\n",
+                        d.name,
+                        t.trial,
+                        if t.passed { "ok" } else { "FAILED" },
+                        ms(t.ttft_p50_ms),
+                        ms(t.tpot_p50_ms),
+                        t.output_throughput,
+                        price,
+                        cost
+                    ));
+                }
+            }
+            None => {
+                let what = report
+                    .error
+                    .clone()
+                    .unwrap_or_else(|| format!("exit {code}"));
+                out.push_str(&format!("{:<44} {:<28} {:>6} {}\n", d.name, "-", "-", what));
+            }
+        }
+    }
+    out
 }
 
 /// `results/deployments/<UTC>-<deployment>.json`: the pod, its timeline, its cost, and the

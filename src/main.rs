@@ -163,7 +163,7 @@ fn dispatch(cli: &Cli) -> anyhow::Result<ExitCode> {
                 overrides: BTreeMap::new(),
                 interrupt: true,
             };
-            rt.block_on(async { run(args).await.map(|(code, _)| code) })
+            rt.block_on(async { run(args).await.map(|r| r.code) })
         }
         Command::Run {
             filters,
@@ -380,11 +380,36 @@ pub struct RunArgs {
     pub interrupt: bool,
 }
 
-/// Runs the selected trials; the exit code, and output tokens summed over every trial.
-async fn run(args: RunArgs) -> anyhow::Result<(ExitCode, u64)> {
+/// One trial's headline figures, for side-by-side tables.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TrialLine {
+    pub trial: String,
+    pub passed: bool,
+    pub requests: u64,
+    pub failed: u64,
+    pub ttft_p50_ms: Option<f64>,
+    pub tpot_p50_ms: Option<f64>,
+    pub output_throughput: f64,
+}
+
+/// What the selected trials did.
+pub struct RunResult {
+    pub code: ExitCode,
+    /// Output tokens summed over every trial.
+    pub output_tokens: u64,
+    pub trials: Vec<TrialLine>,
+}
+
+/// Runs the selected trials.
+async fn run(args: RunArgs) -> anyhow::Result<RunResult> {
     let Some(exps) = load_all(&args.experiments)? else {
-        return Ok((ExitCode::from(2), 0));
+        return Ok(RunResult {
+            code: ExitCode::from(2),
+            output_tokens: 0,
+            trials: Vec::new(),
+        });
     };
+    let mut lines = Vec::new();
     let overrides = args.overrides.clone();
     let env = move |k: &str| overrides.get(k).cloned().or_else(|| env(k));
     let cli_fixtures = args.fixtures.clone();
@@ -426,6 +451,16 @@ async fn run(args: RunArgs) -> anyhow::Result<(ExitCode, u64)> {
             match trial::run_trial(e, t, plan, &opts).await {
                 Ok(out) => {
                     output_tokens += out.summary.all.output_tokens;
+                    let all = &out.summary.all;
+                    lines.push(TrialLine {
+                        trial: name.clone(),
+                        passed: out.passed(),
+                        requests: all.requests,
+                        failed: all.failed,
+                        ttft_p50_ms: all.ttft.as_ref().map(|l| l.p50_ms),
+                        tpot_p50_ms: all.tpot.as_ref().map(|l| l.p50_ms),
+                        output_throughput: all.output_throughput,
+                    });
                     print!("{}", report::phase_table(&out.summary));
                     if !out.verdicts.is_empty() {
                         println!();
@@ -446,7 +481,11 @@ async fn run(args: RunArgs) -> anyhow::Result<(ExitCode, u64)> {
                         println!(
                             "interrupted: the results above cover what completed; later trials were not run"
                         );
-                        return Ok((ExitCode::from(130), output_tokens));
+                        return Ok(RunResult {
+                            code: ExitCode::from(130),
+                            output_tokens,
+                            trials: lines,
+                        });
                     }
                 }
                 Err(err) => {
@@ -458,7 +497,11 @@ async fn run(args: RunArgs) -> anyhow::Result<(ExitCode, u64)> {
     }
     if selected == 0 {
         eprintln!("no trial matches {filters:?}");
-        return Ok((ExitCode::from(2), output_tokens));
+        return Ok(RunResult {
+            code: ExitCode::from(2),
+            output_tokens,
+            trials: lines,
+        });
     }
     let code = if broken {
         ExitCode::from(2)
@@ -467,5 +510,9 @@ async fn run(args: RunArgs) -> anyhow::Result<(ExitCode, u64)> {
     } else {
         ExitCode::SUCCESS
     };
-    Ok((code, output_tokens))
+    Ok(RunResult {
+        code,
+        output_tokens,
+        trials: lines,
+    })
 }

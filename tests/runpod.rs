@@ -24,6 +24,8 @@ struct FakeState {
     rate_limited: u32,
     /// The first N GETs of a pod answer 503.
     get_errors: u32,
+    /// This pod reports ERROR whatever `statuses` says.
+    failing_pod: Option<&'static str>,
     creates: u32,
     deletes: u32,
     gets: u32,
@@ -137,7 +139,11 @@ fn respond(st: &Mutex<FakeState>, req: &Request) -> ResponseTemplate {
                     r#"{"title":"Not Found","status":404,"detail":"no such pod"}"#,
                 );
             };
-            let status = s.statuses[n.min(s.statuses.len() - 1)];
+            let status = if s.failing_pod == Some(id) {
+                "ERROR"
+            } else {
+                s.statuses[n.min(s.statuses.len() - 1)]
+            };
             s.live.insert(id.to_string(), n + 1);
             return ResponseTemplate::new(200).set_body_json(serde_json::json!({
                 "id": id, "status": status, "cost": 2.99, "dataCenterId": "EU-RO-1",
@@ -452,12 +458,8 @@ fn inferlab(dir: &Path, fake: &Fake, proxy: &str) -> Command {
         .env("INFERLAB_RUNPOD_POLL_MS", "20")
         .env("INFERLAB_LEDGER", dir.join("pods.json"))
         .env("HF_TOKEN", "hf_token_value")
-        .args([
-            "--experiments",
-            repo().join("experiments").to_str().unwrap(),
-            "--fixtures",
-            repo().join("wiremock-fixtures").to_str().unwrap(),
-        ]);
+        .env("INFERLAB_EXPERIMENTS_DIR", repo().join("experiments"))
+        .env("INFERLAB_FIXTURES_DIR", repo().join("wiremock-fixtures"));
     cmd
 }
 
@@ -634,4 +636,83 @@ fn plan_refuses_70b_on_24_gb_and_accepts_8b_on_80_gb() {
     let text = String::from_utf8_lossy(&small.stdout);
     assert_eq!(small.status.code(), Some(0), "{text}");
     assert!(text.contains("fits,"), "{text}");
+}
+
+/// A matrix of two deployments, one of whose pods fails: the other still runs its trial, both
+/// pods are released, and the results sit side by side.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_matrix_survives_a_failed_pod_and_releases_every_pod() {
+    let fake = Fake::start(vec!["PROVISIONING", "RUNNING"]).await;
+    fake.state.lock().unwrap().failing_pod = Some("pod2");
+    let truth = inferlab::truth::TruthServer::start(
+        inferlab::truth::TruthConfig {
+            ttft: Duration::from_millis(5),
+            itl: Duration::from_millis(1),
+            ..Default::default()
+        },
+        "127.0.0.1:0".parse().unwrap(),
+    )
+    .unwrap();
+    let dir = scratch("cli-matrix");
+    std::fs::create_dir_all(dir.join("exps")).unwrap();
+    std::fs::write(
+        dir.join("exps/tiny.toml"),
+        r#"schema_version = 1
+description = "tiny"
+seed = 1
+[targets.box]
+kind = "openai"
+[model]
+name = "truth"
+[[phase]]
+name = "load"
+workload = { kind = "concurrent", concurrency = 2, requests = 4, input_tokens = 8 }
+request = { api = "completions", output_tokens = 4 }
+[[assert]]
+expr = "all.error_rate == 0"
+"#,
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("m.toml"),
+        "serves = \"box\"\n[model]\ncontext = 4096\n[pod]\nenv = { HF_TOKEN = \"$HF_TOKEN\" }\n[matrix]\nengine = [\"vllm\", \"sglang\"]\nmodel = [\"meta-llama/Llama-3.1-8B-Instruct\"]\ngpu = [\"NVIDIA H100 80GB HBM3\"]\n",
+    )
+    .unwrap();
+    let mut cmd = inferlab(&dir, &fake, &truth.url());
+    cmd.env("INFERLAB_EXPERIMENTS_DIR", dir.join("exps")).args([
+        "run",
+        "--deploy",
+        dir.join("m.toml").to_str().unwrap(),
+        "--results",
+        "out",
+    ]);
+    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
+        .await
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(2), "{text}");
+    assert_eq!(fake.counts(), (2, 2), "{text}");
+    assert_eq!(fake.live(), 0);
+    let matrix_dir = std::fs::read_dir(dir.join("out"))
+        .unwrap()
+        .flatten()
+        .find(|e| e.file_name().to_string_lossy().starts_with("matrix-m-"))
+        .expect("a matrix results directory")
+        .path();
+    let rows: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(matrix_dir.join("matrix.json")).unwrap())
+            .unwrap();
+    let rows = rows.as_array().unwrap();
+    assert_eq!(rows.len(), 2);
+    let ran: Vec<&serde_json::Value> = rows.iter().filter(|r| r["exit_code"] == 0).collect();
+    assert_eq!(ran.len(), 1, "{text}");
+    assert_eq!(ran[0]["trials"][0]["trial"], "tiny::box");
+    assert_eq!(ran[0]["trials"][0]["passed"], true);
+    let failed = rows.iter().find(|r| r["exit_code"] == 2).unwrap();
+    assert_eq!(failed["pod"]["error"], "pod pod2 is ERROR");
+    assert!(text.contains("tiny::box"), "{text}");
 }

@@ -173,6 +173,8 @@ pub struct Deployment {
     pub provision_timeout: Duration,
     #[serde(serialize_with = "ser_secs")]
     pub ready_timeout: Duration,
+    /// In a matrix: pods alive at once.
+    pub parallel: usize,
 }
 
 fn ser_secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
@@ -182,21 +184,40 @@ fn ser_secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error>
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawDeployment {
-    engine: Engine,
+    engine: Option<Spanned<String>>,
     image: Option<String>,
     serves: Option<String>,
     model: RawModel,
+    #[serde(default)]
     gpu: RawGpu,
     #[serde(default)]
     pod: RawPod,
     #[serde(default)]
     timeouts: RawTimeouts,
+    matrix: Option<RawMatrix>,
+}
+
+/// Engines × models × GPUs: one pod per combination.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMatrix {
+    #[serde(default)]
+    engine: Vec<Spanned<String>>,
+    #[serde(default)]
+    model: Vec<Spanned<String>>,
+    #[serde(default)]
+    gpu: Vec<Spanned<String>>,
+    /// Image per engine.
+    #[serde(default)]
+    image: BTreeMap<String, String>,
+    /// Pods alive at once.
+    parallel: Option<usize>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawModel {
-    name: String,
+    name: Option<Spanned<String>>,
     #[serde(default = "default_dtype")]
     dtype: Dtype,
     context: Spanned<u32>,
@@ -213,10 +234,10 @@ fn default_concurrency() -> u32 {
     1
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct RawGpu {
-    id: Spanned<String>,
+    id: Option<Spanned<String>>,
     #[serde(default = "one")]
     count: u32,
     memory_utilization: Option<Spanned<f64>>,
@@ -248,6 +269,17 @@ struct RawTimeouts {
 }
 
 pub fn load(path: &Path) -> Result<Deployment, SpecError> {
+    let (src, name) = read(path)?;
+    parse(&path.display().to_string(), &name, &src)
+}
+
+/// Every deployment in the file (each cell of a matrix).
+pub fn load_all(path: &Path) -> Result<Vec<Deployment>, SpecError> {
+    let (src, name) = read(path)?;
+    parse_all(&path.display().to_string(), &name, &src)
+}
+
+fn read(path: &Path) -> Result<(String, String), SpecError> {
     let src = std::fs::read_to_string(path).map_err(|source| SpecError::Io {
         file: path.display().to_string(),
         source,
@@ -255,11 +287,30 @@ pub fn load(path: &Path) -> Result<Deployment, SpecError> {
     let name = path
         .file_stem()
         .and_then(|s| s.to_str())
-        .unwrap_or("deployment");
-    parse(&path.display().to_string(), name, &src)
+        .unwrap_or("deployment")
+        .to_string();
+    Ok((src, name))
 }
 
+/// A single deployment; a file with a `[matrix]` of more than one cell is refused here.
 pub fn parse(file: &str, name: &str, src: &str) -> Result<Deployment, SpecError> {
+    let mut cells = parse_all(file, name, src)?;
+    if cells.len() != 1 {
+        return Err(Locator { file, src }.error(
+            None,
+            "matrix",
+            format!(
+                "this file is a matrix of {} deployments: use `inferlab run --deploy` or `plan`",
+                cells.len()
+            ),
+        ));
+    }
+    Ok(cells.remove(0))
+}
+
+/// Every deployment the file describes: one, or each cell of its `[matrix]` (engines × models
+/// × GPUs), each validated with errors pointing into the file.
+pub fn parse_all(file: &str, name: &str, src: &str) -> Result<Vec<Deployment>, SpecError> {
     let loc = Locator { file, src };
     let de = toml::Deserializer::parse(src)
         .map_err(|e| loc.error(e.span(), "(syntax)", e.message().trim()))?;
@@ -268,15 +319,101 @@ pub fn parse(file: &str, name: &str, src: &str) -> Result<Deployment, SpecError>
         let inner = e.into_inner();
         loc.error(inner.span(), field, inner.message().trim())
     })?;
-    let shape = match raw.model.shape.or_else(|| known_shape(&raw.model.name)) {
+    let m = raw.matrix.as_ref();
+    let axis = |from_matrix: Option<&Vec<Spanned<String>>>,
+                base: &Option<Spanned<String>>,
+                field: &str|
+     -> Result<Vec<Spanned<String>>, SpecError> {
+        match (from_matrix, base) {
+            (Some(v), _) if !v.is_empty() => Ok(v.clone()),
+            (_, Some(b)) => Ok(vec![b.clone()]),
+            _ => Err(loc.error(None, field, "missing: set it here or list it in [matrix]")),
+        }
+    };
+    let engines = axis(m.map(|m| &m.engine), &raw.engine, "engine")?;
+    let models = axis(m.map(|m| &m.model), &raw.model.name, "model.name")?;
+    let gpus = axis(m.map(|m| &m.gpu), &raw.gpu.id, "gpu.id")?;
+    let matrix = engines.len() * models.len() * gpus.len() > 1;
+    let listed = |v: Option<&Vec<Spanned<String>>>| v.is_some_and(|v| !v.is_empty());
+    let fields = (
+        if listed(m.map(|m| &m.model)) {
+            "matrix.model"
+        } else {
+            "model.name"
+        },
+        if listed(m.map(|m| &m.gpu)) {
+            "matrix.gpu"
+        } else {
+            "gpu.id"
+        },
+    );
+    let mut out = Vec::new();
+    for e in &engines {
+        let engine = match e.get_ref().as_str() {
+            "vllm" => Engine::Vllm,
+            "sglang" => Engine::Sglang,
+            other => {
+                return Err(loc.error(
+                    Some(e.span()),
+                    if raw.engine.is_some() && !matrix {
+                        "engine"
+                    } else {
+                        "matrix.engine"
+                    },
+                    format!("unknown engine `{other}`, expected `vllm` or `sglang`"),
+                ));
+            }
+        };
+        for model in &models {
+            for gpu in &gpus {
+                let cell_name = if matrix {
+                    format!(
+                        "{name}-{}-{}-{}",
+                        engine.as_str(),
+                        slug(model.get_ref().rsplit('/').next().unwrap_or("")),
+                        slug(gpu.get_ref().trim_start_matches("NVIDIA "))
+                    )
+                } else {
+                    name.to_string()
+                };
+                out.push(cell(&loc, &raw, engine, model, gpu, cell_name, fields)?);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Lower-case letters, digits and dashes.
+fn slug(s: &str) -> String {
+    let mut out = String::new();
+    for c in s.chars() {
+        if c.is_ascii_alphanumeric() || c == '.' {
+            out.push(c.to_ascii_lowercase());
+        } else if !out.ends_with('-') {
+            out.push('-');
+        }
+    }
+    out.trim_matches('-').to_string()
+}
+
+fn cell(
+    loc: &Locator<'_>,
+    raw: &RawDeployment,
+    engine: Engine,
+    model: &Spanned<String>,
+    gpu: &Spanned<String>,
+    name: String,
+    (model_field, gpu_field): (&str, &str),
+) -> Result<Deployment, SpecError> {
+    let model_name = model.get_ref().clone();
+    let shape = match raw.model.shape.or_else(|| known_shape(&model_name)) {
         Some(s) => s,
         None => {
             return Err(loc.error(
-                None,
-                "model.shape",
+                Some(model.span()),
+                model_field,
                 format!(
-                    "`{}` is not in the model table: give model.shape = {{ params_b, layers, kv_heads, head_dim }}",
-                    raw.model.name
+                    "`{model_name}` is not in the model table: give model.shape = {{ params_b, layers, kv_heads, head_dim }}"
                 ),
             ));
         }
@@ -288,19 +425,19 @@ pub fn parse(file: &str, name: &str, src: &str) -> Result<Deployment, SpecError>
             "must be at least 1",
         ));
     }
-    if gpu_memory_gb(raw.gpu.id.get_ref()).is_none() {
+    if gpu_memory_gb(gpu.get_ref()).is_none() {
         let known: Vec<&str> = GPUS.iter().map(|(g, _)| *g).collect();
         return Err(loc.error(
-            Some(raw.gpu.id.span()),
-            "gpu.id",
+            Some(gpu.span()),
+            gpu_field,
             format!(
                 "unknown GPU id `{}`; known: {}",
-                raw.gpu.id.get_ref(),
+                gpu.get_ref(),
                 known.join(", ")
             ),
         ));
     }
-    let util = match raw.gpu.memory_utilization {
+    let util = match &raw.gpu.memory_utilization {
         Some(u) if !(0.1..=1.0).contains(u.get_ref()) => {
             return Err(loc.error(
                 Some(u.span()),
@@ -311,7 +448,7 @@ pub fn parse(file: &str, name: &str, src: &str) -> Result<Deployment, SpecError>
         Some(u) => *u.get_ref(),
         None => 0.9,
     };
-    let cloud = match raw.pod.cloud {
+    let cloud = match &raw.pod.cloud {
         Some(c) if !matches!(c.get_ref().as_str(), "SECURE" | "COMMUNITY") => {
             return Err(loc.error(
                 Some(c.span()),
@@ -319,15 +456,15 @@ pub fn parse(file: &str, name: &str, src: &str) -> Result<Deployment, SpecError>
                 "must be \"SECURE\" or \"COMMUNITY\"",
             ));
         }
-        Some(c) => c.into_inner(),
+        Some(c) => c.get_ref().clone(),
         None => "SECURE".into(),
     };
-    let duration = |v: Option<Spanned<String>>, field: &str, default: u64| match v {
+    let duration = |v: &Option<Spanned<String>>, field: &str, default: u64| match v {
         None => Ok(Duration::from_secs(default)),
         Some(s) => parse_duration(s.get_ref()).map_err(|m| loc.error(Some(s.span()), field, m)),
     };
     let mut env = BTreeMap::new();
-    for (k, v) in raw.pod.env {
+    for (k, v) in &raw.pod.env {
         let literal = v.get_ref();
         // A secret written into the file would be stored with it: only references are allowed
         // for names that look like credentials.
@@ -341,35 +478,48 @@ pub fn parse(file: &str, name: &str, src: &str) -> Result<Deployment, SpecError>
                 "credentials are read from the environment: write \"$NAME\", not the value",
             ));
         }
-        env.insert(k, literal.clone());
+        env.insert(k.clone(), literal.clone());
     }
-    let image = raw.image.unwrap_or_else(|| match raw.engine {
-        Engine::Vllm => "vllm/vllm-openai:latest".into(),
-        Engine::Sglang => "lmsysorg/sglang:latest".into(),
-    });
+    let per_engine = raw
+        .matrix
+        .as_ref()
+        .and_then(|m| m.image.get(engine.as_str()).cloned());
+    let image = per_engine
+        .or_else(|| raw.image.clone())
+        .unwrap_or_else(|| match engine {
+            Engine::Vllm => "vllm/vllm-openai:latest".into(),
+            Engine::Sglang => "lmsysorg/sglang:latest".into(),
+        });
     Ok(Deployment {
-        name: name.to_string(),
-        engine: raw.engine,
+        name,
+        engine,
         image,
         serves: raw
             .serves
-            .unwrap_or_else(|| raw.engine.as_str().to_string()),
-        model: raw.model.name,
+            .clone()
+            .unwrap_or_else(|| engine.as_str().to_string()),
+        model: model_name,
         dtype: raw.model.dtype,
         shape,
-        context: raw.model.context.into_inner(),
+        context: *raw.model.context.get_ref(),
         concurrency: raw.model.concurrency.max(1),
-        gpu_id: raw.gpu.id.into_inner(),
+        gpu_id: gpu.get_ref().clone(),
         gpu_count: raw.gpu.count.max(1),
         gpu_memory_utilization: util,
         disk_gb: raw.pod.disk_gb.unwrap_or(80),
         port: raw.pod.port.unwrap_or(8000),
         cloud,
-        data_centers: raw.pod.data_centers,
+        data_centers: raw.pod.data_centers.clone(),
         env,
-        args: raw.pod.args,
-        provision_timeout: duration(raw.timeouts.provision, "timeouts.provision", 600)?,
-        ready_timeout: duration(raw.timeouts.ready, "timeouts.ready", 1800)?,
+        args: raw.pod.args.clone(),
+        provision_timeout: duration(&raw.timeouts.provision, "timeouts.provision", 600)?,
+        ready_timeout: duration(&raw.timeouts.ready, "timeouts.ready", 1800)?,
+        parallel: raw
+            .matrix
+            .as_ref()
+            .and_then(|m| m.parallel)
+            .unwrap_or(2)
+            .max(1),
     })
 }
 
@@ -613,10 +763,17 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.starts_with("d.toml:6:6: gpu.id: unknown GPU id"), "{e}");
-        let e = parse("d.toml", "d", "engine = \"tgi\"\n")
-            .unwrap_err()
-            .to_string();
-        assert!(e.starts_with("d.toml:1:10: engine:"), "{e}");
+        let e = parse(
+            "d.toml",
+            "d",
+            "engine = \"tgi\"\n[model]\nname = \"meta-llama/Llama-3.1-8B\"\ncontext = 4096\n[gpu]\nid = \"NVIDIA L4\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.starts_with("d.toml:1:10: engine: unknown engine `tgi`"),
+            "{e}"
+        );
         let e = parse(
             "d.toml",
             "d",
@@ -624,7 +781,10 @@ mod tests {
         )
         .unwrap_err()
         .to_string();
-        assert!(e.contains("model.shape"), "{e}");
+        assert!(
+            e.contains("model.name") && e.contains("model.shape ="),
+            "{e}"
+        );
         let e = parse(
             "d.toml",
             "d",
@@ -634,6 +794,35 @@ mod tests {
         .to_string();
         assert!(
             e.contains("pod.env.HF_TOKEN") && !e.contains("hf_abc"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_matrix_expands_to_every_combination() {
+        let src = "[model]\ncontext = 4096\n[matrix]\nengine = [\"vllm\", \"sglang\"]\nmodel = [\"meta-llama/Llama-3.1-8B-Instruct\"]\ngpu = [\"NVIDIA H100 80GB HBM3\", \"NVIDIA L40S\"]\nimage = { vllm = \"vllm/vllm-openai:v0.11.0\" }\nparallel = 3\n";
+        let cells = parse_all("m.toml", "m", src).unwrap();
+        let names: Vec<&str> = cells.iter().map(|d| d.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "m-vllm-llama-3.1-8b-instruct-h100-80gb-hbm3",
+                "m-vllm-llama-3.1-8b-instruct-l40s",
+                "m-sglang-llama-3.1-8b-instruct-h100-80gb-hbm3",
+                "m-sglang-llama-3.1-8b-instruct-l40s",
+            ]
+        );
+        assert_eq!(cells[0].image, "vllm/vllm-openai:v0.11.0");
+        assert_eq!(cells[2].image, "lmsysorg/sglang:latest");
+        assert_eq!(cells[3].serves, "sglang");
+        assert!(cells.iter().all(|d| d.parallel == 3));
+        let e = parse("m.toml", "m", src).unwrap_err().to_string();
+        assert!(e.contains("matrix of 4 deployments"), "{e}");
+        // A bad element is named where it stands.
+        let bad = src.replace("\"NVIDIA L40S\"", "\"NVIDIA L41\"");
+        let e = parse_all("m.toml", "m", &bad).unwrap_err().to_string();
+        assert!(
+            e.starts_with("m.toml:6:33: matrix.gpu: unknown GPU id `NVIDIA L41`"),
             "{e}"
         );
     }

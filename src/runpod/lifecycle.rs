@@ -25,6 +25,10 @@ pub struct LedgerEntry {
     pub pid: u32,
 }
 
+/// Read-modify-write of the ledger, one at a time within this process (a matrix changes it
+/// from several pods' tasks).
+static LEDGER_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// The pods this tool created, in a JSON file.
 #[derive(Debug, Clone)]
 pub struct Ledger {
@@ -80,6 +84,7 @@ impl Ledger {
     }
 
     pub fn add(&self, entry: LedgerEntry) -> Result<(), String> {
+        let _one_at_a_time = LEDGER_LOCK.lock().unwrap_or_else(|p| p.into_inner());
         let mut all = self.entries()?;
         all.retain(|e| e.pod_id != entry.pod_id);
         all.push(entry);
@@ -87,6 +92,7 @@ impl Ledger {
     }
 
     pub fn remove(&self, pod_id: &str) -> Result<(), String> {
+        let _one_at_a_time = LEDGER_LOCK.lock().unwrap_or_else(|p| p.into_inner());
         let mut all = self.entries()?;
         all.retain(|e| e.pod_id != pod_id);
         self.write(&all)
