@@ -279,6 +279,7 @@ pub async fn run(path: &Path, args: RunArgs, keep: bool) -> anyhow::Result<ExitC
             },
             overrides: args.overrides.clone(),
             interrupt: false,
+            cost_per_hour: None,
         };
         let (api, ledger, slots, measuring) = (&api, &ledger, slots.clone(), measuring.clone());
         let mut stop = stop_rx.clone();
@@ -379,6 +380,7 @@ async fn run_on_pod(
         &mut |m| eprintln!("{prefix}{m}"),
         move |pod| async move {
             let _turn = measuring.lock().await;
+            args.cost_per_hour = pod.pod.cost;
             args.overrides
                 .insert(format!("INFERLAB_{target}_RUNPOD_POD"), pod.pod.id.clone());
             args.overrides

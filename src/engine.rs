@@ -13,6 +13,11 @@ pub enum TargetKind {
     Llamacpp,
     /// Any OpenAI-compatible server: only standard fields are sent.
     Openai,
+    /// A RunPod serverless endpoint running the vLLM worker
+    /// (`https://api.runpod.ai/v2/{endpoint}/openai/v1`): cold starts, re-chunked streams, no
+    /// `/metrics`, worker and job counts from its `/health`.
+    #[serde(rename = "runpod_serverless")]
+    RunpodServerless,
 }
 
 impl TargetKind {
@@ -37,13 +42,18 @@ impl TargetKind {
         matches!(self, Self::Vllm | Self::Sglang)
     }
 
+    /// Whether the target scales to zero, so the first request after idle is a cold start.
+    pub fn is_serverless(self) -> bool {
+        matches!(self, Self::RunpodServerless)
+    }
+
     /// Where the server reports its version, and the JSON pointer to read there.
     pub fn version_endpoint(self) -> Option<(&'static str, &'static str)> {
         match self {
             Self::Vllm => Some(("/version", "/version")),
             Self::Sglang => Some(("/get_server_info", "/version")),
             Self::Llamacpp => Some(("/props", "/build_info")),
-            Self::Openai => None,
+            Self::Openai | Self::RunpodServerless => None,
         }
     }
 
@@ -69,7 +79,7 @@ impl TargetKind {
                 ("tp_size", "/tp_size"),
                 ("dp_size", "/dp_size"),
             ],
-            Self::Vllm | Self::Openai => &[],
+            Self::Vllm | Self::Openai | Self::RunpodServerless => &[],
         }
     }
 
@@ -80,6 +90,7 @@ impl TargetKind {
             Self::Sglang => "SGLang",
             Self::Llamacpp => "llama.cpp",
             Self::Openai => "openai-compatible",
+            Self::RunpodServerless => "RunPod serverless (vLLM worker)",
         }
     }
 }
@@ -91,6 +102,7 @@ impl fmt::Display for TargetKind {
             Self::Sglang => "sglang",
             Self::Llamacpp => "llamacpp",
             Self::Openai => "openai",
+            Self::RunpodServerless => "runpod_serverless",
         })
     }
 }

@@ -162,6 +162,7 @@ fn dispatch(cli: &Cli) -> anyhow::Result<ExitCode> {
                 results: results.clone(),
                 overrides: BTreeMap::new(),
                 interrupt: true,
+                cost_per_hour: None,
             };
             rt.block_on(async { run(args).await.map(|r| r.code) })
         }
@@ -181,6 +182,7 @@ fn dispatch(cli: &Cli) -> anyhow::Result<ExitCode> {
                 results: results.clone(),
                 overrides: BTreeMap::new(),
                 interrupt: false,
+                cost_per_hour: None,
             };
             rt.block_on(deployed::run(deployment, args, *keep))
         }
@@ -378,6 +380,8 @@ pub struct RunArgs {
     pub overrides: BTreeMap<String, String>,
     /// Handle Ctrl-C here (a deployed run handles signals itself).
     pub interrupt: bool,
+    /// The rented pod's price, when there is one.
+    pub cost_per_hour: Option<f64>,
 }
 
 /// One trial's headline figures, for side-by-side tables.
@@ -420,6 +424,7 @@ async fn run(args: RunArgs) -> anyhow::Result<RunResult> {
         fixtures_root: args.fixtures.clone(),
         salt: env("INFERLAB_SALT").and_then(|s| s.parse().ok()),
         interrupt: args.interrupt.then(interrupt_on_ctrl_c),
+        cost_per_hour: args.cost_per_hour,
     };
     let mut output_tokens = 0u64;
     let mut selected = 0;

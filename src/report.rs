@@ -326,6 +326,42 @@ pub struct RunSummary {
     /// The run was stopped (Ctrl-C) before its schedule ended: figures cover what completed.
     pub interrupted: bool,
     pub assertions: Vec<VerdictRow>,
+    /// On a rented pod: the trial's share of its cost (the measured duration at its hourly
+    /// price; provisioning and loading are in the deployment report, not here).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cost: Option<Cost>,
+    /// Serverless targets: cold starts and worker counts per phase.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub serverless: Option<Serverless>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Cost {
+    pub per_hour_usd: f64,
+    pub trial_usd: f64,
+    pub per_million_output_tokens_usd: Option<f64>,
+}
+
+/// What a serverless endpoint did around each phase.
+#[derive(Debug, Clone, Serialize)]
+pub struct Serverless {
+    pub note: &'static str,
+    pub phases: BTreeMap<String, ServerlessPhase>,
+}
+
+pub const SERVERLESS_NOTE: &str = "RunPod serverless re-chunks the engine's stream: chunk gaps (chunk_itl) are the platform's, not the engine's ITL. Each phase's first warmup request is reported as its cold start, apart from TTFT.";
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ServerlessPhase {
+    /// The endpoint's `/health` (`jobs`, `workers`) right before and right after the phase.
+    pub health_before: Option<serde_json::Value>,
+    pub health_after: Option<serde_json::Value>,
+    /// Whether a worker was idle or running before the phase (`None`: health unknown).
+    pub warm_before: Option<bool>,
+    /// The phase's first warmup request: what a user waits after idle.
+    pub cold_start_ttft_ms: Option<f64>,
+    pub cold_start_e2e_ms: Option<f64>,
+    pub cold_start_error: Option<String>,
 }
 
 impl RunSummary {
@@ -561,6 +597,19 @@ pub fn phase_table(summary: &RunSummary) -> String {
         }
         if let Some(line) = summary.server(name).and_then(server_line) {
             out.push_str(&format!("{:<12} server: {line}\n", ""));
+        }
+        if let Some(p) = summary.serverless.as_ref().and_then(|s| s.phases.get(name)) {
+            let cold = match (p.cold_start_ttft_ms, &p.cold_start_error) {
+                (Some(t), _) => format!("first request {t:.1}ms to first token"),
+                (None, Some(e)) => format!("first request failed: {e}"),
+                (None, None) => "first request: -".to_string(),
+            };
+            let warm = match p.warm_before {
+                Some(true) => "workers warm before",
+                Some(false) => "no worker up before (cold start)",
+                None => "worker state unknown",
+            };
+            out.push_str(&format!("{:<12} serverless: {cold}; {warm}\n", ""));
         }
         if let Some(p) = summary.phases.iter().find(|p| p.name == name)
             && !p.by_turn.is_empty()

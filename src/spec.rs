@@ -1067,7 +1067,7 @@ fn lower(loc: &Locator<'_>, name: &str, raw: RawExperiment) -> Result<Experiment
                 return Err(loc.error(
                     Some(span),
                     format!("{field}.kind"),
-                    format!("target `{tname}` needs a kind (one of vllm, sglang, llamacpp, openai); only targets named vllm, sglang or llamacpp get theirs from the name"),
+                    format!("target `{tname}` needs a kind (one of vllm, sglang, llamacpp, openai, runpod_serverless); only targets named vllm, sglang or llamacpp get theirs from the name"),
                 ));
             }
         };
@@ -1130,7 +1130,9 @@ fn lower(loc: &Locator<'_>, name: &str, raw: RawExperiment) -> Result<Experiment
 
     let phases_span = raw.phase.span();
     let mut phases: Vec<Phase> = Vec::new();
+    let mut phase_spans = Vec::new();
     for (i, p) in raw.phase.into_inner().into_iter().enumerate() {
+        phase_spans.push(p.span());
         let p = p.into_inner();
         let field = |f: &str| format!("phase[{i}].{f}");
         let pname = p.name.get_ref().clone();
@@ -1354,6 +1356,24 @@ fn lower(loc: &Locator<'_>, name: &str, raw: RawExperiment) -> Result<Experiment
             }
         },
     };
+
+    // A serverless endpoint's first request after idle measures a cold start: each phase must
+    // begin with a warmup request, which the summary reports apart.
+    if let Some(t) = targets.iter().find(|t| t.kind.is_serverless())
+        && let Some((i, p)) = phases
+            .iter()
+            .enumerate()
+            .find(|(_, p)| p.warmup == 0 && p.warmup_duration.is_none())
+    {
+        return Err(loc.error(
+            phase_spans.get(i).cloned(),
+            format!("phase[{i}].warmup"),
+            format!(
+                "target `{}` is serverless: its first request after idle is a cold start, not a TTFT; give phase `{}` warmup = 1 or more (the summary reports it as the cold start)",
+                t.name, p.name
+            ),
+        ));
+    }
 
     Ok(Experiment {
         name: name.to_string(),

@@ -94,6 +94,41 @@ pub fn plan(
     let get = |s: &str| env(&env_name(&target.name, s)).filter(|v| !v.trim().is_empty());
     let url = get("URL");
     let pod = get("RUNPOD_POD");
+    let serverless = get("RUNPOD_ENDPOINT");
+    if let Some(id) = serverless {
+        if url.is_some() || pod.is_some() {
+            return Err(format!(
+                "{} is set with {} or {}: set one",
+                env_name(&target.name, "RUNPOD_ENDPOINT"),
+                env_name(&target.name, "URL"),
+                env_name(&target.name, "RUNPOD_POD")
+            ));
+        }
+        let id = id.trim();
+        if id.is_empty() || !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+            return Err(format!(
+                "{} must be a RunPod endpoint id",
+                env_name(&target.name, "RUNPOD_ENDPOINT")
+            ));
+        }
+        let endpoint = Endpoint {
+            base_url: format!("{}/openai", crate::runpod::serverless_url(env, id)),
+            // The endpoint takes the RunPod key unless the target has its own.
+            api_key: get("API_KEY")
+                .or_else(|| env("RUNPOD_API_KEY"))
+                .map(Secret::new),
+            model: get("MODEL").unwrap_or_else(|| exp.model.clone()),
+            kind: target.kind,
+            continuous_usage: target.continuous_usage_stats,
+        };
+        let record =
+            env("INFERLAB_RECORD").is_some_and(|v| v == "1" || v.eq_ignore_ascii_case("true"));
+        return Ok(Plan::Live {
+            endpoint,
+            record,
+            gpu: None,
+        });
+    }
     let base = match (url, pod) {
         (Some(_), Some(_)) => {
             return Err(format!(
@@ -181,6 +216,8 @@ pub struct TrialOptions {
     /// Becomes `true` to stop the run (Ctrl-C): the phase in progress is abandoned (its
     /// requests in flight are lost), the rest is summarised and written as usual.
     pub interrupt: Option<watch::Receiver<bool>>,
+    /// What the target costs per hour (a rented pod): the summary then prices the trial.
+    pub cost_per_hour: Option<f64>,
 }
 
 /// Everything a trial produced.
@@ -249,6 +286,15 @@ async fn side_request(ep: &Endpoint, req: reqwest::RequestBuilder) -> Option<req
     }
     let resp = req.send().await.ok()?;
     resp.status().is_success().then_some(resp)
+}
+
+/// GET an absolute URL as JSON with the target's key (best effort).
+async fn get_json_url(
+    http: &reqwest::Client,
+    ep: &Endpoint,
+    url: &str,
+) -> Option<serde_json::Value> {
+    side_request(ep, http.get(url)).await?.json().await.ok()
 }
 
 /// GET `path` as JSON (best effort).
@@ -320,6 +366,8 @@ async fn server_context(
             let m = models.pointer("/data/0/max_model_len")?.as_u64()?;
             Some((m, "max_model_len from /v1/models"))
         }
+        // Any request would wake a worker and spoil the cold start the first warmup measures.
+        TargetKind::RunpodServerless => None,
     }
 }
 
@@ -360,7 +408,7 @@ async fn tokenize(http: &reqwest::Client, ep: &Endpoint, text: &str) -> Option<u
         TargetKind::Vllm => {
             serde_json::json!({ "model": ep.model, "prompt": text, "add_special_tokens": false })
         }
-        TargetKind::Sglang | TargetKind::Openai => return None,
+        TargetKind::Sglang | TargetKind::Openai | TargetKind::RunpodServerless => return None,
     };
     let resp = side_request(
         ep,
@@ -422,7 +470,14 @@ async fn check_prompt_lengths(
 }
 
 /// Whether server metrics were collected, in words for the summary.
-fn server_metrics_status(exp: &Experiment, scrapes: &[ScrapeRecord]) -> String {
+fn server_metrics_status(
+    exp: &Experiment,
+    target: &TargetSpec,
+    scrapes: &[ScrapeRecord],
+) -> String {
+    if target.kind.is_serverless() {
+        return "none: serverless endpoints have no /metrics".to_string();
+    }
     if !exp.observe.metrics {
         return "off".to_string();
     }
@@ -604,7 +659,8 @@ pub async fn run_trial(
     let mut exchanges: Vec<Exchange> = Vec::new();
     let mut write_errors = Vec::new();
     let origin = Instant::now();
-    let scraper = if exp.observe.metrics {
+    // A serverless endpoint has no /metrics, and a request to it could wake a worker.
+    let scraper = if exp.observe.metrics && !target.kind.is_serverless() {
         Scraper::new(
             &endpoint.base_url,
             endpoint.api_key.clone(),
@@ -633,10 +689,31 @@ pub async fn run_trial(
     });
     let mut scrapes: Vec<ScrapeRecord> = Vec::new();
     let mut interrupted = false;
+    // Serverless: the endpoint's worker and job counts around each phase (live only; /health
+    // does not wake a worker).
+    let health_url = (target.kind.is_serverless() && fixture_meta.is_none())
+        .then(|| format!("{}/health", endpoint.base_url.trim_end_matches("/openai")));
+    let mut serverless: std::collections::BTreeMap<String, report::ServerlessPhase> =
+        std::collections::BTreeMap::new();
     for plan in &schedule.phases {
         if opts.interrupt.as_ref().is_some_and(|i| *i.borrow()) {
             interrupted = true;
             break;
+        }
+        if let Some(url) = &health_url {
+            let before = get_json_url(&http, &endpoint, url).await;
+            let warm = before.as_ref().and_then(|h| {
+                let n = |k: &str| h.pointer(&format!("/workers/{k}")).and_then(|v| v.as_u64());
+                Some(n("idle")? + n("running")? > 0)
+            });
+            serverless.insert(
+                plan.name.clone(),
+                report::ServerlessPhase {
+                    health_before: before,
+                    warm_before: warm,
+                    ..Default::default()
+                },
+            );
         }
         let start = Instant::now();
         let mut phase_scrapes = Vec::new();
@@ -681,6 +758,12 @@ pub async fn run_trial(
             }
         }
         let _ = phase_tx.send(None);
+        if let Some(url) = &health_url {
+            let after = get_json_url(&http, &endpoint, url).await;
+            if let Some(p) = serverless.get_mut(&plan.name) {
+                p.health_after = after;
+            }
+        }
         if let Some(s) = &scraper {
             phase_scrapes.push(s.scrape(&plan.name, Point::End, start, origin).await);
         }
@@ -810,6 +893,15 @@ pub async fn run_trial(
             ..a.evaluate(&|p| lookup_in(&phases, p))
         })
         .collect();
+    let cost = opts.cost_per_hour.map(|per_hour| {
+        let usd = per_hour * all.duration_s / 3600.0;
+        report::Cost {
+            per_hour_usd: per_hour,
+            trial_usd: usd,
+            per_million_output_tokens_usd: (all.output_tokens > 0)
+                .then(|| usd * 1e6 / all.output_tokens as f64),
+        }
+    });
     let summary = RunSummary {
         schema_version: report::RESULTS_SCHEMA_VERSION,
         experiment: exp.name.clone(),
@@ -819,9 +911,33 @@ pub async fn run_trial(
         phases,
         all,
         all_server,
-        server_metrics: server_metrics_status(exp, &scrapes),
+        server_metrics: server_metrics_status(exp, target, &scrapes),
         interrupted,
         assertions: verdicts.iter().map(VerdictRow::from).collect(),
+        cost,
+        serverless: target.kind.is_serverless().then(|| {
+            // Each phase's first warmup request is its cold start.
+            for plan in &schedule.phases {
+                let first = records
+                    .iter()
+                    .filter(|r| r.phase == plan.name && r.warmup)
+                    .min_by_key(|r| r.index);
+                let p = serverless.entry(plan.name.clone()).or_default();
+                if let Some(r) = first {
+                    p.cold_start_ttft_ms = r.ttft().map(|d| d.as_secs_f64() * 1e3);
+                    p.cold_start_e2e_ms = r
+                        .ok()
+                        .then(|| r.e2e())
+                        .flatten()
+                        .map(|d| d.as_secs_f64() * 1e3);
+                    p.cold_start_error = r.failure.as_ref().map(|f| f.kind.to_string());
+                }
+            }
+            report::Serverless {
+                note: report::SERVERLESS_NOTE,
+                phases: serverless,
+            }
+        }),
     };
     results
         .write_json("summary.json", &summary)

@@ -91,6 +91,7 @@ fn run(
         fixtures_root: fixtures.to_path_buf(),
         salt: env("INFERLAB_SALT").and_then(|s| s.parse().ok()),
         interrupt: None,
+        cost_per_hour: None,
     };
     let rt = inferlab::run::client_runtime(None).map_err(|e| format!("runtime: {e}"))?;
     let out = rt

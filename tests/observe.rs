@@ -136,6 +136,7 @@ async fn gpu_command_samples_join_phases_and_replay() {
         fixtures_root: root.join("fixtures"),
         salt: None,
         interrupt: None,
+        cost_per_hour: None,
     };
     let url = server.url.clone();
     let env = move |k: &str| match k {

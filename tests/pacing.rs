@@ -162,6 +162,7 @@ async fn recorded_bodies(exp: &Experiment, tag: &str) -> (TrialOutcome, Vec<serd
         fixtures_root: root.join("fixtures"),
         salt: None,
         interrupt: None,
+        cost_per_hour: None,
     };
     let plan = trial::plan(exp, &target, &env, &root.join("fixtures")).unwrap();
     let out = trial::run_trial(exp, &target, plan, &opts).await.unwrap();
@@ -324,6 +325,7 @@ async fn requests_that_cannot_fit_the_servers_context_are_refused_before_sending
         fixtures_root: root.join("fixtures"),
         salt: None,
         interrupt: None,
+        cost_per_hour: None,
     };
     let plan = trial::plan(&exp, &target, &env, &root.join("fixtures")).unwrap();
     let err = trial::run_trial(&exp, &target, plan, &opts)

@@ -55,6 +55,7 @@ fn opts(root: &Path) -> TrialOptions {
         fixtures_root: root.join("fixtures"),
         salt: None,
         interrupt: None,
+        cost_per_hour: None,
     }
 }
 

@@ -536,6 +536,10 @@ async fn run_deploy_runs_prefix_cache_on_the_pod_and_releases_it() {
         everything.contains("\"pod_id\": \"pod1\""),
         "no deployment report"
     );
+    assert!(
+        everything.contains("\"per_million_output_tokens_usd\""),
+        "no cost in the trial's summary"
+    );
     assert!(!everything.contains(KEY), "the API key reached the disk");
     assert!(
         !everything.contains("hf_token_value"),
@@ -715,4 +719,118 @@ expr = "all.error_rate == 0"
     let failed = rows.iter().find(|r| r["exit_code"] == 2).unwrap();
     assert_eq!(failed["pod"]["error"], "pod pod2 is ERROR");
     assert!(text.contains("tiny::box"), "{text}");
+}
+
+/// A serverless target: requests go to `/v2/{endpoint}/openai/v1/…` with the RunPod key, the
+/// endpoint's `/health` is read around the phase, and the first warmup request is reported as
+/// the cold start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_serverless_target_reports_its_cold_start_and_worker_counts() {
+    use wiremock::matchers::header;
+    let mock = MockServer::start().await;
+    let sse = "data: {\"choices\":[{\"index\":0,\"text\":\" a\",\"finish_reason\":null}]}\n\n\
+               data: {\"choices\":[{\"index\":0,\"text\":\" b\",\"finish_reason\":\"length\"}]}\n\n\
+               data: {\"choices\":[],\"usage\":{\"prompt_tokens\":8,\"completion_tokens\":2,\"total_tokens\":10}}\n\n\
+               data: [DONE]\n\n";
+    Mock::given(method("POST"))
+        .and(path_regex("^/v2/ep1/openai/v1/completions$"))
+        .and(header("authorization", format!("Bearer {KEY}").as_str()))
+        .respond_with(ResponseTemplate::new(200).set_body_raw(sse, "text/event-stream"))
+        .expect(4)
+        .mount(&mock)
+        .await;
+    Mock::given(method("GET"))
+        .and(path_regex("^/v2/ep1/health$"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
+            "jobs": {"completed": 10, "failed": 0, "inProgress": 0, "inQueue": 0, "retried": 0},
+            "workers": {"idle": 0, "running": 0, "initializing": 0}
+        })))
+        .expect(2)
+        .mount(&mock)
+        .await;
+    let src = r#"schema_version = 1
+description = "serverless"
+seed = 1
+[targets.sl]
+kind = "runpod_serverless"
+[model]
+name = "m"
+[[phase]]
+name = "load"
+warmup = 1
+workload = { kind = "concurrent", concurrency = 1, requests = 3, input_tokens = 8 }
+request = { api = "completions", output_tokens = 2 }
+[[assert]]
+expr = "all.error_rate == 0"
+"#;
+    let exp = inferlab::spec::parse("serverless.toml", "serverless", src).unwrap();
+    let target = exp.target("sl").unwrap().clone();
+    let base = format!("{}/v2/{{endpoint}}", mock.uri());
+    let env = move |k: &str| match k {
+        "INFERLAB_SL_RUNPOD_ENDPOINT" => Some("ep1".to_string()),
+        "RUNPOD_API_KEY" => Some(KEY.to_string()),
+        "INFERLAB_RUNPOD_SERVERLESS" => Some(base.clone()),
+        _ => None,
+    };
+    let dir = scratch("serverless");
+    let plan = inferlab::trial::plan(&exp, &target, &env, &dir.join("fixtures")).unwrap();
+    let opts = inferlab::trial::TrialOptions {
+        results_root: dir.join("results"),
+        fixtures_root: dir.join("fixtures"),
+        salt: None,
+        interrupt: None,
+        cost_per_hour: None,
+    };
+    let out = inferlab::trial::run_trial(&exp, &target, plan, &opts)
+        .await
+        .unwrap();
+    assert!(out.passed(), "{:?}", out.verdicts);
+    let sl = out.summary.serverless.as_ref().expect("a serverless block");
+    assert!(sl.note.contains("re-chunks"));
+    let p = &sl.phases["load"];
+    assert_eq!(p.warm_before, Some(false));
+    assert!(p.cold_start_ttft_ms.is_some());
+    assert_eq!(p.health_after.as_ref().unwrap()["jobs"]["completed"], 10);
+    // The cold start is not in the TTFT statistics: three measured requests.
+    assert_eq!(out.summary.all.ttft.as_ref().unwrap().count, 3);
+    assert!(out.summary.server_metrics.starts_with("none"));
+    assert!(!all_text(&dir).contains(KEY));
+    let table = inferlab::report::phase_table(&out.summary);
+    assert!(table.contains("serverless: first request"), "{table}");
+}
+
+#[test]
+fn a_serverless_target_needs_a_warmup_in_every_phase() {
+    let src = r#"schema_version = 1
+description = "serverless"
+seed = 1
+[targets.sl]
+kind = "runpod_serverless"
+[model]
+name = "m"
+[[phase]]
+name = "load"
+workload = { kind = "concurrent", concurrency = 1, requests = 3, input_tokens = 8 }
+request = { api = "completions", output_tokens = 2 }
+"#;
+    let e = inferlab::spec::parse("s.toml", "s", src)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.starts_with("s.toml:8:1: phase[0].warmup: target `sl` is serverless"),
+        "{e}"
+    );
+}
+
+/// Against the real API, read-only (creates nothing, spends nothing): the GPU catalog and the
+/// pod list parse. Run it with a key: `RUNPOD_API_KEY=… cargo test --test runpod -- --ignored`.
+#[tokio::test]
+#[ignore = "reaches api.runpod.io: needs RUNPOD_API_KEY and --ignored"]
+async fn live_smoke_reads_the_catalog_and_the_pod_list() {
+    let env = |k: &str| std::env::var(k).ok();
+    let api = RunPod::from_env(&env).expect("RUNPOD_API_KEY must be set for this test");
+    let gpus = api.gpu_catalog(1).await.expect("the GPU catalog");
+    assert!(!gpus.is_empty(), "an empty GPU catalog");
+    assert!(gpus.iter().any(|g| g.memory.is_some()));
+    api.list_pods().await.expect("the pod list");
 }

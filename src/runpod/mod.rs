@@ -18,3 +18,16 @@ pub fn proxy_url(env: &dyn Fn(&str) -> Option<String>, pod: &str, port: &str) ->
         .replace("{pod}", pod)
         .replace("{port}", port)
 }
+
+/// A serverless endpoint's base (`https://api.runpod.ai/v2/{endpoint}`, or the template in
+/// `INFERLAB_RUNPOD_SERVERLESS`): the OpenAI routes live under `/openai`, the worker and job
+/// counts at `/health`.
+pub fn serverless_url(env: &dyn Fn(&str) -> Option<String>, endpoint: &str) -> String {
+    let template = env("INFERLAB_RUNPOD_SERVERLESS")
+        .filter(|t| !t.trim().is_empty())
+        .unwrap_or_else(|| "https://api.runpod.ai/v2/{endpoint}".to_string());
+    template
+        .trim()
+        .trim_end_matches('/')
+        .replace("{endpoint}", endpoint)
+}

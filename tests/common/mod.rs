@@ -277,6 +277,7 @@ pub async fn run_live(
         fixtures_root: root.join("fixtures"),
         salt: None,
         interrupt: None,
+        cost_per_hour: None,
     };
     trial::run_trial(exp, &target, plan, &opts).await.unwrap()
 }
