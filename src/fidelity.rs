@@ -32,19 +32,49 @@ pub struct Fidelity {
     pub ok: bool,
 }
 
-/// Fidelity of one phase from its (non-warmup) records.
+/// What fidelity needs of one request: a few dozen bytes, kept for a whole run while the
+/// record itself goes to disk.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Row {
+    pub sent: std::time::Duration,
+    pub intended: std::time::Duration,
+    /// Warmup or dropped: not part of the load that was sent.
+    pub excluded: bool,
+    pub ok: bool,
+    pub output_tokens: u64,
+    pub max_tokens: Option<u32>,
+    pub prompt_tokens: Option<u64>,
+    pub declared_input_tokens: Option<u32>,
+}
+
+impl From<&RequestRecord> for Row {
+    fn from(r: &RequestRecord) -> Self {
+        Row {
+            sent: r.sent,
+            intended: r.intended,
+            excluded: r.warmup
+                || r.failure
+                    .as_ref()
+                    .is_some_and(|f| f.kind == crate::record::ErrorKind::Dropped),
+            ok: r.ok(),
+            output_tokens: r.output_tokens(),
+            max_tokens: r.max_tokens,
+            prompt_tokens: r.usage.map(|u| u.prompt_tokens),
+            declared_input_tokens: r.declared_input_tokens,
+        }
+    }
+}
+
+/// Fidelity of one phase from its records.
 pub fn fidelity(phase: &Phase, records: &[&RequestRecord]) -> Fidelity {
-    let sent: Vec<&RequestRecord> = {
-        let mut v: Vec<&RequestRecord> = records
-            .iter()
-            .copied()
-            .filter(|r| {
-                !r.warmup
-                    && r.failure
-                        .as_ref()
-                        .is_none_or(|f| f.kind != crate::record::ErrorKind::Dropped)
-            })
-            .collect();
+    let rows: Vec<Row> = records.iter().map(|&r| Row::from(r)).collect();
+    fidelity_of_rows(phase, &rows)
+}
+
+/// Fidelity of one phase from its requests' rows.
+pub fn fidelity_of_rows(phase: &Phase, rows: &[Row]) -> Fidelity {
+    let sent: Vec<&Row> = {
+        let mut v: Vec<&Row> = rows.iter().filter(|r| !r.excluded).collect();
         v.sort_by_key(|r| r.sent);
         v
     };
@@ -83,7 +113,7 @@ pub fn fidelity(phase: &Phase, records: &[&RequestRecord]) -> Fidelity {
         }
         _ => (None, None),
     };
-    let ok_records: Vec<&&RequestRecord> = sent.iter().filter(|r| r.ok()).collect();
+    let ok_records: Vec<&&Row> = sent.iter().filter(|r| r.ok).collect();
     // Declared lengths travel with each record: the phase's `output_tokens` / `input_tokens`,
     // a trace entry's own, or a draw from the phase's length distribution. The server's
     // `usage.prompt_tokens` also counts the BOS token and any chat template, so chat phases sit
@@ -95,18 +125,13 @@ pub fn fidelity(phase: &Phase, records: &[&RequestRecord]) -> Fidelity {
     let output_length_ratio = ratio(
         ok_records
             .iter()
-            .filter_map(|r| Some((r.output_tokens() as f64, f64::from(r.max_tokens?))))
+            .filter_map(|r| Some((r.output_tokens as f64, f64::from(r.max_tokens?))))
             .collect(),
     );
     let input_length_ratio = ratio(
         ok_records
             .iter()
-            .filter_map(|r| {
-                Some((
-                    r.usage?.prompt_tokens as f64,
-                    f64::from(r.declared_input_tokens?),
-                ))
-            })
+            .filter_map(|r| Some((r.prompt_tokens? as f64, f64::from(r.declared_input_tokens?))))
             .collect(),
     );
     let rate_ok = match (scheduled_rate, achieved_rate) {

@@ -343,64 +343,92 @@ pub fn summarize<'a>(
     records: impl IntoIterator<Item = &'a RequestRecord>,
     slo: &Slo,
 ) -> (PhaseSummary, Histograms) {
-    let mut samples: BTreeMap<&'static str, Samples> = LATENCY_METRICS
-        .iter()
-        .map(|&m| (m, Samples::new()))
-        .collect();
-    let mut add = |m: &'static str, d: Option<Duration>| {
-        if let (Some(d), Some(s)) = (d, samples.get_mut(m)) {
-            s.add(d);
-        }
-    };
-    let mut s = PhaseSummary {
-        requests: 0,
-        succeeded: 0,
-        failed: 0,
-        errors: BTreeMap::new(),
-        error_rate: 0.0,
-        warmup_requests: 0,
-        duration_s: 0.0,
-        request_throughput: 0.0,
-        output_throughput: 0.0,
-        total_throughput: 0.0,
-        goodput: None,
-        concurrency_achieved: 0.0,
-        prompt_tokens: 0,
-        output_tokens: 0,
-        cached_tokens: 0,
-        cached_token_ratio: None,
-        output_chunks: 0,
-        usage_missing: 0,
-        tokens_per_chunk_unknown: 0,
-        dropped: 0,
-        cancelled: 0,
-        late_sends: 0,
-        ttft: None,
-        ttft_scheduled: None,
-        client_queue: None,
-        e2e: None,
-        tpot: None,
-        ntpot: None,
-        chunk_itl: None,
-        token_itl: None,
-    };
-    let mut window: Option<(Duration, Duration)> = None;
-    let mut good = 0u64;
-    let mut e2e_sum = Duration::ZERO;
-    let mut cached_reported = false;
+    let mut acc = Summarizer::new(*slo);
     for r in records {
+        acc.add(r);
+    }
+    acc.finish()
+}
+
+/// [`summarize`], one record at a time: a run feeds each record as it completes and keeps
+/// nothing of it but these sums and histograms, so its memory does not grow with its length.
+pub struct Summarizer {
+    slo: Slo,
+    samples: BTreeMap<&'static str, Samples>,
+    s: PhaseSummary,
+    window: Option<(Duration, Duration)>,
+    good: u64,
+    e2e_sum: Duration,
+    cached_reported: bool,
+}
+
+impl Summarizer {
+    pub fn new(slo: Slo) -> Self {
+        Self {
+            slo,
+            samples: LATENCY_METRICS
+                .iter()
+                .map(|&m| (m, Samples::new()))
+                .collect(),
+            s: PhaseSummary {
+                requests: 0,
+                succeeded: 0,
+                failed: 0,
+                errors: BTreeMap::new(),
+                error_rate: 0.0,
+                warmup_requests: 0,
+                duration_s: 0.0,
+                request_throughput: 0.0,
+                output_throughput: 0.0,
+                total_throughput: 0.0,
+                goodput: None,
+                concurrency_achieved: 0.0,
+                prompt_tokens: 0,
+                output_tokens: 0,
+                cached_tokens: 0,
+                cached_token_ratio: None,
+                output_chunks: 0,
+                usage_missing: 0,
+                tokens_per_chunk_unknown: 0,
+                dropped: 0,
+                cancelled: 0,
+                late_sends: 0,
+                ttft: None,
+                ttft_scheduled: None,
+                client_queue: None,
+                e2e: None,
+                tpot: None,
+                ntpot: None,
+                chunk_itl: None,
+                token_itl: None,
+            },
+            window: None,
+            good: 0,
+            e2e_sum: Duration::ZERO,
+            cached_reported: false,
+        }
+    }
+
+    pub fn add(&mut self, r: &RequestRecord) {
+        let samples = &mut self.samples;
+        let mut add = |m: &'static str, d: Option<Duration>| {
+            if let (Some(d), Some(s)) = (d, samples.get_mut(m)) {
+                s.add(d);
+            }
+        };
+        let s = &mut self.s;
         if r.warmup {
             s.warmup_requests += 1;
-            continue;
+            return;
         }
         match r.failure.as_ref().map(|f| f.kind) {
             Some(ErrorKind::Dropped) => {
                 s.dropped += 1;
-                continue;
+                return;
             }
             Some(ErrorKind::Cancelled) => {
                 s.cancelled += 1;
-                continue;
+                return;
             }
             _ => {}
         }
@@ -409,18 +437,18 @@ pub fn summarize<'a>(
             s.late_sends += 1;
         }
         let end = r.end.max(r.chunks.last().map_or(r.end, |c| c.at));
-        window = Some(match window {
+        self.window = Some(match self.window {
             None => (r.intended, end),
             Some((a, b)) => (a.min(r.intended), b.max(end)),
         });
         if let Some(f) = &r.failure {
             s.failed += 1;
             *s.errors.entry(f.kind.to_string()).or_default() += 1;
-            continue;
+            return;
         }
         s.succeeded += 1;
-        if slo.met_by(r) {
-            good += 1;
+        if self.slo.met_by(r) {
+            self.good += 1;
         }
         s.output_tokens += r.output_tokens();
         s.output_chunks += r.chunks.len() as u64;
@@ -429,12 +457,12 @@ pub fn summarize<'a>(
                 s.prompt_tokens += u.prompt_tokens;
                 if let Some(c) = u.cached_tokens {
                     s.cached_tokens += c;
-                    cached_reported = true;
+                    self.cached_reported = true;
                 }
             }
             None => s.usage_missing += 1,
         }
-        e2e_sum += r.e2e().unwrap_or_default();
+        self.e2e_sum += r.e2e().unwrap_or_default();
         add("ttft", r.ttft());
         add("ttft_scheduled", r.ttft_scheduled());
         add("client_queue", Some(r.client_queue()));
@@ -457,35 +485,47 @@ pub fn summarize<'a>(
             }
         }
     }
-    if s.requests > 0 {
-        s.error_rate = s.failed as f64 / s.requests as f64;
-    }
-    if let Some((start, end)) = window {
-        let d = end.saturating_sub(start).as_secs_f64();
-        s.duration_s = d;
-        if d > 0.0 {
-            s.request_throughput = s.succeeded as f64 / d;
-            s.output_throughput = s.output_tokens as f64 / d;
-            s.total_throughput = (s.prompt_tokens + s.output_tokens) as f64 / d;
-            s.concurrency_achieved = e2e_sum.as_secs_f64() / d;
-            if !slo.is_empty() {
-                s.goodput = Some(good as f64 / d);
+
+    pub fn finish(self) -> (PhaseSummary, Histograms) {
+        let Summarizer {
+            slo,
+            samples,
+            mut s,
+            window,
+            good,
+            e2e_sum,
+            cached_reported,
+        } = self;
+        if s.requests > 0 {
+            s.error_rate = s.failed as f64 / s.requests as f64;
+        }
+        if let Some((start, end)) = window {
+            let d = end.saturating_sub(start).as_secs_f64();
+            s.duration_s = d;
+            if d > 0.0 {
+                s.request_throughput = s.succeeded as f64 / d;
+                s.output_throughput = s.output_tokens as f64 / d;
+                s.total_throughput = (s.prompt_tokens + s.output_tokens) as f64 / d;
+                s.concurrency_achieved = e2e_sum.as_secs_f64() / d;
+                if !slo.is_empty() {
+                    s.goodput = Some(good as f64 / d);
+                }
             }
         }
+        if cached_reported && s.prompt_tokens > 0 {
+            s.cached_token_ratio = Some(s.cached_tokens as f64 / s.prompt_tokens as f64);
+        }
+        s.ttft = samples["ttft"].stats();
+        s.ttft_scheduled = samples["ttft_scheduled"].stats();
+        s.client_queue = samples["client_queue"].stats();
+        s.e2e = samples["e2e"].stats();
+        s.tpot = samples["tpot"].stats();
+        s.ntpot = samples["ntpot"].stats();
+        s.chunk_itl = samples["chunk_itl"].stats();
+        s.token_itl = samples["token_itl"].stats();
+        let hists = samples.into_iter().map(|(k, v)| (k, v.hist)).collect();
+        (s, hists)
     }
-    if cached_reported && s.prompt_tokens > 0 {
-        s.cached_token_ratio = Some(s.cached_tokens as f64 / s.prompt_tokens as f64);
-    }
-    s.ttft = samples["ttft"].stats();
-    s.ttft_scheduled = samples["ttft_scheduled"].stats();
-    s.client_queue = samples["client_queue"].stats();
-    s.e2e = samples["e2e"].stats();
-    s.tpot = samples["tpot"].stats();
-    s.ntpot = samples["ntpot"].stats();
-    s.chunk_itl = samples["chunk_itl"].stats();
-    s.token_itl = samples["token_itl"].stats();
-    let hists = samples.into_iter().map(|(k, v)| (k, v.hist)).collect();
-    (s, hists)
 }
 
 #[cfg(test)]

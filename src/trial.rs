@@ -20,6 +20,7 @@ use crate::run::{self, Completed};
 use crate::spec::{Experiment, TargetSpec};
 use crate::workload;
 use serde::Serialize;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -286,6 +287,60 @@ async fn side_request(ep: &Endpoint, req: reqwest::RequestBuilder) -> Option<req
     }
     let resp = req.send().await.ok()?;
     resp.status().is_success().then_some(resp)
+}
+
+/// Running summaries of a trial's records, fed one record at a time.
+struct Tally {
+    slo: crate::metrics::Slo,
+    by_phase: HashMap<String, metrics::Summarizer>,
+    by_turn: std::collections::BTreeMap<(String, u32), metrics::Summarizer>,
+    all: metrics::Summarizer,
+    rows: HashMap<String, Vec<crate::fidelity::Row>>,
+    /// Each phase's first warmup request, whole (a serverless cold start): one per phase.
+    first_warmup: HashMap<String, RequestRecord>,
+    completed: usize,
+}
+
+impl Tally {
+    fn new(exp: &Experiment) -> Self {
+        Self {
+            slo: exp.slo,
+            by_phase: HashMap::new(),
+            by_turn: std::collections::BTreeMap::new(),
+            all: metrics::Summarizer::new(exp.slo),
+            rows: HashMap::new(),
+            first_warmup: HashMap::new(),
+            completed: 0,
+        }
+    }
+
+    fn add(&mut self, r: &RequestRecord) {
+        self.completed += 1;
+        let slo = &self.slo;
+        self.by_phase
+            .entry(r.phase.clone())
+            .or_insert_with(|| metrics::Summarizer::new(*slo))
+            .add(r);
+        if let Some(t) = r.turn {
+            self.by_turn
+                .entry((r.phase.clone(), t))
+                .or_insert_with(|| metrics::Summarizer::new(*slo))
+                .add(r);
+        }
+        self.all.add(r);
+        self.rows
+            .entry(r.phase.clone())
+            .or_default()
+            .push(crate::fidelity::Row::from(r));
+        if r.warmup {
+            match self.first_warmup.get(&r.phase) {
+                Some(w) if w.index <= r.index => {}
+                _ => {
+                    self.first_warmup.insert(r.phase.clone(), r.clone());
+                }
+            }
+        }
+    }
 }
 
 /// GET an absolute URL as JSON with the target's key (best effort).
@@ -655,7 +710,10 @@ pub async fn run_trial(
         .map_err(TrialError::Results)?;
 
     let capture = mode == Mode::Record;
-    let mut records: Vec<RequestRecord> = Vec::with_capacity(planned);
+    // Each record goes to disk as it completes and into these running summaries; only a few
+    // dozen bytes of it (fidelity's row) stay in memory, so a run's memory does not grow with
+    // its length.
+    let mut tally = Tally::new(exp);
     let mut exchanges: Vec<Exchange> = Vec::new();
     let mut write_errors = Vec::new();
     let origin = Instant::now();
@@ -736,7 +794,7 @@ pub async fn run_trial(
                         exchanges.push(ex);
                     }
                 }
-                records.push(c.record);
+                tally.add(&c.record);
             };
             let phase = run::run_phase(
                 &http,
@@ -822,31 +880,48 @@ pub async fn run_trial(
             .collect();
         (!rows.is_empty()).then(|| canonical::summarize_server(&rows, client_ttft_ms))
     };
+    let Tally {
+        mut by_phase,
+        mut by_turn,
+        all: all_acc,
+        mut rows,
+        first_warmup,
+        completed,
+        ..
+    } = tally;
     let mut phases = Vec::new();
     for p in &exp.phases {
-        let (summary, hists) =
-            metrics::summarize(records.iter().filter(|r| r.phase == p.name), &exp.slo);
+        let (summary, hists) = by_phase
+            .remove(&p.name)
+            .unwrap_or_else(|| metrics::Summarizer::new(exp.slo))
+            .finish();
         results
             .write_histograms(&p.name, &hists)
             .map_err(TrialError::Results)?;
         let server = server_of(Some(&p.name), summary.ttft.map(|t| t.mean_ms));
-        let mine: Vec<&RequestRecord> = records.iter().filter(|r| r.phase == p.name).collect();
-        let mut by_turn = std::collections::BTreeMap::new();
-        let turns: std::collections::BTreeSet<u32> = mine.iter().filter_map(|r| r.turn).collect();
-        for t in turns {
-            let (s, _) =
-                metrics::summarize(mine.iter().copied().filter(|r| r.turn == Some(t)), &exp.slo);
-            by_turn.insert(t, s);
+        let turns: Vec<(String, u32)> = by_turn
+            .keys()
+            .filter(|(ph, _)| *ph == p.name)
+            .cloned()
+            .collect();
+        let mut phase_turns = std::collections::BTreeMap::new();
+        for key in turns {
+            if let Some(acc) = by_turn.remove(&key) {
+                phase_turns.insert(key.1, acc.finish().0);
+            }
         }
         phases.push(NamedSummary {
             name: p.name.clone(),
             summary,
             server,
-            fidelity: crate::fidelity::fidelity(p, &mine),
-            by_turn,
+            fidelity: crate::fidelity::fidelity_of_rows(
+                p,
+                &rows.remove(&p.name).unwrap_or_default(),
+            ),
+            by_turn: phase_turns,
         });
     }
-    let (all, hists) = metrics::summarize(&records, &exp.slo);
+    let (all, hists) = all_acc.finish();
     results
         .write_histograms("all", &hists)
         .map_err(TrialError::Results)?;
@@ -918,12 +993,8 @@ pub async fn run_trial(
         serverless: target.kind.is_serverless().then(|| {
             // Each phase's first warmup request is its cold start.
             for plan in &schedule.phases {
-                let first = records
-                    .iter()
-                    .filter(|r| r.phase == plan.name && r.warmup)
-                    .min_by_key(|r| r.index);
                 let p = serverless.entry(plan.name.clone()).or_default();
-                if let Some(r) = first {
+                if let Some(r) = first_warmup.get(&plan.name) {
                     p.cold_start_ttft_ms = r.ttft().map(|d| d.as_secs_f64() * 1e3);
                     p.cold_start_e2e_ms = r
                         .ok()
@@ -943,7 +1014,7 @@ pub async fn run_trial(
         .write_json("summary.json", &summary)
         .map_err(TrialError::Results)?;
     manifest.finished_at = Some(report::utc_rfc3339(SystemTime::now()));
-    manifest.requests_completed = records.len();
+    manifest.requests_completed = completed;
     manifest.interrupted = interrupted;
     results
         .write_json("manifest.json", &manifest)
