@@ -150,27 +150,7 @@ fn dispatch(cli: &Cli) -> anyhow::Result<ExitCode> {
             filters,
             target,
             results,
-            deploy: None,
-            ..
-        } => {
-            let rt = run::client_runtime(None).context("starting the async runtime")?;
-            let args = RunArgs {
-                experiments: cli.experiments.clone(),
-                fixtures: cli.fixtures.clone(),
-                filters: filters.clone(),
-                only: target.clone(),
-                results: results.clone(),
-                overrides: BTreeMap::new(),
-                interrupt: true,
-                cost_per_hour: None,
-            };
-            rt.block_on(async { run(args).await.map(|r| r.code) })
-        }
-        Command::Run {
-            filters,
-            target,
-            results,
-            deploy: Some(deployment),
+            deploy,
             keep,
         } => {
             let rt = run::client_runtime(None).context("starting the async runtime")?;
@@ -181,10 +161,14 @@ fn dispatch(cli: &Cli) -> anyhow::Result<ExitCode> {
                 only: target.clone(),
                 results: results.clone(),
                 overrides: BTreeMap::new(),
-                interrupt: false,
+                // A deployed run handles its signals itself: it must release the pod.
+                interrupt: deploy.is_none(),
                 cost_per_hour: None,
             };
-            rt.block_on(deployed::run(deployment, args, *keep))
+            match deploy {
+                None => rt.block_on(async { run(args).await.map(|r| r.code) }),
+                Some(deployment) => rt.block_on(deployed::run(deployment, args, *keep)),
+            }
         }
         Command::Plan { deployment } => {
             let rt = run::client_runtime(None)?;

@@ -179,6 +179,12 @@ fn scratch(name: &str) -> PathBuf {
     dir
 }
 
+/// A fake API with pods reporting `statuses`, and an empty ledger in a scratch directory.
+async fn setup(statuses: Vec<&'static str>, name: &str) -> (Fake, Ledger) {
+    let fake = Fake::start(statuses).await;
+    (fake, Ledger::new(scratch(name).join("pods.json")))
+}
+
 const FAST: Polling = Polling {
     first: Duration::from_millis(10),
     max: Duration::from_millis(40),
@@ -234,9 +240,7 @@ where
 
 #[tokio::test]
 async fn a_normal_run_uses_the_pod_and_terminates_it() {
-    let fake = Fake::start(vec!["PROVISIONING", "STARTING", "RUNNING"]).await;
-    let dir = scratch("normal");
-    let ledger = Ledger::new(dir.join("pods.json"));
+    let (fake, ledger) = setup(vec!["PROVISIONING", "STARTING", "RUNNING"], "normal").await;
     let (ended, report, _) = lifecycle_run(
         &fake,
         &deployment("5s", "5s"),
@@ -307,9 +311,7 @@ async fn a_storm_longer_than_the_bound_is_an_error_that_names_it() {
 
 #[tokio::test]
 async fn a_pod_stuck_provisioning_is_released() {
-    let fake = Fake::start(vec!["PROVISIONING"]).await;
-    let dir = scratch("stuck");
-    let ledger = Ledger::new(dir.join("pods.json"));
+    let (fake, ledger) = setup(vec!["PROVISIONING"], "stuck").await;
     let (ended, report, _) = lifecycle_run(
         &fake,
         &deployment("300ms", "5s"),
@@ -327,9 +329,7 @@ async fn a_pod_stuck_provisioning_is_released() {
 
 #[tokio::test]
 async fn a_pod_in_error_is_released_with_its_logs() {
-    let fake = Fake::start(vec!["PROVISIONING", "ERROR"]).await;
-    let dir = scratch("error");
-    let ledger = Ledger::new(dir.join("pods.json"));
+    let (fake, ledger) = setup(vec!["PROVISIONING", "ERROR"], "error").await;
     let (ended, report, _) = lifecycle_run(
         &fake,
         &deployment("5s", "5s"),
@@ -347,9 +347,7 @@ async fn a_pod_in_error_is_released_with_its_logs() {
 
 #[tokio::test]
 async fn an_engine_that_never_becomes_healthy_is_released() {
-    let fake = Fake::start(vec!["RUNNING"]).await;
-    let dir = scratch("unhealthy");
-    let ledger = Ledger::new(dir.join("pods.json"));
+    let (fake, ledger) = setup(vec!["RUNNING"], "unhealthy").await;
     let (ended, report, log) = lifecycle_run(
         &fake,
         &deployment("5s", "300ms"),
@@ -367,9 +365,7 @@ async fn an_engine_that_never_becomes_healthy_is_released() {
 
 #[tokio::test]
 async fn a_panic_in_the_run_still_releases_the_pod() {
-    let fake = Fake::start(vec!["RUNNING"]).await;
-    let dir = scratch("panic");
-    let ledger = Ledger::new(dir.join("pods.json"));
+    let (fake, ledger) = setup(vec!["RUNNING"], "panic").await;
     let (ended, _, _) = lifecycle_run(
         &fake,
         &deployment("5s", "5s"),
@@ -386,9 +382,7 @@ async fn a_panic_in_the_run_still_releases_the_pod() {
 
 #[tokio::test]
 async fn a_stop_signal_during_the_run_releases_the_pod() {
-    let fake = Fake::start(vec!["RUNNING"]).await;
-    let dir = scratch("signal");
-    let ledger = Ledger::new(dir.join("pods.json"));
+    let (fake, ledger) = setup(vec!["RUNNING"], "signal").await;
     let (ended, report, _) = lifecycle_run(
         &fake,
         &deployment("5s", "5s"),
@@ -405,9 +399,7 @@ async fn a_stop_signal_during_the_run_releases_the_pod() {
 
 #[tokio::test]
 async fn leftovers_of_a_dead_process_are_reaped_by_the_next_run() {
-    let fake = Fake::start(vec!["RUNNING"]).await;
-    let dir = scratch("reap");
-    let ledger = Ledger::new(dir.join("pods.json"));
+    let (fake, ledger) = setup(vec!["RUNNING"], "reap").await;
     // A pod created by a process that no longer exists.
     let api = fake.api();
     let dep = deployment("5s", "5s");

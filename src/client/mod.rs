@@ -722,7 +722,7 @@ fn captured(ev: SseEvent<'_>, offset: Duration) -> CapturedEvent {
 }
 
 /// The error and its causes, one line (reqwest's top-level message alone is vague).
-fn error_chain(e: &dyn std::error::Error) -> String {
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut cur = e.source();
     while let Some(c) = cur {

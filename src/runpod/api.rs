@@ -6,7 +6,7 @@
 //! for idempotent calls (GET, DELETE), with exponential back-off; both within a bound. When a
 //! response's `RateLimit` header says nothing remains, the next call waits for the reset.
 
-use crate::client::Secret;
+use crate::client::{Secret, error_chain};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::sync::Mutex;
@@ -382,17 +382,6 @@ fn method_name(m: &reqwest::Method) -> &'static str {
         reqwest::Method::PUT => "PUT",
         _ => "request",
     }
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
 }
 
 /// `Retry-After` in seconds (the HTTP-date form is not used by the API).
