@@ -147,7 +147,7 @@ fn respond(st: &Mutex<FakeState>, req: &Request) -> ResponseTemplate {
             s.live.insert(id.to_string(), n + 1);
             return ResponseTemplate::new(200).set_body_json(serde_json::json!({
                 "id": id, "status": status, "cost": 2.99, "dataCenterId": "EU-RO-1",
-                "runtime": if status == "RUNNING" { serde_json::json!({"gpus": [{"id": "g0", "gpuUtilPercent": 50, "memoryUtilPercent": 40}]}) } else { serde_json::Value::Null }
+                "runtime": if status == "RUNNING" { serde_json::json!({"gpus": [{"id": "g0", "util": 50, "memoryUtil": 40}]}) } else { serde_json::Value::Null }
             }));
         }
     }
@@ -531,6 +531,11 @@ async fn run_deploy_runs_prefix_cache_on_the_pod_and_releases_it() {
     assert!(
         everything.contains("\"per_million_output_tokens_usd\""),
         "no cost in the trial's summary"
+    );
+    // GPU telemetry came from the pod's runtime, through the same API.
+    assert!(
+        everything.contains("\"gpu_util\":0.5"),
+        "no GPU sample from the pod's runtime"
     );
     assert!(!everything.contains(KEY), "the API key reached the disk");
     assert!(

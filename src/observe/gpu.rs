@@ -146,7 +146,8 @@ impl Polled {
     }
 }
 
-/// Polls `sample` every `interval` (or later, when a sample asks for it).
+/// Polls `sample` while a phase runs: at its start when no poll was made within `interval`,
+/// then every `interval` (or later, when a sample asks for it).
 async fn poll<F, Fut>(
     interval: Duration,
     mut current: watch::Receiver<CurrentPhase>,
@@ -164,10 +165,12 @@ async fn poll<F, Fut>(
     else {
         return;
     };
-    let mut wait = interval;
+    // Deadlines are absolute: a phase change never postpones a poll, and a phase shorter than
+    // the interval still gets one (the first poll comes as soon as a phase runs).
+    let mut next = tokio::time::Instant::now();
     loop {
         tokio::select! {
-            _ = tokio::time::sleep(wait) => {}
+            _ = tokio::time::sleep_until(next) => {}
             changed = current.changed() => {
                 if changed.is_err() {
                     return;
@@ -176,11 +179,15 @@ async fn poll<F, Fut>(
             }
         }
         if current.borrow().is_none() {
-            wait = interval;
+            // Between phases: nothing to attribute a sample to. Wait for the next phase; the
+            // poll that is due then runs at once.
+            if current.changed().await.is_err() {
+                return;
+            }
             continue;
         }
         let polled = sample(http.clone()).await;
-        wait = polled.retry_after.unwrap_or(interval).max(interval);
+        next = tokio::time::Instant::now() + polled.retry_after.unwrap_or(interval).max(interval);
         let phase = current.borrow().clone();
         if let Some(r) = record(&phase, origin, polled.values, polled.error)
             && tx.send(r).is_err()
