@@ -160,8 +160,76 @@ struct ScrapeRow<'a> {
 /// A results directory being written.
 pub struct ResultsDir {
     pub path: PathBuf,
-    requests: BufWriter<File>,
+    /// Until a [`RequestWriter`] takes it.
+    requests: Option<BufWriter<File>>,
     server_metrics: Option<BufWriter<File>>,
+}
+
+/// Appends records to `requests.jsonl` on a thread of its own, so serialising and writing
+/// never happen on the threads that read sockets. A record is on disk (flushed) as soon as no
+/// other record waits behind it: under load several go out in one write.
+pub struct RequestWriter {
+    tx: Option<std::sync::mpsc::Sender<RequestRecord>>,
+    thread: Option<std::thread::JoinHandle<Vec<String>>>,
+}
+
+impl RequestWriter {
+    fn spawn(mut file: BufWriter<File>) -> io::Result<Self> {
+        let (tx, rx) = std::sync::mpsc::channel::<RequestRecord>();
+        let thread = std::thread::Builder::new()
+            .name("inferlab-records".into())
+            .spawn(move || {
+                let mut errors: Vec<String> = Vec::new();
+                let mut note = |r: io::Result<()>| {
+                    if let Err(e) = r
+                        && errors.len() < 5
+                    {
+                        errors.push(e.to_string());
+                    }
+                };
+                let write = |f: &mut BufWriter<File>, r: &RequestRecord| -> io::Result<()> {
+                    serde_json::to_writer(&mut *f, &RequestRow::new(r))?;
+                    f.write_all(b"\n")
+                };
+                while let Ok(r) = rx.recv() {
+                    note(write(&mut file, &r));
+                    while let Ok(more) = rx.try_recv() {
+                        note(write(&mut file, &more));
+                    }
+                    note(file.flush());
+                }
+                errors
+            })?;
+        Ok(Self {
+            tx: Some(tx),
+            thread: Some(thread),
+        })
+    }
+
+    pub fn send(&self, r: RequestRecord) {
+        if let Some(tx) = &self.tx {
+            let _ = tx.send(r);
+        }
+    }
+
+    /// Waits until every record sent is written; the first few write errors.
+    pub fn finish(mut self) -> Vec<String> {
+        self.close()
+    }
+
+    fn close(&mut self) -> Vec<String> {
+        drop(self.tx.take());
+        self.thread
+            .take()
+            .and_then(|t| t.join().ok())
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for RequestWriter {
+    fn drop(&mut self) {
+        self.close();
+    }
 }
 
 impl ResultsDir {
@@ -190,7 +258,7 @@ impl ResultsDir {
         let requests = BufWriter::new(File::create(path.join("requests.jsonl"))?);
         Ok(Self {
             path,
-            requests,
+            requests: Some(requests),
             server_metrics: None,
         })
     }
@@ -223,10 +291,13 @@ impl ResultsDir {
     }
 
     /// Appends one request and flushes, so the line is on disk when this returns.
-    pub fn append(&mut self, r: &RequestRecord) -> io::Result<()> {
-        serde_json::to_writer(&mut self.requests, &RequestRow::new(r))?;
-        self.requests.write_all(b"\n")?;
-        self.requests.flush()
+    /// The writer of `requests.jsonl` (once).
+    pub fn request_writer(&mut self) -> io::Result<RequestWriter> {
+        let file = self
+            .requests
+            .take()
+            .ok_or_else(|| io::Error::other("requests.jsonl already has its writer"))?;
+        RequestWriter::spawn(file)
     }
 
     pub fn write_json(&self, name: &str, value: &impl Serialize) -> io::Result<()> {

@@ -716,6 +716,7 @@ pub async fn run_trial(
     let mut tally = Tally::new(exp);
     let mut exchanges: Vec<Exchange> = Vec::new();
     let mut write_errors = Vec::new();
+    let writer = results.request_writer().map_err(TrialError::Results)?;
     let origin = Instant::now();
     // A serverless endpoint has no /metrics, and a request to it could wake a worker.
     let scraper = if exp.observe.metrics && !target.kind.is_serverless() {
@@ -781,11 +782,6 @@ pub async fn run_trial(
         let _ = phase_tx.send(Some((plan.name.clone(), start)));
         {
             let mut sink = |c: Completed| {
-                if let Err(e) = results.append(&c.record)
-                    && write_errors.len() < 5
-                {
-                    write_errors.push(e.to_string());
-                }
                 if let Some(cap) = &c.capture {
                     let path = c.path;
                     if let Some(ex) =
@@ -795,6 +791,7 @@ pub async fn run_trial(
                     }
                 }
                 tally.add(&c.record);
+                writer.send(c.record);
             };
             let phase = run::run_phase(
                 &http,
@@ -860,6 +857,12 @@ pub async fn run_trial(
         }
     }
     drop(phase_tx);
+    // Every record on disk before the summary is written.
+    for e in writer.finish() {
+        if write_errors.len() < 5 {
+            write_errors.push(e);
+        }
+    }
     if let Some(p) = periodic {
         let _ = p.await;
     }
