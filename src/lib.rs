@@ -19,6 +19,7 @@ pub mod report;
 pub mod run;
 pub mod runpod;
 pub mod spec;
+pub mod tokenize;
 pub mod trial;
 pub mod truth;
 pub mod workload;

@@ -62,6 +62,10 @@ pub struct Experiment {
     pub seed: u64,
     pub targets: Vec<TargetSpec>,
     pub model: String,
+    /// The model's tokenizer, when the experiment names one: prompts are drawn from its
+    /// vocabulary and counted with it.
+    #[serde(serialize_with = "ser_tokenizer")]
+    pub tokenizer: Option<crate::tokenize::ModelTokenizer>,
     pub timeouts: Timeouts,
     pub phases: Vec<Phase>,
     pub slo: Slo,
@@ -82,6 +86,26 @@ pub struct Observe {
     /// Time between periodic scrapes.
     #[serde(serialize_with = "ser_secs")]
     pub interval: Duration,
+}
+
+fn ser_tokenizer<S: serde::Serializer>(
+    t: &Option<crate::tokenize::ModelTokenizer>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    match t {
+        Some(t) => s.serialize_str(&t.file),
+        None => s.serialize_none(),
+    }
+}
+
+impl Experiment {
+    /// Where synthetic prompt words come from.
+    pub fn words(&self) -> crate::workload::Words<'_> {
+        match &self.tokenizer {
+            Some(t) => crate::workload::Words::Pool(&t.pool),
+            None => crate::workload::Words::Llama,
+        }
+    }
 }
 
 fn ser_assertions<S: serde::Serializer>(a: &[Assertion], s: S) -> Result<S::Ok, S::Error> {
@@ -625,6 +649,8 @@ struct RawTarget {
 #[serde(deny_unknown_fields)]
 struct RawModel {
     name: String,
+    /// A local tokenizer.json (relative to the experiment file): exact prompt lengths.
+    tokenizer: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -1357,6 +1383,20 @@ fn lower(loc: &Locator<'_>, name: &str, raw: RawExperiment) -> Result<Experiment
         },
     };
 
+    let tokenizer = match &raw.model.tokenizer {
+        None => None,
+        Some(t) => {
+            let path = Path::new(loc.file)
+                .parent()
+                .unwrap_or(Path::new("."))
+                .join(t.get_ref());
+            Some(
+                crate::tokenize::ModelTokenizer::load(t.get_ref(), &path)
+                    .map_err(|m| loc.error(Some(t.span()), "model.tokenizer", m))?,
+            )
+        }
+    };
+
     // A serverless endpoint's first request after idle measures a cold start: each phase must
     // begin with a warmup request, which the summary reports apart.
     if let Some(t) = targets.iter().find(|t| t.kind.is_serverless())
@@ -1381,6 +1421,7 @@ fn lower(loc: &Locator<'_>, name: &str, raw: RawExperiment) -> Result<Experiment
         seed: raw.seed,
         targets,
         model: raw.model.name,
+        tokenizer,
         timeouts,
         phases,
         slo,

@@ -589,15 +589,45 @@ const WORDS: &[&str] = &[
 /// newline); these words are single tokens with or without one.
 const FIRST_WORDS: usize = 30;
 
+/// Where prompt words come from: the built-in Llama list, or a tokenizer's own vocabulary.
+#[derive(Debug, Clone, Copy)]
+pub enum Words<'a> {
+    Llama,
+    Pool(&'a crate::tokenize::WordPool),
+}
+
+impl Words<'_> {
+    fn first(&self) -> usize {
+        match self {
+            Words::Llama => FIRST_WORDS,
+            Words::Pool(p) => p.first,
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Words::Llama => WORDS.len(),
+            Words::Pool(p) => p.words.len(),
+        }
+    }
+
+    fn get(&self, i: usize) -> &str {
+        match self {
+            Words::Llama => WORDS[i],
+            Words::Pool(p) => &p.words[i],
+        }
+    }
+}
+
 /// `n` words from `rng`, space separated.
-pub fn words(rng: &mut Rng, n: u32) -> String {
+pub fn words(pool: Words<'_>, rng: &mut Rng, n: u32) -> String {
     let mut out = String::with_capacity(n as usize * 6);
     for i in 0..n {
-        let pool = if i == 0 { FIRST_WORDS } else { WORDS.len() };
+        let k = if i == 0 { pool.first() } else { pool.len() };
         if i > 0 {
             out.push(' ');
         }
-        out.push_str(WORDS[rng.below(pool as u64) as usize]);
+        out.push_str(pool.get(rng.below(k as u64) as usize));
     }
     out
 }
@@ -610,7 +640,7 @@ pub fn schedule(exp: &Experiment, salt: u64) -> Schedule {
     let phases = exp
         .phases
         .iter()
-        .map(|p| plan_phase(exp.seed, salt, p))
+        .map(|p| plan_phase(exp.seed, salt, p, exp.words()))
         .collect();
     Schedule {
         seed: exp.seed,
@@ -619,7 +649,7 @@ pub fn schedule(exp: &Experiment, salt: u64) -> Schedule {
     }
 }
 
-fn plan_phase(seed: u64, salt: u64, p: &Phase) -> PhasePlan {
+fn plan_phase(seed: u64, salt: u64, p: &Phase, w: Words<'_>) -> PhasePlan {
     let mut requests = Vec::new();
     let push =
         |warmup: bool, group: Option<u32>, prompt: String, requests: &mut Vec<PlannedRequest>| {
@@ -644,7 +674,7 @@ fn plan_phase(seed: u64, salt: u64, p: &Phase) -> PhasePlan {
     };
     for i in 0..warmups {
         let mut rng = Rng::for_stream(seed, salt, &format!("warmup/{}", p.name), u64::from(i), 0);
-        push(true, None, words(&mut rng, WARMUP_TOKENS), &mut requests);
+        push(true, None, words(w, &mut rng, WARMUP_TOKENS), &mut requests);
     }
     // Distinct prompts of `input_tokens` for the measured requests, at the given offsets.
     let plain = |offsets: Vec<Option<Duration>>,
@@ -659,7 +689,7 @@ fn plan_phase(seed: u64, salt: u64, p: &Phase) -> PhasePlan {
                 .map_or(input_tokens, |d| d.sample(&mut len_rng));
             let prompt = match &p.dataset {
                 Some(d) => d.prompts[i % d.prompts.len()].clone(),
-                None => words(&mut rng, input),
+                None => words(w, &mut rng, input),
             };
             push(false, None, prompt, requests);
             if let Some(last) = requests.last_mut() {
@@ -701,7 +731,8 @@ fn plan_phase(seed: u64, salt: u64, p: &Phase) -> PhasePlan {
                 *think_time,
                 1,
                 "turn",
-                &|t, rng| words(rng, if t == 0 { *first_tokens } else { *turn_tokens }),
+                &|t, rng| words(w, rng, if t == 0 { *first_tokens } else { *turn_tokens }),
+                w,
             );
         }
         Workload::Agentic {
@@ -729,11 +760,12 @@ fn plan_phase(seed: u64, salt: u64, p: &Phase) -> PhasePlan {
                 "step",
                 &|t, rng| {
                     if t == 0 {
-                        format!("Task: {}", words(rng, *task_tokens))
+                        format!("Task: {}", words(w, rng, *task_tokens))
                     } else {
-                        format!("Tool result: {}", words(rng, *tool_result_tokens))
+                        format!("Tool result: {}", words(w, rng, *tool_result_tokens))
                     }
                 },
+                w,
             );
         }
         Workload::Single {
@@ -798,15 +830,15 @@ fn plan_phase(seed: u64, salt: u64, p: &Phase) -> PhasePlan {
                         let shared = e.prefix_length.unwrap_or(e.input_length / 2);
                         let mut prefix_rng =
                             Rng::for_stream(seed, salt, &format!("trace-prefix/{}", p.name), id, 0);
-                        let prefix = words(&mut prefix_rng, shared);
+                        let prefix = words(w, &mut prefix_rng, shared);
                         let rest = e.input_length - shared;
                         match (shared, rest) {
-                            (0, _) => words(&mut rng, rest),
+                            (0, _) => words(w, &mut rng, rest),
                             (_, 0) => prefix,
-                            _ => format!("{prefix} {}", words(&mut rng, rest)),
+                            _ => format!("{prefix} {}", words(w, &mut rng, rest)),
                         }
                     }
-                    None => words(&mut rng, e.input_length),
+                    None => words(w, &mut rng, e.input_length),
                 };
                 push(
                     false,
@@ -855,7 +887,7 @@ fn plan_phase(seed: u64, salt: u64, p: &Phase) -> PhasePlan {
                         u64::from(g),
                         0,
                     );
-                    words(&mut rng, *prefix_tokens)
+                    words(w, &mut rng, *prefix_tokens)
                 })
                 .collect();
             // Round-robin over groups: every group's first suffix, then every group's second…
@@ -868,7 +900,7 @@ fn plan_phase(seed: u64, salt: u64, p: &Phase) -> PhasePlan {
                         g as u64,
                         u64::from(s),
                     );
-                    let prompt = format!("{prefix} {}", words(&mut rng, *suffix_tokens));
+                    let prompt = format!("{prefix} {}", words(w, &mut rng, *suffix_tokens));
                     push(false, Some(g as u32), prompt, &mut requests);
                 }
             }
@@ -896,8 +928,9 @@ fn plan_sessions(
     parallel: u32,
     label: &str,
     message: &dyn Fn(u32, &mut Rng) -> String,
+    w: Words<'_>,
 ) -> Vec<SessionPlan> {
-    let system = system_prompt(seed, salt, &p.name, system_tokens);
+    let system = system_prompt(seed, salt, &p.name, system_tokens, w);
     (0..n)
         .map(|id| {
             let steps = (0..steps)
@@ -922,10 +955,16 @@ fn plan_sessions(
 }
 
 /// A system prompt shared by every session of a phase.
-fn system_prompt(seed: u64, salt: u64, phase: &str, tokens: Option<u32>) -> Option<String> {
+fn system_prompt(
+    seed: u64,
+    salt: u64,
+    phase: &str,
+    tokens: Option<u32>,
+    w: Words<'_>,
+) -> Option<String> {
     tokens.map(|n| {
         let mut rng = Rng::for_stream(seed, salt, &format!("system/{phase}"), 0, 0);
-        words(&mut rng, n)
+        words(w, &mut rng, n)
     })
 }
 

@@ -1,0 +1,117 @@
+//! Exact prompt lengths with the model's own tokenizer: a local `tokenizer.json` named in the
+//! experiment (`[model] tokenizer`), never downloaded.
+//!
+//! Synthetic prompts are words, one token each. Without a tokenizer the words come from a
+//! list that is single-token in Llama-family vocabularies (lengths elsewhere are approximate,
+//! and the summary says so). With one, the words are drawn from its own vocabulary — entries
+//! that encode to exactly one token with and without a leading space — and every planned prompt
+//! is counted with it before the run, so the summary can say the lengths are exact, or which
+//! ones are not.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// The words synthetic prompts are made of: the first `first` are single tokens with or
+/// without a leading space (a message's first word has none), the rest with one.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WordPool {
+    pub words: Vec<String>,
+    pub first: usize,
+}
+
+/// A loaded tokenizer and the word pool drawn from it.
+#[derive(Clone)]
+pub struct ModelTokenizer {
+    /// As written in the experiment.
+    pub file: String,
+    pub path: PathBuf,
+    pub pool: Arc<WordPool>,
+    tokenizer: Arc<tokenizers::Tokenizer>,
+}
+
+impl std::fmt::Debug for ModelTokenizer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ModelTokenizer")
+            .field("file", &self.file)
+            .field("words", &self.pool.words.len())
+            .finish()
+    }
+}
+
+/// Most words taken from a vocabulary (by token id, so the pool is stable).
+const MAX_WORDS: usize = 4096;
+
+impl ModelTokenizer {
+    pub fn load(file: &str, path: &Path) -> Result<Self, String> {
+        if !path.is_file() {
+            return Err(format!("tokenizer file {} does not exist", path.display()));
+        }
+        let tokenizer = tokenizers::Tokenizer::from_file(path)
+            .map_err(|e| format!("{} is not a tokenizer.json: {e}", path.display()))?;
+        let pool = word_pool(&tokenizer)?;
+        Ok(Self {
+            file: file.to_string(),
+            path: path.to_path_buf(),
+            pool: Arc::new(pool),
+            tokenizer: Arc::new(tokenizer),
+        })
+    }
+
+    /// Tokens in `text`, special tokens (BOS) not added.
+    pub fn count(&self, text: &str) -> Option<usize> {
+        self.tokenizer
+            .encode(text, false)
+            .ok()
+            .map(|e| e.get_ids().len())
+    }
+}
+
+/// Vocabulary entries that read as a plain lower-case word and stay one token after another
+/// word and a space; those that are one token on their own too come first.
+fn word_pool(t: &tokenizers::Tokenizer) -> Result<WordPool, String> {
+    let count = |text: &str| t.encode(text, false).map_or(0, |e| e.get_ids().len());
+    let mut vocab: Vec<(String, u32)> = t.get_vocab(false).into_iter().collect();
+    vocab.sort_by_key(|(_, id)| *id);
+    let mut candidates = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for (_, id) in vocab {
+        let Ok(text) = t.decode(&[id], true) else {
+            continue;
+        };
+        let w = text.trim();
+        if (2..=12).contains(&w.len())
+            && w.bytes().all(|b| b.is_ascii_lowercase())
+            && seen.insert(w.to_string())
+        {
+            candidates.push(w.to_string());
+        }
+    }
+    // Words that are one token alone and after a space: they can start a prompt.
+    let both: Vec<String> = candidates
+        .iter()
+        .filter(|w| count(w) == 1 && count(&format!("{w} {w}")) == 2)
+        .take(MAX_WORDS)
+        .cloned()
+        .collect();
+    let Some(anchor) = both.first().cloned() else {
+        return Err("the tokenizer has no plain word that is a single token".to_string());
+    };
+    let in_both: std::collections::HashSet<&String> = both.iter().collect();
+    let spaced: Vec<String> = candidates
+        .iter()
+        .filter(|w| !in_both.contains(w) && count(&format!("{anchor} {w}")) == 2)
+        .take(MAX_WORDS.saturating_sub(both.len()))
+        .cloned()
+        .collect();
+    if both.len() < 8 || both.len() + spaced.len() < 64 {
+        return Err(format!(
+            "the tokenizer has too few plain words that are single tokens ({} in all, {} on their own; 64 and 8 are needed)",
+            both.len() + spaced.len(),
+            both.len()
+        ));
+    }
+    let first = both.len();
+    let mut words = both;
+    words.extend(spaced);
+    Ok(WordPool { words, first })
+}
