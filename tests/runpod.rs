@@ -831,3 +831,42 @@ async fn live_smoke_reads_the_catalog_and_the_pod_list() {
     assert!(gpus.iter().any(|g| g.memory.is_some()));
     api.list_pods().await.expect("the pod list");
 }
+
+/// The experiments fail on the pod (the stand-in has no prefix cache, so warm TTFT is not
+/// half of cold): the run exits 1 with the numbers, and the pod is still released.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_experiments_still_release_the_pod() {
+    let fake = Fake::start(vec!["RUNNING"]).await;
+    let truth = inferlab::truth::TruthServer::start(
+        inferlab::truth::TruthConfig {
+            ttft: Duration::from_millis(3),
+            itl: Duration::from_millis(1),
+            ..Default::default()
+        },
+        "127.0.0.1:0".parse().unwrap(),
+    )
+    .unwrap();
+    let dir = scratch("cli-failing");
+    let dep = write_deployment(&dir, "30s");
+    let mut cmd = inferlab(&dir, &fake, &truth.url());
+    cmd.args([
+        "run",
+        "--deploy",
+        dep.to_str().unwrap(),
+        "--results",
+        "out",
+        "prefix_cache",
+    ]);
+    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
+        .await
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("FAILED warm.ttft.p50"), "{text}");
+    assert!(text.contains("terminated pod pod1"), "{text}");
+    assert_eq!(fake.counts(), (1, 1));
+}
