@@ -301,7 +301,7 @@ fn compare(c: Compared<'_>) -> Level {
     let mut steady = 0usize;
     let mut steady_chunks = 0usize;
     for r in c.records {
-        let id = format!("{}/{}", r.phase, r.index);
+        let id = client::request_id(&r.phase, r.index);
         let truth = by_id.get(id.as_str());
         let Some(t) = truth.filter(|t| {
             r.ok() && t.complete && t.writes.len() == r.chunks.len() && !t.writes.is_empty()

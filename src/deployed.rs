@@ -48,7 +48,7 @@ async fn shutdown_signal() -> &'static str {
 }
 
 /// Prints the fit; refuses (false) a deployment that cannot fit.
-async fn check_fit(d: &Deployment) -> bool {
+fn check_fit(d: &Deployment) -> bool {
     let gpu_gb = deploy::gpu_memory_gb(&d.gpu_id).unwrap_or(0.0);
     let fit = d.fit_own();
     print!("{}", deploy::explain(d, &fit, gpu_gb));
@@ -72,8 +72,7 @@ pub async fn plan(path: &Path) -> anyhow::Result<ExitCode> {
 }
 
 async fn plan_one(d: &Deployment) -> anyhow::Result<bool> {
-    let d = d.clone();
-    let fits = check_fit(&d).await;
+    let fits = check_fit(d);
     if env("RUNPOD_API_KEY").is_some() {
         let api = RunPod::from_env(&env).map_err(anyhow::Error::msg)?;
         match api.gpu_catalog(d.gpu_count).await {
@@ -115,7 +114,7 @@ async fn plan_one(d: &Deployment) -> anyhow::Result<bool> {
 
 pub async fn up(path: &Path) -> anyhow::Result<ExitCode> {
     let d = load(path)?;
-    if !check_fit(&d).await {
+    if !check_fit(&d) {
         eprintln!("refused: {} does not fit its GPU", d.name);
         return Ok(ExitCode::from(2));
     }
@@ -212,7 +211,7 @@ pub async fn run(path: &Path, args: RunArgs, keep: bool) -> anyhow::Result<ExitC
     let cells = deploy::load_all(path).map_err(|e| anyhow::anyhow!("{e}"))?;
     let mut refused = false;
     for d in &cells {
-        if !check_fit(d).await {
+        if !check_fit(d) {
             eprintln!("refused: {} does not fit its GPU", d.name);
             refused = true;
         }
@@ -394,7 +393,7 @@ async fn run_on_pod(
     .await
     .map_err(anyhow::Error::msg)?;
     let (code, result) = match ended {
-        Ended::Finished(Ok(r)) => (exit_code_number(&r.code), Some(r)),
+        Ended::Finished(Ok(r)) => (r.code, Some(r)),
         Ended::Finished(Err(e)) => {
             report.error = Some(e);
             (2, None)
@@ -410,18 +409,6 @@ async fn run_on_pod(
         eprintln!("{prefix}{e}");
     }
     Ok((code, report, result))
-}
-
-fn exit_code_number(code: &ExitCode) -> u8 {
-    if *code == ExitCode::SUCCESS {
-        0
-    } else if *code == ExitCode::from(1) {
-        1
-    } else if *code == ExitCode::from(130) {
-        130
-    } else {
-        2
-    }
 }
 
 type Row<'a> = (&'a Deployment, u8, PodReport, Option<RunResult>);

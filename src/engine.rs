@@ -47,6 +47,12 @@ impl TargetKind {
         matches!(self, Self::RunpodServerless)
     }
 
+    /// Whether the target may have a Prometheus `/metrics` to scrape (a serverless endpoint has
+    /// none, and a request to it could wake a worker).
+    pub fn serves_metrics(self) -> bool {
+        !self.is_serverless()
+    }
+
     /// Where the server reports its version, and the JSON pointer to read there.
     pub fn version_endpoint(self) -> Option<(&'static str, &'static str)> {
         match self {

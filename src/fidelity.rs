@@ -65,14 +65,8 @@ impl From<&RequestRecord> for Row {
     }
 }
 
-/// Fidelity of one phase from its records.
-pub fn fidelity(phase: &Phase, records: &[&RequestRecord]) -> Fidelity {
-    let rows: Vec<Row> = records.iter().map(|&r| Row::from(r)).collect();
-    fidelity_of_rows(phase, &rows)
-}
-
 /// Fidelity of one phase from its requests' rows.
-pub fn fidelity_of_rows(phase: &Phase, rows: &[Row]) -> Fidelity {
+pub fn fidelity(phase: &Phase, rows: &[Row]) -> Fidelity {
     let sent: Vec<&Row> = {
         let mut v: Vec<&Row> = rows.iter().filter(|r| !r.excluded).collect();
         v.sort_by_key(|r| r.sent);

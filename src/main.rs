@@ -166,7 +166,7 @@ fn dispatch(cli: &Cli) -> anyhow::Result<ExitCode> {
                 cost_per_hour: None,
             };
             match deploy {
-                None => rt.block_on(async { run(args).await.map(|r| r.code) }),
+                None => rt.block_on(async { run(args).await.map(|r| ExitCode::from(r.code)) }),
                 Some(deployment) => rt.block_on(deployed::run(deployment, args, *keep)),
             }
         }
@@ -382,7 +382,8 @@ pub struct TrialLine {
 
 /// What the selected trials did.
 pub struct RunResult {
-    pub code: ExitCode,
+    /// The process exit code this run stands for (0, 1, 2 or 130).
+    pub code: u8,
     /// Output tokens summed over every trial.
     pub output_tokens: u64,
     pub trials: Vec<TrialLine>,
@@ -392,7 +393,7 @@ pub struct RunResult {
 async fn run(args: RunArgs) -> anyhow::Result<RunResult> {
     let Some(exps) = load_all(&args.experiments)? else {
         return Ok(RunResult {
-            code: ExitCode::from(2),
+            code: 2,
             output_tokens: 0,
             trials: Vec::new(),
         });
@@ -471,7 +472,7 @@ async fn run(args: RunArgs) -> anyhow::Result<RunResult> {
                             "interrupted: the results above cover what completed; later trials were not run"
                         );
                         return Ok(RunResult {
-                            code: ExitCode::from(130),
+                            code: 130,
                             output_tokens,
                             trials: lines,
                         });
@@ -487,17 +488,17 @@ async fn run(args: RunArgs) -> anyhow::Result<RunResult> {
     if selected == 0 {
         eprintln!("no trial matches {filters:?}");
         return Ok(RunResult {
-            code: ExitCode::from(2),
+            code: 2,
             output_tokens,
             trials: lines,
         });
     }
     let code = if broken {
-        ExitCode::from(2)
+        2
     } else if failed {
-        ExitCode::from(1)
+        1
     } else {
-        ExitCode::SUCCESS
+        0
     };
     Ok(RunResult {
         code,

@@ -292,53 +292,62 @@ async fn side_request(ep: &Endpoint, req: reqwest::RequestBuilder) -> Option<req
 /// Running summaries of a trial's records, fed one record at a time.
 struct Tally {
     slo: crate::metrics::Slo,
-    by_phase: HashMap<String, metrics::Summarizer>,
-    by_turn: std::collections::BTreeMap<(String, u32), metrics::Summarizer>,
+    phases: HashMap<String, PhaseTally>,
     all: metrics::Summarizer,
-    rows: HashMap<String, Vec<crate::fidelity::Row>>,
-    /// Each phase's first warmup request, whole (a serverless cold start): one per phase.
-    first_warmup: HashMap<String, RequestRecord>,
     completed: usize,
+}
+
+/// One phase's share of a [`Tally`].
+struct PhaseTally {
+    summary: metrics::Summarizer,
+    turns: std::collections::BTreeMap<u32, metrics::Summarizer>,
+    rows: Vec<crate::fidelity::Row>,
+    /// The phase's first warmup request, whole (a serverless cold start).
+    first_warmup: Option<RequestRecord>,
+}
+
+impl PhaseTally {
+    fn new(slo: crate::metrics::Slo) -> Self {
+        Self {
+            summary: metrics::Summarizer::new(slo),
+            turns: std::collections::BTreeMap::new(),
+            rows: Vec::new(),
+            first_warmup: None,
+        }
+    }
 }
 
 impl Tally {
     fn new(exp: &Experiment) -> Self {
         Self {
             slo: exp.slo,
-            by_phase: HashMap::new(),
-            by_turn: std::collections::BTreeMap::new(),
+            phases: HashMap::new(),
             all: metrics::Summarizer::new(exp.slo),
-            rows: HashMap::new(),
-            first_warmup: HashMap::new(),
             completed: 0,
         }
     }
 
     fn add(&mut self, r: &RequestRecord) {
         self.completed += 1;
-        let slo = &self.slo;
-        self.by_phase
-            .entry(r.phase.clone())
-            .or_insert_with(|| metrics::Summarizer::new(*slo))
-            .add(r);
+        self.all.add(r);
+        // The phase's name is copied once per phase, not per record.
+        if !self.phases.contains_key(&r.phase) {
+            self.phases
+                .insert(r.phase.clone(), PhaseTally::new(self.slo));
+        }
+        let Some(p) = self.phases.get_mut(&r.phase) else {
+            return;
+        };
+        p.summary.add(r);
         if let Some(t) = r.turn {
-            self.by_turn
-                .entry((r.phase.clone(), t))
-                .or_insert_with(|| metrics::Summarizer::new(*slo))
+            p.turns
+                .entry(t)
+                .or_insert_with(|| metrics::Summarizer::new(self.slo))
                 .add(r);
         }
-        self.all.add(r);
-        self.rows
-            .entry(r.phase.clone())
-            .or_default()
-            .push(crate::fidelity::Row::from(r));
-        if r.warmup {
-            match self.first_warmup.get(&r.phase) {
-                Some(w) if w.index <= r.index => {}
-                _ => {
-                    self.first_warmup.insert(r.phase.clone(), r.clone());
-                }
-            }
+        p.rows.push(crate::fidelity::Row::from(r));
+        if r.warmup && p.first_warmup.as_ref().is_none_or(|w| r.index < w.index) {
+            p.first_warmup = Some(r.clone());
         }
     }
 }
@@ -576,8 +585,8 @@ fn server_metrics_status(
     target: &TargetSpec,
     scrapes: &[ScrapeRecord],
 ) -> String {
-    if target.kind.is_serverless() {
-        return "none: serverless endpoints have no /metrics".to_string();
+    if !target.kind.serves_metrics() {
+        return format!("none: {} targets have no /metrics", target.kind);
     }
     if !exp.observe.metrics {
         return "off".to_string();
@@ -765,8 +774,7 @@ pub async fn run_trial(
     let mut write_errors = Vec::new();
     let writer = results.request_writer().map_err(TrialError::Results)?;
     let origin = Instant::now();
-    // A serverless endpoint has no /metrics, and a request to it could wake a worker.
-    let scraper = if exp.observe.metrics && !target.kind.is_serverless() {
+    let scraper = if exp.observe.metrics && target.kind.serves_metrics() {
         Scraper::new(
             &endpoint.base_url,
             endpoint.api_key.clone(),
@@ -931,44 +939,35 @@ pub async fn run_trial(
         (!rows.is_empty()).then(|| canonical::summarize_server(&rows, client_ttft_ms))
     };
     let Tally {
-        mut by_phase,
-        mut by_turn,
+        phases: mut tallies,
         all: all_acc,
-        mut rows,
-        first_warmup,
         completed,
         ..
     } = tally;
     let mut phases = Vec::new();
+    let mut first_warmup: HashMap<&str, RequestRecord> = HashMap::new();
     for p in &exp.phases {
-        let (summary, hists) = by_phase
+        let t = tallies
             .remove(&p.name)
-            .unwrap_or_else(|| metrics::Summarizer::new(exp.slo))
-            .finish();
+            .unwrap_or_else(|| PhaseTally::new(exp.slo));
+        if let Some(w) = t.first_warmup {
+            first_warmup.insert(&p.name, w);
+        }
+        let (summary, hists) = t.summary.finish();
         results
             .write_histograms(&p.name, &hists)
             .map_err(TrialError::Results)?;
         let server = server_of(Some(&p.name), summary.ttft.map(|t| t.mean_ms));
-        let turns: Vec<(String, u32)> = by_turn
-            .keys()
-            .filter(|(ph, _)| *ph == p.name)
-            .cloned()
-            .collect();
-        let mut phase_turns = std::collections::BTreeMap::new();
-        for key in turns {
-            if let Some(acc) = by_turn.remove(&key) {
-                phase_turns.insert(key.1, acc.finish().0);
-            }
-        }
         phases.push(NamedSummary {
             name: p.name.clone(),
             summary,
             server,
-            fidelity: crate::fidelity::fidelity_of_rows(
-                p,
-                &rows.remove(&p.name).unwrap_or_default(),
-            ),
-            by_turn: phase_turns,
+            fidelity: crate::fidelity::fidelity(p, &t.rows),
+            by_turn: t
+                .turns
+                .into_iter()
+                .map(|(turn, acc)| (turn, acc.finish().0))
+                .collect(),
         });
     }
     let (all, hists) = all_acc.finish();
@@ -1044,7 +1043,7 @@ pub async fn run_trial(
             // Each phase's first warmup request is its cold start.
             for plan in &schedule.phases {
                 let p = serverless.entry(plan.name.clone()).or_default();
-                if let Some(r) = first_warmup.get(&plan.name) {
+                if let Some(r) = first_warmup.get(plan.name.as_str()) {
                     p.cold_start_ttft_ms = r.ttft().map(|d| d.as_secs_f64() * 1e3);
                     p.cold_start_e2e_ms = r
                         .ok()

@@ -467,6 +467,19 @@ fn write_deployment(dir: &Path, ready: &str) -> PathBuf {
     p
 }
 
+/// Runs `cmd` to its end off the test's runtime: its exit code and everything it printed.
+async fn finish(mut cmd: Command) -> (Option<i32>, String) {
+    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
+        .await
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code(), text)
+}
+
 /// Every file under `dir`, read as text.
 fn all_text(dir: &Path) -> String {
     let mut out = String::new();
@@ -508,15 +521,8 @@ async fn run_deploy_runs_prefix_cache_on_the_pod_and_releases_it() {
         "out",
         "prefix_cache",
     ]);
-    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
-        .await
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(out.status.code(), Some(0), "{text}");
+    let (code, text) = finish(cmd).await;
+    assert_eq!(code, Some(0), "{text}");
     assert!(text.contains("== prefix_cache::llamacpp [live]"), "{text}");
     assert!(text.contains("terminated pod pod1"), "{text}");
     assert!(text.contains("per million output tokens"), "{text}");
@@ -599,15 +605,9 @@ async fn after_kill_9_down_all_terminates_what_the_ledger_holds() {
     assert_eq!(ledger[0]["pod_id"], "pod1");
     let mut down = inferlab(&dir, &fake, "http://127.0.0.1:9");
     down.args(["down", "--all"]);
-    let out = tokio::task::spawn_blocking(move || down.output().unwrap())
-        .await
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("terminated pod pod1"));
+    let (code, text) = finish(down).await;
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("terminated pod pod1"), "{text}");
     assert_eq!(fake.counts(), (1, 1));
     assert!(
         !std::fs::read_to_string(dir.join("pods.json"))
@@ -687,15 +687,8 @@ expr = "all.error_rate == 0"
         "--results",
         "out",
     ]);
-    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
-        .await
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(out.status.code(), Some(2), "{text}");
+    let (code, text) = finish(cmd).await;
+    assert_eq!(code, Some(2), "{text}");
     assert_eq!(fake.counts(), (2, 2), "{text}");
     assert_eq!(fake.live(), 0);
     let matrix_dir = std::fs::read_dir(dir.join("out"))
@@ -857,15 +850,8 @@ async fn failing_experiments_still_release_the_pod() {
         "out",
         "prefix_cache",
     ]);
-    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
-        .await
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(out.status.code(), Some(1), "{text}");
+    let (code, text) = finish(cmd).await;
+    assert_eq!(code, Some(1), "{text}");
     assert!(text.contains("FAILED warm.ttft.p50"), "{text}");
     assert!(text.contains("terminated pod pod1"), "{text}");
     assert_eq!(fake.counts(), (1, 1));

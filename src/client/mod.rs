@@ -80,6 +80,11 @@ impl Endpoint {
     }
 }
 
+/// The `x-inferlab-request-id` of a request: `<phase>/<index>`.
+pub fn request_id(phase: &str, index: u32) -> String {
+    format!("{phase}/{index}")
+}
+
 /// The URL with any `user:password@` removed, for logs and manifests.
 pub fn display_url(url: &str) -> String {
     if let Some(scheme_end) = url.find("://") {
@@ -462,6 +467,9 @@ pub async fn execute(
     }
     let mut headers_at = None;
     let mut status = None;
+    // Sent with every request so a server's own logs (and the truth server) can be matched to
+    // the records. Phase names are identifiers, so the value is always a valid header.
+    let id_header = reqwest::header::HeaderValue::from_str(&request_id(phase, req.index)).ok();
 
     // A pooled connection that the server closed while idle (many servers close after a fixed
     // number of requests per connection) fails before the request was read. Sending again is
@@ -469,21 +477,15 @@ pub async fn execute(
     // `SEND_ATTEMPTS` tries, each with its own send instant. The record counts the attempts
     // (llama-server b11434 closes a connection after a few streamed responses without saying
     // so: about one request in ten needs a second try there).
-    // Sent with every request so a server's own logs (and the truth server) can be matched to
-    // the records.
-    let request_id: String = format!("{phase}/{}", req.index)
-        .chars()
-        .map(|c| if c.is_control() { '_' } else { c })
-        .collect();
     let mut sent;
     let mut deadlines;
     let mut attempts = 0;
     let response = loop {
         attempts += 1;
-        let mut builder = client
-            .post(&url)
-            .header(crate::truth::REQUEST_ID_HEADER, &request_id)
-            .json(body);
+        let mut builder = client.post(&url).json(body);
+        if let Some(id) = &id_header {
+            builder = builder.header(crate::truth::REQUEST_ID_HEADER, id.clone());
+        }
         if let Some(key) = &ep.api_key {
             builder = builder.bearer_auth(key.expose());
         }

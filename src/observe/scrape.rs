@@ -109,11 +109,11 @@ impl Scraper {
         if let Some(k) = &self.api_key {
             req = req.bearer_auth(k.expose());
         }
-        let tag: String = format!("{phase};{};{}", point.as_str(), in_phase.as_millis())
-            .chars()
-            .map(|c| if c.is_control() { '_' } else { c })
-            .collect();
-        req = req.header("x-inferlab-scrape", tag);
+        // Phase names are identifiers: always a valid header value.
+        req = req.header(
+            "x-inferlab-scrape",
+            format!("{phase};{};{}", point.as_str(), in_phase.as_millis()),
+        );
         let mut rec = ScrapeRecord {
             phase: phase.to_string(),
             point,

@@ -253,12 +253,14 @@ where
     report.url = Some(url.clone());
     let ended = {
         let work = async {
-            if let Err(e) = wait_running(api, &id, dep, polling, &mut report, started, log).await {
-                report.error = Some(e);
-                report.logs = api.logs(&id).await.ok();
-                return Ended::NotReady;
-            }
-            let pod = api.get_pod(&id).await.unwrap_or_else(|_| pod.clone());
+            let pod = match wait_running(api, &id, dep, polling, &mut report, started, log).await {
+                Ok(pod) => pod,
+                Err(e) => {
+                    report.error = Some(e);
+                    report.logs = api.logs(&id).await.ok();
+                    return Ended::NotReady;
+                }
+            };
             report.data_center.clone_from(&pod.data_center_id);
             if pod.cost.is_some() {
                 report.cost_per_hour = pod.cost;
@@ -329,14 +331,14 @@ async fn wait_running(
     report: &mut PodReport,
     started: Instant,
     log: &mut dyn FnMut(&str),
-) -> Result<(), String> {
+) -> Result<Pod, String> {
     let deadline = Instant::now() + dep.provision_timeout;
     let mut wait = polling.first;
     let mut last = String::new();
     loop {
         match api.get_pod(id).await {
             Ok(p) => {
-                let status = p.status.unwrap_or_default();
+                let status = p.status.clone().unwrap_or_default();
                 if status != last {
                     report
                         .timeline
@@ -345,7 +347,7 @@ async fn wait_running(
                     last.clone_from(&status);
                 }
                 match status.as_str() {
-                    "RUNNING" => return Ok(()),
+                    "RUNNING" => return Ok(p),
                     "ERROR" | "EXITED" | "TERMINATED" => {
                         return Err(format!("pod {id} is {status}"));
                     }
