@@ -80,6 +80,10 @@ pub struct Level {
     /// ITL p99 as the client measured it, and the truth's.
     pub itl_p99_client_ms: f64,
     pub itl_p99_true_ms: f64,
+    /// How late the truth server wrote chunks after their deadlines (steady requests): the
+    /// machine's own scheduling noise, which the client's error cannot be expected to beat.
+    pub server_late_p50_ms: f64,
+    pub server_late_p99_ms: f64,
     pub achieved_rps: f64,
     /// A zero-overhead closed loop: concurrency / (ttft + (tokens − 1)·itl).
     pub theoretical_rps: f64,
@@ -297,6 +301,7 @@ fn compare(c: Compared<'_>) -> Level {
     let (mut send, mut receive) = (Vec::new(), Vec::new());
     let (mut ttft_err, mut gap_err, mut gaps_client, mut gaps_true) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut late = Vec::new();
     let (mut window_start, mut window_end) = (Duration::MAX, Duration::ZERO);
     let mut steady = 0usize;
     let mut steady_chunks = 0usize;
@@ -321,6 +326,10 @@ fn compare(c: Compared<'_>) -> Level {
         ttft_err.push(diff_ms(client_ttft, true_ttft));
         send.push(diff_ms(since(t.arrived), r.sent));
         receive.push(diff_ms(r.chunks[0].at, since(t.writes[0])));
+        for (i, &w) in t.writes.iter().enumerate() {
+            let deadline = t.arrived + t.ttft + t.itl * i as u32;
+            late.push(ms(w.saturating_duration_since(deadline)));
+        }
         for i in 1..t.writes.len() {
             let tg = since(t.writes[i]).saturating_sub(since(t.writes[i - 1]));
             let cg = r.chunks[i].at.saturating_sub(r.chunks[i - 1].at);
@@ -354,6 +363,8 @@ fn compare(c: Compared<'_>) -> Level {
         itl_error_p99_ms: percentile(&mut gap_err, 99.0),
         itl_p99_client_ms: percentile(&mut gaps_client, 99.0),
         itl_p99_true_ms: percentile(&mut gaps_true, 99.0),
+        server_late_p50_ms: percentile(&mut late, 50.0),
+        server_late_p99_ms: percentile(&mut late, 99.0),
         achieved_rps: achieved,
         theoretical_rps: theoretical,
         rate_ratio: achieved / theoretical,
@@ -400,7 +411,7 @@ pub fn table(cal: &Calibration) -> String {
 
 fn header() -> String {
     format!(
-        "{:>5} {:>6} {:>6} {:>9} {:>9} {:>7} {:>7} {:>8} {:>8} {:>9} {:>9} {:>6} {:>9} {:>5} {:>6} {:>5}\n",
+        "{:>5} {:>6} {:>6} {:>9} {:>9} {:>7} {:>7} {:>8} {:>8} {:>9} {:>9} {:>7} {:>6} {:>9} {:>5} {:>6} {:>5}\n",
         "C",
         "itl",
         "reqs",
@@ -412,6 +423,7 @@ fn header() -> String {
         "itl-e99",
         "itl99-cl",
         "itl99-tr",
+        "late99",
         "rate%",
         "chunks/s",
         "conns",
@@ -431,7 +443,7 @@ fn fmt_ms(x: f64) -> String {
 
 fn row(l: &Level) -> String {
     format!(
-        "{:>5} {:>6} {:>6} {:>9} {:>9} {:>7} {:>7} {:>8} {:>8} {:>9} {:>9} {:>6.1} {:>9.0} {:>5} {:>6} {:>5}\n",
+        "{:>5} {:>6} {:>6} {:>9} {:>9} {:>7} {:>7} {:>8} {:>8} {:>9} {:>9} {:>7} {:>6.1} {:>9.0} {:>5} {:>6} {:>5}\n",
         l.concurrency,
         fmt_ms(l.itl_ms),
         l.steady_requests,
@@ -443,6 +455,7 @@ fn row(l: &Level) -> String {
         fmt_ms(l.itl_error_p99_ms),
         fmt_ms(l.itl_p99_client_ms),
         fmt_ms(l.itl_p99_true_ms),
+        fmt_ms(l.server_late_p99_ms),
         l.rate_ratio * 100.0,
         l.chunks_per_s,
         l.connections,

@@ -17,7 +17,7 @@ use serde::Deserialize;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -69,8 +69,24 @@ pub struct TruthRecord {
     pub complete: bool,
 }
 
+/// How long a reader of the records waits for streams still being written. A client that saw
+/// a stream's last byte reads its record within microseconds on a quiet machine; the bound only
+/// keeps a reader from hanging on a stream whose client never reads.
+const SETTLE: Duration = Duration::from_secs(10);
+
+/// Finished streams' records, and how many streams are still being written.
+#[derive(Default)]
+struct Records {
+    done: Vec<TruthRecord>,
+    in_flight: usize,
+}
+
 struct Shared {
-    records: Mutex<Vec<TruthRecord>>,
+    records: Mutex<Records>,
+    /// Signalled whenever a stream ends (synchronous readers).
+    settled: Condvar,
+    /// Signalled whenever a stream ends (readers on the server's own runtime).
+    settled_async: tokio::sync::Notify,
     connections: AtomicU64,
     /// Linux thread ids of the server's threads, for CPU accounting.
     tids: Mutex<Vec<u32>>,
@@ -89,7 +105,9 @@ impl TruthServer {
     /// Binds `bind` (port 0 for any free port) and serves on a dedicated thread.
     pub fn start(cfg: TruthConfig, bind: SocketAddr) -> io::Result<Self> {
         let shared = Arc::new(Shared {
-            records: Mutex::new(Vec::new()),
+            records: Mutex::new(Records::default()),
+            settled: Condvar::new(),
+            settled_async: tokio::sync::Notify::new(),
             connections: AtomicU64::new(0),
             tids: Mutex::new(Vec::new()),
             started: Instant::now(),
@@ -143,15 +161,20 @@ impl TruthServer {
         format!("http://{}", self.addr)
     }
 
-    /// Takes every record so far.
+    /// Takes every record so far, once no stream is being written (waiting at most 10 s).
+    ///
+    /// A stream's record is stored after its last byte is written, so a client that has just
+    /// read `[DONE]` may get here first: waiting for the streams in flight makes "the client saw
+    /// the end" imply "its record is here". Blocks the calling thread; the server runs on its
+    /// own threads, so this cannot hold up the streams it waits for.
     pub fn take_records(&self) -> Vec<TruthRecord> {
-        std::mem::take(
-            &mut *self
-                .shared
-                .records
-                .lock()
-                .unwrap_or_else(|p| p.into_inner()),
-        )
+        let records = self.shared.lock_records();
+        let (mut records, _) = self
+            .shared
+            .settled
+            .wait_timeout_while(records, SETTLE, |r| r.in_flight > 0)
+            .unwrap_or_else(|p| p.into_inner());
+        std::mem::take(&mut records.done)
     }
 
     /// Connections accepted since start.
@@ -308,6 +331,8 @@ async fn serve_connection(mut sock: TcpStream, conn: u64, cfg: TruthConfig, shar
             .await
             .is_ok(),
             ("GET", "/truth/records") => {
+                // Streams that other connections are still writing land first.
+                shared.settle().await;
                 let body = records_json(&shared);
                 respond(&mut sock, "200 OK", "application/json", body.as_bytes())
                     .await
@@ -481,6 +506,7 @@ async fn stream_completion(
     tail.extend_from_slice(b"0\r\n\r\n");
     let head = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-cache\r\ntransfer-encoding: chunked\r\n\r\n";
 
+    let in_flight = shared.stream_started();
     let mut record = TruthRecord {
         id: req.id.clone(),
         connection: conn,
@@ -509,19 +535,78 @@ async fn stream_completion(
         alive = sock.write_all(&tail).await.is_ok();
     }
     record.complete = alive;
-    if !cfg.record {
-        return alive;
-    }
-    if let Ok(mut r) = shared.records.lock() {
-        r.push(record);
-    }
+    in_flight.finish(cfg.record.then_some(record));
     alive
 }
 
-/// Every record as JSON, times in microseconds since the server started.
+impl Shared {
+    fn lock_records(&self) -> MutexGuard<'_, Records> {
+        self.records.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Counts a stream as in flight until the returned guard is finished or dropped.
+    fn stream_started(&self) -> InFlight<'_> {
+        self.lock_records().in_flight += 1;
+        InFlight {
+            shared: self,
+            ended: false,
+        }
+    }
+
+    /// Waits (at most 10 s) on the server's runtime until no stream is being written.
+    async fn settle(&self) {
+        let deadline = tokio::time::Instant::now() + SETTLE;
+        loop {
+            let notified = self.settled_async.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.lock_records().in_flight == 0 {
+                return;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// A stream being written. Its record (if kept) is stored and the count dropped in one step, so
+/// a reader never sees the count at zero without the record.
+struct InFlight<'a> {
+    shared: &'a Shared,
+    ended: bool,
+}
+
+impl InFlight<'_> {
+    fn finish(mut self, record: Option<TruthRecord>) {
+        self.end(record);
+    }
+
+    fn end(&mut self, record: Option<TruthRecord>) {
+        if self.ended {
+            return;
+        }
+        self.ended = true;
+        let mut r = self.shared.lock_records();
+        r.done.extend(record);
+        r.in_flight -= 1;
+        drop(r);
+        self.shared.settled.notify_all();
+        self.shared.settled_async.notify_waiters();
+    }
+}
+
+impl Drop for InFlight<'_> {
+    /// A stream abandoned mid-way (the server shutting down) still stops counting.
+    fn drop(&mut self) {
+        self.end(None);
+    }
+}
+
+/// Every finished stream's record as JSON, times in microseconds since the server started.
 fn records_json(shared: &Shared) -> String {
     let us = |t: Instant| t.saturating_duration_since(shared.started).as_micros() as u64;
-    let records = shared.records.lock().map(|r| r.clone()).unwrap_or_default();
+    let records = shared.lock_records().done.clone();
     let rows: Vec<serde_json::Value> = records
         .iter()
         .map(|r| {

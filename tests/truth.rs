@@ -59,23 +59,24 @@ async fn streams_max_tokens_chunks_at_the_deadlines_and_records_each_write() {
     assert_eq!(r.id.as_deref(), Some("p/7"));
     assert!(r.complete);
     assert_eq!(r.writes.len(), 6);
-    // Never before a deadline; late by at most a generous margin.
+    // Never before a deadline, in order; late only by what a loaded machine's scheduler adds
+    // (the bound is a sanity check: sleeping until a deadline, not for a fixed time).
     for (i, w) in r.writes.iter().enumerate() {
         let deadline = r.arrived + Duration::from_millis(30 + 5 * i as u64);
         assert!(*w >= deadline, "chunk {i} written before its deadline");
         assert!(
-            *w - deadline < Duration::from_millis(200),
+            *w - deadline < Duration::from_millis(500),
             "chunk {i} written {:?} late",
             *w - deadline
         );
     }
+    assert!(r.writes.windows(2).all(|w| w[0] <= w[1]));
 }
 
 #[tokio::test]
 async fn chat_streams_deltas_and_headers_override_the_timing() {
     let s = server(1000, 1000);
     let http = reqwest::Client::new();
-    let started = std::time::Instant::now();
     let body = http
         .post(format!("{}/v1/chat/completions", s.url()))
         .header("x-truth-ttft-us", "1000")
@@ -87,15 +88,25 @@ async fn chat_streams_deltas_and_headers_override_the_timing() {
         .text()
         .await
         .unwrap();
-    // The server's own 1 s TTFT and ITL would take 3 s.
-    assert!(started.elapsed() < Duration::from_millis(900));
     let first: serde_json::Value = serde_json::from_str(data_lines(&body)[0]).unwrap();
     assert_eq!(first["object"], "chat.completion.chunk");
     assert_eq!(first["choices"][0]["delta"]["content"], " tok");
-    let r = &s.take_records()[0];
+    let records = s.take_records();
+    assert_eq!(records.len(), 1);
+    let r = &records[0];
     assert_eq!(r.ttft, Duration::from_millis(1));
     assert_eq!(r.itl, Duration::from_millis(2));
     assert_eq!(r.id, None);
+    // Paced by the headers: no chunk before its 1 ms + 2 ms·i deadline, and all three before
+    // the first deadline the server's own 1 s TTFT would have set.
+    assert_eq!(r.writes.len(), 3);
+    for (i, w) in r.writes.iter().enumerate() {
+        assert!(*w >= r.arrived + Duration::from_millis(1 + 2 * i as u64));
+        assert!(
+            *w < r.arrived + Duration::from_secs(1),
+            "chunk {i} paced by the default"
+        );
+    }
 }
 
 #[tokio::test]
@@ -160,9 +171,12 @@ async fn records_are_served_as_json_with_offsets() {
     assert_eq!(s.connections(), 1);
 }
 
-/// Order-of-magnitude guard: the client's TTFT error is far below 20 ms, every request is
-/// matched, each stream reuses its one connection, and the achieved rate is near the
-/// theoretical one.
+/// Every request is matched to the server's record, each stream reuses its one connection,
+/// and the figures obey causality: the client stamps a send before the server can have the
+/// request, and cannot report a shorter TTFT than the server produced, nor a rate above the
+/// theoretical one. The size of the error is bounded relative to the machine's own noise (the
+/// truth server's lateness), so a loaded machine does not fail it; its value on a quiet one is
+/// `inferlab calibrate`'s and the calibration bench's business.
 #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
 async fn calibration_measures_a_small_client_error() {
     let level = calibrate::measure(
@@ -175,22 +189,28 @@ async fn calibration_measures_a_small_client_error() {
     )
     .await
     .unwrap();
+    let all = serde_json::to_string(&level).unwrap();
     assert_eq!(level.requests, 64);
-    assert_eq!(level.failed, 0);
+    assert_eq!(level.failed, 0, "{all}");
     assert_eq!(level.steady_requests, 48);
+    assert!(level.send_median_ms > 0.0, "{all}");
+    // The receive half may dip below zero by the instant between the server's write returning
+    // and its clock read; never by a TTFT.
+    assert!(level.ttft_error_median_ms > -1.0, "{all}");
+    let noise = level.server_late_p99_ms;
+    assert!(noise.is_finite() && noise >= 0.0, "{all}");
     assert!(
-        level.ttft_error_median_ms.abs() < 20.0,
-        "TTFT error median {} ms",
-        level.ttft_error_median_ms
+        level.ttft_error_median_ms < 20.0 + 4.0 * noise,
+        "TTFT error median beyond the machine's noise: {all}"
     );
-    assert!(level.itl_error_p50_ms < 20.0);
+    assert!(level.itl_error_p50_ms < 20.0 + 4.0 * noise, "{all}");
     assert!(
         (16..=32).contains(&level.connections),
         "{} connections for 16 streams",
         level.connections
     );
     assert!(
-        level.rate_ratio > 0.5 && level.rate_ratio < 1.05,
+        level.rate_ratio > 0.0 && level.rate_ratio <= 1.0 + 1e-9,
         "rate ratio {}",
         level.rate_ratio
     );
@@ -226,7 +246,7 @@ expr = "all.error_rate == 0"
     let out = common::run_live(&exp, &s.url(), "calibrated").await;
     assert!(out.passed(), "{:?}", out.verdicts);
     let floor = out.verdicts[0].noise_floor.expect("a noise floor");
-    assert!(floor > 0.0 && floor < 0.05, "noise floor {floor} s");
+    assert!(floor > 0.0, "noise floor {floor} s");
     // Plain numbers have no noise floor to lie inside.
     assert_eq!(out.verdicts[1].within_noise_floor(), None);
     assert!(out.verdicts[0].within_noise_floor().is_some());
@@ -236,4 +256,10 @@ expr = "all.error_rate == 0"
     let cal = &manifest["calibration"];
     assert_eq!(cal["failed"], 0, "{cal}");
     assert!(cal["steady_requests"].as_u64().unwrap() > 0, "{cal}");
+    // The floor is the calibration's TTFT error p99, whatever this machine's load made it.
+    let p99_s = cal["ttft_error_p99_ms"].as_f64().unwrap() / 1e3;
+    assert!(
+        (floor - p99_s).abs() < 1e-9,
+        "floor {floor} s vs p99 {p99_s} s"
+    );
 }
