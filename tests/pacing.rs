@@ -39,16 +39,37 @@ async fn open_loop_sends_on_schedule() {
         (s.requests, s.succeeded, s.dropped, s.cancelled),
         (20, 20, 0, 0)
     );
+    // Every send at or after its intended instant, 20 ms apart; late only by a loaded machine's
+    // wake-up delay (the bounds are sanity checks; the lateness itself is the pacer bench's).
+    let rows: Vec<serde_json::Value> = std::fs::read_to_string(out.dir.join("requests.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let mut intended: Vec<f64> = rows
+        .iter()
+        .map(|r| r["intended_ms"].as_f64().unwrap())
+        .collect();
+    for r in &rows {
+        assert!(r["sent_ms"].as_f64().unwrap() >= r["intended_ms"].as_f64().unwrap());
+    }
+    intended.sort_by(f64::total_cmp);
+    for w in intended.windows(2) {
+        assert!(
+            (w[1] - w[0] - 20.0).abs() < 0.01,
+            "intended gaps {intended:?}"
+        );
+    }
     let queue = s.client_queue.unwrap();
     assert!(
-        queue.p50_ms < 5.0,
+        queue.p50_ms < 25.0,
         "median send lateness {:.3} ms",
         queue.p50_ms
     );
     let f = out.summary.phases[0].fidelity;
     let achieved = f.achieved_rate.unwrap();
     assert!(
-        (achieved / 50.0 - 1.0).abs() < 0.2,
+        (achieved / 50.0 - 1.0).abs() < 0.35,
         "achieved {achieved:.2} req/s"
     );
     assert!(out.passed(), "{:?}", out.verdicts);
@@ -281,8 +302,9 @@ async fn a_closed_loop_duration_ends_the_phase_and_cancels_what_is_in_flight() {
     assert!(s.succeeded >= 2, "{s:?}");
     assert!(s.cancelled <= 2, "at most one per worker: {}", s.cancelled);
     assert_eq!(s.failed, 0);
-    // Nothing finished long after the limit (generous: 150 ms + one request + slack).
-    assert!(s.duration_s < 0.6, "phase took {:.3} s", s.duration_s);
+    // Nothing finished long after the limit (generous: 150 ms + one request + a loaded
+    // machine's slack).
+    assert!(s.duration_s < 1.5, "phase took {:.3} s", s.duration_s);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

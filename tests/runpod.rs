@@ -191,13 +191,13 @@ const FAST: Polling = Polling {
 };
 
 /// Runs `with_pod` with `run` against the fake and a stand-in whose `/health` answers
-/// `health`; the shutdown future fires after `stop_after` when given.
+/// `health`; the shutdown future fires when `stop` is sent to, if given.
 async fn lifecycle_run<F, Fut, T>(
     fake: &Fake,
     dep: &Deployment,
     health: u16,
     ledger: &Ledger,
-    stop_after: Option<Duration>,
+    stop: Option<tokio::sync::oneshot::Receiver<()>>,
     run: F,
 ) -> (Ended<T>, lifecycle::PodReport, Vec<String>)
 where
@@ -214,9 +214,9 @@ where
     };
     let mut log = Vec::new();
     let shutdown = async move {
-        match stop_after {
-            Some(d) => {
-                tokio::time::sleep(d).await;
+        match stop {
+            Some(rx) => {
+                let _ = rx.await;
                 "SIGTERM"
             }
             None => std::future::pending().await,
@@ -383,13 +383,18 @@ async fn a_panic_in_the_run_still_releases_the_pod() {
 #[tokio::test]
 async fn a_stop_signal_during_the_run_releases_the_pod() {
     let (fake, ledger) = setup(vec!["RUNNING"], "signal").await;
+    let (started, stop) = tokio::sync::oneshot::channel();
     let (ended, report, _) = lifecycle_run(
         &fake,
         &deployment("5s", "5s"),
         200,
         &ledger,
-        Some(Duration::from_millis(300)),
-        |_| async { tokio::time::sleep(Duration::from_secs(30)).await },
+        Some(stop),
+        // A run that never ends by itself: the stop signal comes once it has begun.
+        move |_| async move {
+            let _ = started.send(());
+            std::future::pending::<()>().await
+        },
     )
     .await;
     assert!(matches!(ended, Ended::Stopped("SIGTERM")));
@@ -569,7 +574,14 @@ async fn sigterm_while_waiting_for_the_engine_releases_the_pod() {
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // ... and the engine's /health is being polled (not a fixed wait: a loaded machine may take
+    // longer to get there).
+    for _ in 0..400 {
+        if pod.received_requests().await.is_some_and(|r| !r.is_empty()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
     // SAFETY: signalling our own child.
     unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
     let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())

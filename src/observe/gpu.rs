@@ -403,6 +403,73 @@ mod tests {
         assert_eq!(p.error.as_deref(), Some("RunPod API answered HTTP 404"));
     }
 
+    /// The poll loop on tokio's paused clock: exact instants, no real waiting. Polls come on
+    /// absolute deadlines, as soon as a phase runs, never between phases, and a sample's
+    /// `retry_after` postpones the next one.
+    #[tokio::test(start_paused = true)]
+    async fn polls_on_deadlines_inside_phases_and_backs_off_when_asked() {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicU32, Ordering};
+        let origin = Instant::now();
+        let (phase_tx, phase_rx) = watch::channel::<CurrentPhase>(None);
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let calls = Arc::new(AtomicU32::new(0));
+        let counted = calls.clone();
+        let task = tokio::spawn(poll(
+            Duration::from_millis(500),
+            phase_rx,
+            origin,
+            tx,
+            move |_| {
+                // The second sample asks for 7 s of quiet (a 429's Retry-After).
+                let n = counted.fetch_add(1, Ordering::SeqCst);
+                async move {
+                    Polled {
+                        values: Canonical::new(),
+                        error: None,
+                        retry_after: (n == 1).then(|| Duration::from_secs(7)),
+                    }
+                }
+            },
+        ));
+        let drain = |rx: &mut mpsc::UnboundedReceiver<ScrapeRecord>| {
+            std::iter::from_fn(|| rx.try_recv().ok()).collect::<Vec<_>>()
+        };
+
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert_eq!(
+            calls.load(Ordering::SeqCst),
+            0,
+            "no poll before a phase runs"
+        );
+        phase_tx.send(Some(("a".into(), Instant::now()))).unwrap();
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let a = drain(&mut rx);
+        let at: Vec<_> = a.iter().map(|r| (r.phase.as_str(), r.in_phase)).collect();
+        // At the start, one interval later, then nothing until 7 s after that poll.
+        assert_eq!(
+            at,
+            [("a", Duration::ZERO), ("a", Duration::from_millis(500))]
+        );
+        assert!(a.iter().all(|r| r.gpu && r.point == Point::Periodic));
+
+        phase_tx.send(None).unwrap();
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        assert!(drain(&mut rx).is_empty(), "no sample between phases");
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+
+        // The poll that fell due between phases runs as soon as the next phase starts.
+        phase_tx.send(Some(("b".into(), Instant::now()))).unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let b = drain(&mut rx);
+        let at: Vec<_> = b.iter().map(|r| (r.phase.as_str(), r.in_phase)).collect();
+        assert_eq!(at, [("b", Duration::ZERO)]);
+        assert_eq!(b[0].at, Duration::from_secs(14));
+
+        drop(phase_tx);
+        task.await.unwrap();
+    }
+
     #[test]
     fn sources_from_the_environment() {
         let env = |k: &str| match k {
