@@ -16,8 +16,9 @@
 //! number against a duration is an error that asks for a unit. Parsing and checking are pure;
 //! evaluation takes a lookup function so it never depends on how summaries are stored.
 
-use crate::metrics::{Dim, Value, check_metric};
-use crate::observe::canonical::{check_server_metric, server_metric_is_time};
+use crate::core::catalog::{
+    Dim, Value, check_fidelity_metric, check_metric, check_server_metric, server_metric_is_time,
+};
 use std::fmt;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -496,7 +497,7 @@ fn path_dim(p: &Path) -> Result<Dim, String> {
         None => check_metric(&p.metric, p.stat.as_deref()),
         Some(scope) if turn_of(scope).is_some() => check_metric(&p.metric, p.stat.as_deref()),
         Some("fidelity") => {
-            crate::fidelity::check_metric(&p.metric, p.stat.as_deref())?;
+            check_fidelity_metric(&p.metric, p.stat.as_deref())?;
             Ok(Dim::Plain)
         }
         Some(scope) => {

@@ -15,7 +15,7 @@ use crate::engine::TargetKind;
 use crate::record::RequestRecord;
 use crate::run;
 use crate::spec::{Api, Timeouts};
-use crate::truth::{self, TruthConfig, TruthRecord, TruthServer};
+use crate::truth::{TruthConfig, TruthRecord, TruthServer};
 use crate::workload::{Pacing, PhasePlan, PlannedRequest};
 use serde::Serialize;
 use std::collections::HashMap;
@@ -224,7 +224,7 @@ pub async fn measure(
         sessions: Vec::new(),
     };
     let mut records: Vec<RequestRecord> = Vec::with_capacity(n as usize);
-    let cpu0 = truth::process_cpu_time();
+    let cpu0 = crate::cpu::process_cpu_time();
     let scpu0 = server.cpu_time();
     let origin = Instant::now();
     run::run_phase(&http, &ep, &phase, &timeouts, origin, false, &mut |c| {
@@ -232,7 +232,7 @@ pub async fn measure(
     })
     .await;
     let wall = origin.elapsed();
-    let cpu1 = truth::process_cpu_time();
+    let cpu1 = crate::cpu::process_cpu_time();
     let scpu1 = server.cpu_time();
     let server_cpu = scpu0.zip(scpu1).map(|(a, b)| b.saturating_sub(a));
     let client_cpu = cpu0

@@ -255,7 +255,7 @@ pub async fn run(path: &Path, args: RunArgs, keep: bool) -> anyhow::Result<ExitC
         cells.first().map_or(1, |d| d.parallel),
     ));
     let measuring = Arc::new(tokio::sync::Mutex::new(()));
-    let stamp = report::utc_compact(std::time::SystemTime::now());
+    let stamp = inferlab::clock::utc_compact(std::time::SystemTime::now());
     let results_root = if matrix {
         let stem = path
             .file_stem()
@@ -468,7 +468,7 @@ fn write_report(results: &Path, report: &PodReport, output_tokens: u64) -> anyho
     v["cost_per_million_output_tokens_usd"] = serde_json::json!(per_mtok);
     let path = dir.join(format!(
         "{}-{}.json",
-        report::utc_compact(std::time::SystemTime::now()),
+        inferlab::clock::utc_compact(std::time::SystemTime::now()),
         report.deployment
     ));
     std::fs::write(&path, serde_json::to_string_pretty(&v)?)

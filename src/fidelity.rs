@@ -148,32 +148,9 @@ pub fn fidelity(phase: &Phase, rows: &[Row]) -> Fidelity {
     }
 }
 
-/// Metrics assertions can read under `<phase>.fidelity.`.
-pub const METRICS: &[&str] = &[
-    "ok",
-    "declared_rate",
-    "scheduled_rate",
-    "achieved_rate",
-    "ks_statistic",
-    "output_length_ratio",
-    "input_length_ratio",
-];
-
-/// Checks a `fidelity.<metric>` path.
-pub fn check_metric(metric: &str, stat: Option<&str>) -> Result<(), String> {
-    if !METRICS.contains(&metric) {
-        return Err(format!(
-            "unknown fidelity metric `{metric}` (expected one of {})",
-            METRICS.join(", ")
-        ));
-    }
-    match stat {
-        None => Ok(()),
-        Some(s) => Err(format!(
-            "`fidelity.{metric}` is a single number; `.{s}` does not apply"
-        )),
-    }
-}
+pub use crate::core::catalog::{
+    FIDELITY_METRICS as METRICS, check_fidelity_metric as check_metric,
+};
 
 impl Fidelity {
     /// Reads a fidelity metric; `ok` is 1 or 0.

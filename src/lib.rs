@@ -5,11 +5,20 @@
 //! (`RequestRecord`s, instants as data) → `metrics` (pure `PhaseSummary`) → `assert` (verdicts)
 //! and `report` (results directory, snapshot view). `trial` ties one experiment × target
 //! together for the CLI and the generated tests, so both do exactly the same thing.
+//!
+//! Leaves under everything: `core` (pure: `diag` locates input mistakes, `units` formats,
+//! `catalog` names what assertions may read), `env` (the only reader of the environment),
+//! `clock` (wall-clock labels) and `cpu` (CPU time). `tests/layering.rs` keeps `core` pure and
+//! the module graph free of cycles.
 
 pub mod assert;
 pub mod calibrate;
 pub mod client;
+pub mod clock;
+pub mod core;
+pub mod cpu;
 pub mod engine;
+pub mod env;
 pub mod fidelity;
 pub mod metrics;
 pub mod observe;

@@ -286,7 +286,7 @@ pub(crate) fn load_all(dir: &Path) -> anyhow::Result<Option<Vec<Experiment>>> {
 }
 
 fn env(name: &str) -> Option<String> {
-    std::env::var(name).ok()
+    inferlab::env::process(name)
 }
 
 fn list(cli: &Cli) -> anyhow::Result<ExitCode> {

@@ -5,6 +5,7 @@
 //! (µs resolution, 3 significant digits) which are kept so results can be merged later, while
 //! min, max, mean and standard deviation are computed exactly from the samples.
 
+pub use crate::core::catalog::{Dim, LATENCY_METRICS, SCALAR_METRICS, STATS, Value, check_metric};
 use crate::record::{ErrorKind, RequestRecord, TokenCounting};
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
@@ -69,86 +70,6 @@ pub struct LatencyStats {
     pub p999_ms: f64,
 }
 
-/// The latency metrics a summary holds, in a fixed order.
-pub const LATENCY_METRICS: &[&str] = &[
-    "ttft",
-    "ttft_scheduled",
-    "client_queue",
-    "e2e",
-    "tpot",
-    "ntpot",
-    "chunk_itl",
-    "token_itl",
-];
-
-/// Statistics that can follow a latency metric in an assertion (`warm.ttft.p50`).
-pub const STATS: &[&str] = &[
-    "p50", "p90", "p95", "p99", "p999", "mean", "min", "max", "stddev", "count",
-];
-
-/// Scalar metrics and whether they are durations.
-pub const SCALAR_METRICS: &[(&str, Dim)] = &[
-    ("requests", Dim::Plain),
-    ("succeeded", Dim::Plain),
-    ("failed", Dim::Plain),
-    ("error_rate", Dim::Plain),
-    ("duration", Dim::Time),
-    ("request_throughput", Dim::Plain),
-    ("output_throughput", Dim::Plain),
-    ("total_throughput", Dim::Plain),
-    ("goodput", Dim::Plain),
-    ("concurrency_achieved", Dim::Plain),
-    ("prompt_tokens", Dim::Plain),
-    ("output_tokens", Dim::Plain),
-    ("cached_tokens", Dim::Plain),
-    ("cached_token_ratio", Dim::Plain),
-    ("dropped", Dim::Plain),
-    ("cancelled", Dim::Plain),
-    ("late_sends", Dim::Plain),
-];
-
-/// Dimension of a value in assertions: durations must be compared with durations.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub enum Dim {
-    Time,
-    Plain,
-}
-
-/// Where a metric path is wrong, in words for the user.
-pub fn check_metric(metric: &str, stat: Option<&str>) -> Result<Dim, String> {
-    if LATENCY_METRICS.contains(&metric) {
-        return match stat {
-            None => Err(format!(
-                "`{metric}` is a distribution: add a statistic ({})",
-                STATS.join(", ")
-            )),
-            Some("count") => Ok(Dim::Plain),
-            Some(s) if STATS.contains(&s) => Ok(Dim::Time),
-            Some(s) => Err(format!(
-                "unknown statistic `{s}` (expected one of {})",
-                STATS.join(", ")
-            )),
-        };
-    }
-    if let Some((_, dim)) = SCALAR_METRICS.iter().find(|(m, _)| *m == metric) {
-        return match stat {
-            None => Ok(*dim),
-            Some(s) => Err(format!(
-                "`{metric}` is a single number; `.{s}` does not apply"
-            )),
-        };
-    }
-    let known: Vec<&str> = LATENCY_METRICS
-        .iter()
-        .copied()
-        .chain(SCALAR_METRICS.iter().map(|(m, _)| *m))
-        .collect();
-    Err(format!(
-        "unknown metric `{metric}` (expected one of {})",
-        known.join(", ")
-    ))
-}
-
 /// One phase's (or the whole run's) figures.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PhaseSummary {
@@ -195,13 +116,6 @@ pub struct PhaseSummary {
     pub ntpot: Option<LatencyStats>,
     pub chunk_itl: Option<LatencyStats>,
     pub token_itl: Option<LatencyStats>,
-}
-
-/// A value an assertion can read: seconds for `Dim::Time`.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Value {
-    pub value: f64,
-    pub dim: Dim,
 }
 
 impl PhaseSummary {

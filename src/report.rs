@@ -15,41 +15,9 @@ use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 pub const RESULTS_SCHEMA_VERSION: u32 = 1;
-
-/// `2026-11-28T12:34:56Z` for `t`.
-pub fn utc_rfc3339(t: SystemTime) -> String {
-    let secs = t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    let (y, m, d) = civil_from_days((secs / 86_400) as i64);
-    let s = secs % 86_400;
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        s / 3600,
-        s / 60 % 60,
-        s % 60
-    )
-}
-
-/// `20261128T123456Z`, for directory names.
-pub fn utc_compact(t: SystemTime) -> String {
-    utc_rfc3339(t).replace(['-', ':'], "")
-}
-
-/// Days since 1970-01-01 → (year, month, day), proleptic Gregorian (H. Hinnant's algorithm).
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
-}
 
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
@@ -242,7 +210,7 @@ impl ResultsDir {
     ) -> io::Result<Self> {
         let parent = root.join(experiment);
         std::fs::create_dir_all(&parent)?;
-        let base = format!("{}-{target}", utc_compact(started));
+        let base = format!("{}-{target}", crate::clock::utc_compact(started));
         let mut path = parent.join(&base);
         let mut n = 1;
         loop {
@@ -731,20 +699,4 @@ pub fn phase_table(summary: &RunSummary) -> String {
 /// Assertion verdicts, one block each.
 pub fn verdict_lines(verdicts: &[Verdict]) -> String {
     verdicts.iter().map(|v| format!("{v}\n")).collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn utc_formatting() {
-        assert_eq!(utc_rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00Z");
-        let t = UNIX_EPOCH + Duration::from_secs(1_795_869_296);
-        assert_eq!(utc_rfc3339(t), "2026-11-28T12:34:56Z");
-        assert_eq!(utc_compact(t), "20261128T123456Z");
-        // Leap day.
-        let t = UNIX_EPOCH + Duration::from_secs(951_782_400);
-        assert_eq!(utc_rfc3339(t), "2000-02-29T00:00:00Z");
-    }
 }

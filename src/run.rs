@@ -39,12 +39,7 @@ pub const DEFAULT_CLIENT_WORKERS: usize = 1;
 pub fn client_runtime(workers: Option<usize>) -> std::io::Result<tokio::runtime::Runtime> {
     let workers = workers
         .filter(|&w| w > 0)
-        .or_else(|| {
-            std::env::var("INFERLAB_CLIENT_WORKERS")
-                .ok()
-                .and_then(|v| v.parse().ok())
-        })
-        .filter(|&w| w > 0)
+        .or_else(crate::env::client_workers)
         .unwrap_or(DEFAULT_CLIENT_WORKERS);
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(workers)

@@ -25,7 +25,6 @@ use crate::engine::TargetKind;
 use crate::metrics::Slo;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::fmt;
 use std::ops::Range;
 use std::path::Path;
 use std::time::Duration;
@@ -33,25 +32,8 @@ use toml::Spanned;
 
 pub const SCHEMA_VERSION: u32 = 1;
 
-/// A problem with an experiment file.
-#[derive(Debug, thiserror::Error)]
-pub enum SpecError {
-    #[error("{file}: cannot read: {source}")]
-    Io {
-        file: String,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("{file}:{line}:{column}: {field}: {message}")]
-    Invalid {
-        file: String,
-        line: usize,
-        column: usize,
-        /// Field path, e.g. `phase[1].workload.groups`; `(syntax)` for TOML syntax errors.
-        field: String,
-        message: String,
-    },
-}
+use crate::core::diag::{Locator, parse_toml};
+pub use crate::core::diag::{SpecError, parse_duration};
 
 /// A validated experiment.
 #[derive(Debug, Clone, Serialize)]
@@ -95,16 +77,6 @@ fn ser_tokenizer<S: serde::Serializer>(
     match t {
         Some(t) => s.serialize_str(&t.file),
         None => s.serialize_none(),
-    }
-}
-
-impl Experiment {
-    /// Where synthetic prompt words come from.
-    pub fn words(&self) -> crate::workload::Words<'_> {
-        match &self.tokenizer {
-            Some(t) => crate::workload::Words::Pool(&t.pool),
-            None => crate::workload::Words::Llama,
-        }
     }
 }
 
@@ -928,96 +900,11 @@ pub fn load(path: &Path) -> Result<Experiment, SpecError> {
     parse(&file, &stem, &src)
 }
 
-/// Locates byte offsets in the source as 1-based line and column (in characters).
-pub(crate) struct Locator<'a> {
-    pub(crate) file: &'a str,
-    pub(crate) src: &'a str,
-}
-
-impl Locator<'_> {
-    fn line_col(&self, offset: usize) -> (usize, usize) {
-        let offset = offset.min(self.src.len());
-        let before = &self.src[..offset];
-        let line = before.matches('\n').count() + 1;
-        let line_start = before.rfind('\n').map_or(0, |i| i + 1);
-        let column = before[line_start..].chars().count() + 1;
-        (line, column)
-    }
-
-    pub(crate) fn error(
-        &self,
-        span: Option<Range<usize>>,
-        field: impl fmt::Display,
-        message: impl Into<String>,
-    ) -> SpecError {
-        let (line, column) = span.map_or((1, 1), |s| self.line_col(s.start));
-        SpecError::Invalid {
-            file: self.file.to_string(),
-            line,
-            column,
-            field: field.to_string(),
-            message: message.into(),
-        }
-    }
-
-    /// An error inside a basic string value whose span is `span`, at a 1-based character
-    /// column of the string's contents.
-    fn error_in_string(
-        &self,
-        span: Range<usize>,
-        column: usize,
-        field: impl fmt::Display,
-        message: impl Into<String>,
-    ) -> SpecError {
-        let (line, col) = self.line_col(span.start);
-        SpecError::Invalid {
-            file: self.file.to_string(),
-            line,
-            // +1 for the opening quote.
-            column: col + column,
-            field: field.to_string(),
-            message: message.into(),
-        }
-    }
-}
-
 /// Parses and validates `src`; `file` is for messages, `name` is the experiment's name.
 pub fn parse(file: &str, name: &str, src: &str) -> Result<Experiment, SpecError> {
     let loc = Locator { file, src };
-    let de = toml::Deserializer::parse(src)
-        .map_err(|e| loc.error(e.span(), "(syntax)", e.message().trim()))?;
-    let raw: RawExperiment = serde_path_to_error::deserialize(de).map_err(|e| {
-        let field = field_path(e.path());
-        let inner = e.into_inner();
-        loc.error(inner.span(), field, inner.message().trim())
-    })?;
+    let raw: RawExperiment = parse_toml(&loc)?;
     lower(&loc, name, raw)
-}
-
-/// `phase[1].workload.groups`, without the markers `Spanned` leaves in serde paths.
-pub(crate) fn field_path(path: &serde_path_to_error::Path) -> String {
-    use serde_path_to_error::Segment;
-    let mut out = String::new();
-    for seg in path.iter() {
-        match seg {
-            Segment::Seq { index } => out.push_str(&format!("[{index}]")),
-            Segment::Map { key } | Segment::Enum { variant: key } => {
-                if key.starts_with("$__") {
-                    continue;
-                }
-                if !out.is_empty() {
-                    out.push('.');
-                }
-                out.push_str(key);
-            }
-            Segment::Unknown => {}
-        }
-    }
-    if out.is_empty() {
-        "(top level)".to_string()
-    } else {
-        out
-    }
 }
 
 fn is_identifier(s: &str) -> bool {
@@ -1027,31 +914,6 @@ fn is_identifier(s: &str) -> bool {
         && s.chars()
             .next()
             .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-}
-
-/// Parses `250ms`, `1.5s`, `2m`, `800us`.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let split = s
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let value: f64 = num
-        .parse()
-        .map_err(|_| format!("`{s}` is not a duration (expected e.g. `250ms`, `1.5s`, `2m`)"))?;
-    let secs = match unit.trim() {
-        "us" | "µs" => value * 1e-6,
-        "ms" => value * 1e-3,
-        "s" => value,
-        "m" | "min" => value * 60.0,
-        "" => return Err(format!("`{s}` needs a unit (us, ms, s, m)")),
-        other => {
-            return Err(format!(
-                "unknown unit `{other}` in `{s}` (expected us, ms, s, m)"
-            ));
-        }
-    };
-    Duration::try_from_secs_f64(secs).map_err(|_| format!("`{s}` is out of range"))
 }
 
 fn lower(loc: &Locator<'_>, name: &str, raw: RawExperiment) -> Result<Experiment, SpecError> {

@@ -55,6 +55,8 @@ pub enum Plan {
         record: bool,
         /// GPU telemetry configured for the target, if any.
         gpu: Option<GpuSource>,
+        /// `INFERLAB_<T>_MODEL_DETAILS`: JSON describing the model, kept in a recording.
+        model_details: Option<serde_json::Value>,
     },
     Replay {
         dir: PathBuf,
@@ -76,13 +78,7 @@ impl Plan {
     }
 }
 
-/// `INFERLAB_<TARGET>_<SUFFIX>`, the target name upper-cased with `-` as `_`.
-pub fn env_name(target: &str, suffix: &str) -> String {
-    format!(
-        "INFERLAB_{}_{suffix}",
-        target.to_uppercase().replace('-', "_")
-    )
-}
+pub use crate::env::target_var as env_name;
 
 /// Decides the mode. `env` reads an environment variable (a parameter so tests need not touch
 /// the process environment). `Err` is bad input (e.g. a malformed URL).
@@ -128,6 +124,7 @@ pub fn plan(
             endpoint,
             record,
             gpu: None,
+            model_details: model_details(&get, &target.name)?,
         });
     }
     let base = match (url, pod) {
@@ -171,6 +168,7 @@ pub fn plan(
             endpoint,
             record,
             gpu,
+            model_details: model_details(&get, &target.name)?,
         });
     }
     let dir = fixture_dir(fixtures_root, &exp.name, &target.name);
@@ -184,6 +182,17 @@ pub fn plan(
             dir.display()
         ),
     })
+}
+
+/// `MODEL_DETAILS` as JSON; a value that is not JSON is bad input, not silently dropped.
+fn model_details(
+    get: &dyn Fn(&str) -> Option<String>,
+    target: &str,
+) -> Result<Option<serde_json::Value>, String> {
+    get("MODEL_DETAILS")
+        .map(|s| serde_json::from_str(&s))
+        .transpose()
+        .map_err(|e| format!("{}: not JSON: {e}", env_name(target, "MODEL_DETAILS")))
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -622,11 +631,18 @@ pub async fn run_trial(
         _ => unreachable!("only Ignored has no mode"),
     })?;
     let mut gpu_source = None;
+    let mut model_details = None;
     let mut recorded_gpu = Vec::new();
     let mut recorded_indices: Option<Vec<(String, u32)>> = None;
     let (endpoint, salt, fixture_meta, replay) = match plan {
-        Plan::Live { endpoint, gpu, .. } => {
+        Plan::Live {
+            endpoint,
+            gpu,
+            model_details: details,
+            ..
+        } => {
             gpu_source = gpu;
+            model_details = details;
             (endpoint, opts.salt.unwrap_or_else(fresh_salt), None, None)
         }
         Plan::Replay { dir } => {
@@ -755,7 +771,7 @@ pub async fn run_trial(
         fixture: fixture_meta.as_ref(),
         gpu_telemetry: gpu_source.as_ref().map(GpuSource::describe),
         git_revision: git,
-        started_at: report::utc_rfc3339(started),
+        started_at: crate::clock::utc_rfc3339(started),
         finished_at: None,
         requests_planned: planned,
         requests_completed: 0,
@@ -1062,7 +1078,7 @@ pub async fn run_trial(
     results
         .write_json("summary.json", &summary)
         .map_err(TrialError::Results)?;
-    manifest.finished_at = Some(report::utc_rfc3339(SystemTime::now()));
+    manifest.finished_at = Some(crate::clock::utc_rfc3339(SystemTime::now()));
     manifest.requests_completed = completed;
     manifest.interrupted = interrupted;
     results
@@ -1089,10 +1105,8 @@ pub async fn run_trial(
                 server_config: server_config.clone(),
                 prompt_lengths: Some(prompt_lengths.clone()),
                 model: endpoint.model.clone(),
-                model_details: std::env::var(env_name(&target.name, "MODEL_DETAILS"))
-                    .ok()
-                    .and_then(|s| serde_json::from_str(&s).ok()),
-                recorded_at: report::utc_rfc3339(started),
+                model_details: model_details.clone(),
+                recorded_at: crate::clock::utc_rfc3339(started),
                 experiment: exp.name.clone(),
                 target: target.name.clone(),
                 seed: exp.seed,

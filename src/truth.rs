@@ -23,8 +23,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 
-/// The header that carries a request's identity from the client to the server.
-pub const REQUEST_ID_HEADER: &str = "x-inferlab-request-id";
+pub use crate::client::REQUEST_ID_HEADER;
+use crate::cpu::{current_tid, thread_cpu};
 
 /// How the server answers when a request does not say otherwise.
 #[derive(Debug, Clone, Copy)]
@@ -238,34 +238,6 @@ fn note_thread(shared: &Shared) {
     {
         t.push(tid);
     }
-}
-
-/// The calling thread's Linux thread id, from `/proc/thread-self`.
-fn current_tid() -> Option<u32> {
-    let link = std::fs::read_link("/proc/thread-self").ok()?;
-    link.file_name()?.to_str()?.parse().ok()
-}
-
-/// CPU time of one thread of this process, from its `schedstat` (nanoseconds on CPU).
-fn thread_cpu(tid: u32) -> Option<Duration> {
-    let s = std::fs::read_to_string(format!("/proc/self/task/{tid}/schedstat")).ok()?;
-    let ns: u64 = s.split_whitespace().next()?.parse().ok()?;
-    Some(Duration::from_nanos(ns))
-}
-
-/// CPU time (user + system) of the whole process so far, every thread that ever ran included
-/// (Linux; `None` elsewhere).
-pub fn process_cpu_time() -> Option<Duration> {
-    // SAFETY: getrusage writes into the zeroed struct we own and reads nothing else.
-    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-    let rc = unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
-    if rc != 0 {
-        return None;
-    }
-    let tv = |t: libc::timeval| {
-        Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64)
-    };
-    Some(tv(ru.ru_utime) + tv(ru.ru_stime))
 }
 
 async fn accept_loop(listener: TcpListener, cfg: TruthConfig, shared: Arc<Shared>) {

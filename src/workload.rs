@@ -635,12 +635,21 @@ pub fn words(pool: Words<'_>, rng: &mut Rng, n: u32) -> String {
 /// Warmup prompts are short and unrelated to the measured ones.
 const WARMUP_TOKENS: u32 = 16;
 
+/// Where an experiment's synthetic prompt words come from: its tokenizer's vocabulary, or the
+/// built-in list.
+pub fn words_for(exp: &Experiment) -> Words<'_> {
+    match &exp.tokenizer {
+        Some(t) => Words::Pool(&t.pool),
+        None => Words::Llama,
+    }
+}
+
 /// Lowers an experiment into its schedule.
 pub fn schedule(exp: &Experiment, salt: u64) -> Schedule {
     let phases = exp
         .phases
         .iter()
-        .map(|p| plan_phase(exp.seed, salt, p, exp.words()))
+        .map(|p| plan_phase(exp.seed, salt, p, words_for(exp)))
         .collect();
     Schedule {
         seed: exp.seed,

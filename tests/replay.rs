@@ -190,7 +190,9 @@ fn modes_come_from_the_environment() {
             endpoint,
             record,
             gpu,
+            model_details,
         } => {
+            assert!(model_details.is_none());
             assert!(gpu.is_none());
             assert_eq!(endpoint.base_url, "http://h:8000");
             assert_eq!(endpoint.model, "m");

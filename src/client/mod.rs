@@ -80,6 +80,10 @@ impl Endpoint {
     }
 }
 
+/// The header that carries a request's identity (`<phase>/<index>`, see [`request_id`]) to the
+/// server, so that a server that records what it did can be matched to the client's records.
+pub const REQUEST_ID_HEADER: &str = "x-inferlab-request-id";
+
 /// The `x-inferlab-request-id` of a request: `<phase>/<index>`.
 pub fn request_id(phase: &str, index: u32) -> String {
     format!("{phase}/{index}")
@@ -484,7 +488,7 @@ pub async fn execute(
         attempts += 1;
         let mut builder = client.post(&url).json(body);
         if let Some(id) = &id_header {
-            builder = builder.header(crate::truth::REQUEST_ID_HEADER, id.clone());
+            builder = builder.header(REQUEST_ID_HEADER, id.clone());
         }
         if let Some(key) = &ep.api_key {
             builder = builder.bearer_auth(key.expose());

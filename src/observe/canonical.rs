@@ -397,65 +397,7 @@ pub fn summarize_server(
     s
 }
 
-/// Metrics assertions can read under `<phase>.server.` and `<phase>.gpu.`, and whether they
-/// take a gauge statistic (`mean`, `min`, `max`).
-pub fn check_server_metric(scope: &str, metric: &str, stat: Option<&str>) -> Result<(), String> {
-    let gauge_names: &[&str] = if scope == "gpu" {
-        &["util", "mem_used_mib", "mem_util", "power_w"]
-    } else {
-        &[
-            "kv_cache_usage",
-            "kv_cache_evictable",
-            "requests_running",
-            "requests_waiting",
-        ]
-    };
-    let scalars: &[&str] = if scope == "gpu" {
-        &[]
-    } else {
-        &[
-            "prefix_cache_hit_rate",
-            "preemptions",
-            "prompt_tokens",
-            "generation_tokens",
-            "ttft_mean",
-            "itl_mean",
-            "e2e_mean",
-            "queue_time_mean",
-            "network_overhead_ttft",
-            "scrape_failures",
-        ]
-    };
-    if gauge_names.contains(&metric) {
-        return match stat {
-            Some("mean" | "min" | "max") => Ok(()),
-            Some(s) => Err(format!(
-                "`{scope}.{metric}` takes mean, min or max, not `{s}`"
-            )),
-            None => Err(format!(
-                "`{scope}.{metric}` is a gauge: add mean, min or max"
-            )),
-        };
-    }
-    if scalars.contains(&metric) {
-        return match stat {
-            None => Ok(()),
-            Some(s) => Err(format!(
-                "`{scope}.{metric}` is a single number; `.{s}` does not apply"
-            )),
-        };
-    }
-    let all: Vec<&str> = gauge_names.iter().chain(scalars).copied().collect();
-    Err(format!(
-        "unknown {scope} metric `{metric}` (expected one of {})",
-        all.join(", ")
-    ))
-}
-
-/// Whether a server metric is a duration (its value is then in seconds).
-pub fn server_metric_is_time(metric: &str) -> bool {
-    metric.ends_with("_mean") || metric == "network_overhead_ttft"
-}
+pub use crate::core::catalog::{check_server_metric, server_metric_is_time};
 
 impl ServerSummary {
     /// Reads `server.<metric>[.stat]` or `gpu.<metric>.<stat>`; durations in seconds.

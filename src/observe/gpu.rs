@@ -34,7 +34,7 @@ pub enum GpuSource {
 impl GpuSource {
     /// From the environment of target `name` (`env` reads a variable).
     pub fn from_env(env: &dyn Fn(&str) -> Option<String>, name: &str) -> Option<Self> {
-        let var = |s: &str| env(&crate::trial::env_name(name, s)).filter(|v| !v.trim().is_empty());
+        let var = |s: &str| env(&crate::env::target_var(name, s)).filter(|v| !v.trim().is_empty());
         if let Some(cmd) = var("GPU_COMMAND") {
             return Some(GpuSource::Command(cmd));
         }

@@ -20,8 +20,8 @@
 //! env = { HF_TOKEN = "$HF_TOKEN" }         # "$NAME": read from the environment when the pod is made
 //! ```
 
+use crate::core::diag::{Locator, SpecError, parse_duration, parse_toml};
 use crate::runpod::api::{CreatePod, GpuRequest};
-use crate::spec::{Locator, SpecError, field_path, parse_duration};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -312,13 +312,7 @@ pub fn parse(file: &str, name: &str, src: &str) -> Result<Deployment, SpecError>
 /// × GPUs), each validated with errors pointing into the file.
 pub fn parse_all(file: &str, name: &str, src: &str) -> Result<Vec<Deployment>, SpecError> {
     let loc = Locator { file, src };
-    let de = toml::Deserializer::parse(src)
-        .map_err(|e| loc.error(e.span(), "(syntax)", e.message().trim()))?;
-    let raw: RawDeployment = serde_path_to_error::deserialize(de).map_err(|e| {
-        let field = field_path(e.path());
-        let inner = e.into_inner();
-        loc.error(inner.span(), field, inner.message().trim())
-    })?;
+    let raw: RawDeployment = parse_toml(&loc)?;
     let m = raw.matrix.as_ref();
     let axis = |from_matrix: Option<&Vec<Spanned<String>>>,
                 base: &Option<Spanned<String>>,

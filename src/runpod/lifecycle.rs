@@ -243,7 +243,7 @@ where
         pod_id: id.clone(),
         deployment: dep.name.clone(),
         gpu: dep.gpu_id.clone(),
-        created_at: crate::report::utc_rfc3339(std::time::SystemTime::now()),
+        created_at: crate::clock::now_rfc3339(),
         pid: std::process::id(),
     }) {
         log(&format!("warning: {e}"));

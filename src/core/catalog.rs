@@ -1,0 +1,181 @@
+//! The vocabulary assertions are written in: which metric names exist in each scope (client
+//! phase, fidelity, server, GPU), which statistics follow them, and whether a value is a
+//! duration. A leaf: the parser checks paths against it and the producers of the numbers
+//! (`metrics`, `fidelity`, `observe`) name their figures from it, so validating an experiment
+//! needs none of them.
+
+use serde::Serialize;
+
+/// A value an assertion can read: seconds for `Dim::Time`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Value {
+    pub value: f64,
+    pub dim: Dim,
+}
+
+/// The latency metrics a summary holds, in a fixed order.
+pub const LATENCY_METRICS: &[&str] = &[
+    "ttft",
+    "ttft_scheduled",
+    "client_queue",
+    "e2e",
+    "tpot",
+    "ntpot",
+    "chunk_itl",
+    "token_itl",
+];
+
+/// Statistics that can follow a latency metric in an assertion (`warm.ttft.p50`).
+pub const STATS: &[&str] = &[
+    "p50", "p90", "p95", "p99", "p999", "mean", "min", "max", "stddev", "count",
+];
+
+/// Scalar metrics and whether they are durations.
+pub const SCALAR_METRICS: &[(&str, Dim)] = &[
+    ("requests", Dim::Plain),
+    ("succeeded", Dim::Plain),
+    ("failed", Dim::Plain),
+    ("error_rate", Dim::Plain),
+    ("duration", Dim::Time),
+    ("request_throughput", Dim::Plain),
+    ("output_throughput", Dim::Plain),
+    ("total_throughput", Dim::Plain),
+    ("goodput", Dim::Plain),
+    ("concurrency_achieved", Dim::Plain),
+    ("prompt_tokens", Dim::Plain),
+    ("output_tokens", Dim::Plain),
+    ("cached_tokens", Dim::Plain),
+    ("cached_token_ratio", Dim::Plain),
+    ("dropped", Dim::Plain),
+    ("cancelled", Dim::Plain),
+    ("late_sends", Dim::Plain),
+];
+
+/// Dimension of a value in assertions: durations must be compared with durations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Dim {
+    Time,
+    Plain,
+}
+
+/// Where a metric path is wrong, in words for the user.
+pub fn check_metric(metric: &str, stat: Option<&str>) -> Result<Dim, String> {
+    if LATENCY_METRICS.contains(&metric) {
+        return match stat {
+            None => Err(format!(
+                "`{metric}` is a distribution: add a statistic ({})",
+                STATS.join(", ")
+            )),
+            Some("count") => Ok(Dim::Plain),
+            Some(s) if STATS.contains(&s) => Ok(Dim::Time),
+            Some(s) => Err(format!(
+                "unknown statistic `{s}` (expected one of {})",
+                STATS.join(", ")
+            )),
+        };
+    }
+    if let Some((_, dim)) = SCALAR_METRICS.iter().find(|(m, _)| *m == metric) {
+        return match stat {
+            None => Ok(*dim),
+            Some(s) => Err(format!(
+                "`{metric}` is a single number; `.{s}` does not apply"
+            )),
+        };
+    }
+    let known: Vec<&str> = LATENCY_METRICS
+        .iter()
+        .copied()
+        .chain(SCALAR_METRICS.iter().map(|(m, _)| *m))
+        .collect();
+    Err(format!(
+        "unknown metric `{metric}` (expected one of {})",
+        known.join(", ")
+    ))
+}
+
+/// Metrics assertions can read under `<phase>.fidelity.`.
+pub const FIDELITY_METRICS: &[&str] = &[
+    "ok",
+    "declared_rate",
+    "scheduled_rate",
+    "achieved_rate",
+    "ks_statistic",
+    "output_length_ratio",
+    "input_length_ratio",
+];
+
+/// Checks a `fidelity.<metric>` path.
+pub fn check_fidelity_metric(metric: &str, stat: Option<&str>) -> Result<(), String> {
+    if !FIDELITY_METRICS.contains(&metric) {
+        return Err(format!(
+            "unknown fidelity metric `{metric}` (expected one of {})",
+            FIDELITY_METRICS.join(", ")
+        ));
+    }
+    match stat {
+        None => Ok(()),
+        Some(s) => Err(format!(
+            "`fidelity.{metric}` is a single number; `.{s}` does not apply"
+        )),
+    }
+}
+
+/// Metrics assertions can read under `<phase>.server.` and `<phase>.gpu.`, and whether they
+/// take a gauge statistic (`mean`, `min`, `max`).
+pub fn check_server_metric(scope: &str, metric: &str, stat: Option<&str>) -> Result<(), String> {
+    let gauge_names: &[&str] = if scope == "gpu" {
+        &["util", "mem_used_mib", "mem_util", "power_w"]
+    } else {
+        &[
+            "kv_cache_usage",
+            "kv_cache_evictable",
+            "requests_running",
+            "requests_waiting",
+        ]
+    };
+    let scalars: &[&str] = if scope == "gpu" {
+        &[]
+    } else {
+        &[
+            "prefix_cache_hit_rate",
+            "preemptions",
+            "prompt_tokens",
+            "generation_tokens",
+            "ttft_mean",
+            "itl_mean",
+            "e2e_mean",
+            "queue_time_mean",
+            "network_overhead_ttft",
+            "scrape_failures",
+        ]
+    };
+    if gauge_names.contains(&metric) {
+        return match stat {
+            Some("mean" | "min" | "max") => Ok(()),
+            Some(s) => Err(format!(
+                "`{scope}.{metric}` takes mean, min or max, not `{s}`"
+            )),
+            None => Err(format!(
+                "`{scope}.{metric}` is a gauge: add mean, min or max"
+            )),
+        };
+    }
+    if scalars.contains(&metric) {
+        return match stat {
+            None => Ok(()),
+            Some(s) => Err(format!(
+                "`{scope}.{metric}` is a single number; `.{s}` does not apply"
+            )),
+        };
+    }
+    let all: Vec<&str> = gauge_names.iter().chain(scalars).copied().collect();
+    Err(format!(
+        "unknown {scope} metric `{metric}` (expected one of {})",
+        all.join(", ")
+    ))
+}
+
+/// Whether a server metric is a duration (its value is then in seconds).
+pub fn server_metric_is_time(metric: &str) -> bool {
+    metric.ends_with("_mean") || metric == "network_overhead_ttft"
+}
