@@ -10,7 +10,7 @@
 mod common;
 
 use inferlab::client::{self, Endpoint};
-use inferlab::engine::TargetKind;
+use inferlab::core::engine::TargetKind;
 use inferlab::run::{Completed, run_phase};
 use inferlab::spec::{self, Api, Timeouts};
 use inferlab::workload::{Pacing, PhasePlan, PlannedRequest, schedule};

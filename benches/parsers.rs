@@ -4,10 +4,10 @@
 //! families the adapters read.
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use inferlab::client::sse::SseDecoder;
-use inferlab::engine::TargetKind;
-use inferlab::observe::canonical::{canonical, is_used_family};
-use inferlab::observe::prom;
+use inferlab::core::engine::TargetKind;
+use inferlab::core::prom;
+use inferlab::core::server::{canonical, is_used_family};
+use inferlab::core::sse::SseDecoder;
 use std::hint::black_box;
 
 fn stream(events: usize) -> Vec<u8> {

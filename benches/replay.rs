@@ -12,7 +12,7 @@
 //! two exchanges and a short burst as a smoke test.
 
 use inferlab::client::{self, Endpoint};
-use inferlab::engine::TargetKind;
+use inferlab::core::engine::TargetKind;
 use inferlab::observe::scrape::{Point, Scraper};
 use inferlab::replay::{Exchange, Fixture, FixtureEvent, ReplayServer, Source};
 use inferlab::spec::{Api, Timeouts};

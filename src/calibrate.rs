@@ -11,8 +11,8 @@
 //! connections) is excluded from every error statistic.
 
 use crate::client::{self, Endpoint};
-use crate::engine::TargetKind;
-use crate::record::RequestRecord;
+use crate::core::engine::TargetKind;
+use crate::core::record::RequestRecord;
 use crate::run;
 use crate::spec::{Api, Timeouts};
 use crate::truth::{TruthConfig, TruthRecord, TruthServer};

@@ -8,7 +8,7 @@
 //! scheduled one (what the harness controls) and the KS statistic is below its 1 % critical
 //! value (1.63/√n).
 
-use crate::record::RequestRecord;
+use crate::core::record::RequestRecord;
 use crate::spec::{Arrival, Phase, Workload};
 use serde::{Deserialize, Serialize};
 
@@ -55,7 +55,7 @@ impl From<&RequestRecord> for Row {
             excluded: r.warmup
                 || r.failure
                     .as_ref()
-                    .is_some_and(|f| f.kind == crate::record::ErrorKind::Dropped),
+                    .is_some_and(|f| f.kind == crate::core::record::ErrorKind::Dropped),
             ok: r.ok(),
             output_tokens: r.output_tokens(),
             max_tokens: r.max_tokens,

@@ -11,18 +11,14 @@
 //! `clock` (wall-clock labels) and `cpu` (CPU time). `tests/layering.rs` keeps `core` pure and
 //! the module graph free of cycles.
 
-pub mod assert;
 pub mod calibrate;
 pub mod client;
 pub mod clock;
 pub mod core;
 pub mod cpu;
-pub mod engine;
 pub mod env;
 pub mod fidelity;
-pub mod metrics;
 pub mod observe;
-pub mod record;
 pub mod replay;
 pub mod report;
 pub mod run;

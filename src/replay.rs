@@ -156,7 +156,7 @@ pub struct RecordedScrape {
 pub struct RecordedGpu {
     pub phase: String,
     pub in_phase_ms: u64,
-    pub values: crate::observe::canonical::Canonical,
+    pub values: crate::core::server::Canonical,
     pub error: Option<String>,
 }
 

@@ -3,11 +3,11 @@
 //! `histograms/<phase>/<metric>.hdr` (HdrHistogram V2 + DEFLATE, mergeable). Every JSON object
 //! carries `schema_version`. Also: the deterministic snapshot view and the phase table.
 
-use crate::assert::Verdict;
-use crate::metrics::{Histograms, LatencyStats, PhaseSummary};
-use crate::observe::canonical::ServerSummary;
+use crate::core::assert::Verdict;
+use crate::core::metrics::{Histograms, LatencyStats, PhaseSummary};
+use crate::core::record::RequestRecord;
+use crate::core::server::ServerSummary;
 use crate::observe::scrape::ScrapeRecord;
-use crate::record::RequestRecord;
 use crate::spec::{Experiment, RequestShape, Workload};
 use hdrhistogram::serialization::{Serializer as _, V2DeflateSerializer};
 use serde::Serialize;
@@ -51,7 +51,7 @@ pub struct RequestRow<'a> {
     pub output_tokens: u64,
     pub cached_tokens: Option<u64>,
     pub usage_reported: bool,
-    pub token_counting: crate::record::TokenCounting,
+    pub token_counting: crate::core::record::TokenCounting,
     pub output_chunks: usize,
     pub output_chars: u64,
     pub events: u32,
@@ -122,7 +122,7 @@ struct ScrapeRow<'a> {
     error: Option<&'a str>,
     http_status: Option<u16>,
     malformed_lines: usize,
-    values: &'a crate::observe::canonical::Canonical,
+    values: &'a crate::core::server::Canonical,
 }
 
 /// A results directory being written.
@@ -333,8 +333,8 @@ impl From<&Verdict> for VerdictRow {
             lhs: v.lhs,
             rhs: v.rhs,
             unit: match v.dim {
-                crate::metrics::Dim::Time => "s",
-                crate::metrics::Dim::Plain => "",
+                crate::core::metrics::Dim::Time => "s",
+                crate::core::metrics::Dim::Plain => "",
             },
             operands: v
                 .operands

@@ -8,7 +8,7 @@
 //! they complete), so a crash loses only what was in flight.
 
 use crate::client::{self, Capture, Endpoint};
-use crate::record::RequestRecord;
+use crate::core::record::RequestRecord;
 use crate::spec::Timeouts;
 use crate::workload::{Message, Pacing, PhasePlan, PlannedRequest, Schedule, SessionPlan};
 use serde_json::Value;

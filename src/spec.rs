@@ -20,9 +20,9 @@
 //! expr = "warm.ttft.p50 <= 0.5 * cold.ttft.p50"
 //! ```
 
-use crate::assert::Assertion;
-use crate::engine::TargetKind;
-use crate::metrics::Slo;
+use crate::core::assert::Assertion;
+use crate::core::engine::TargetKind;
+use crate::core::metrics::Slo;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::ops::Range;

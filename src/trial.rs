@@ -3,15 +3,15 @@
 //! evaluate the assertions, build the snapshot view. The CLI and the generated tests both call
 //! this, so `inferlab run` and `cargo test --test experiments` do the same thing.
 
-use crate::assert::Verdict;
 use crate::client::{self, Endpoint, Secret};
-use crate::engine::TargetKind;
-use crate::metrics::Dim;
-use crate::metrics::{self, Value};
-use crate::observe::canonical::{self, Canonical, ServerSummary};
+use crate::core::assert::Verdict;
+use crate::core::engine::TargetKind;
+use crate::core::metrics::Dim;
+use crate::core::metrics::{self, Value};
+use crate::core::record::RequestRecord;
+use crate::core::server::{self, Canonical, ServerSummary};
 use crate::observe::gpu::{self, GpuSource};
 use crate::observe::scrape::{self, Point, ScrapeRecord, Scraper};
-use crate::record::RequestRecord;
 use crate::replay::{
     Exchange, Fixture, FixtureMeta, RecordedGpu, RecordedScrape, ReplayServer, Source, fixture_dir,
 };
@@ -300,7 +300,7 @@ async fn side_request(ep: &Endpoint, req: reqwest::RequestBuilder) -> Option<req
 
 /// Running summaries of a trial's records, fed one record at a time.
 struct Tally {
-    slo: crate::metrics::Slo,
+    slo: crate::core::metrics::Slo,
     phases: HashMap<String, PhaseTally>,
     all: metrics::Summarizer,
     completed: usize,
@@ -316,7 +316,7 @@ struct PhaseTally {
 }
 
 impl PhaseTally {
-    fn new(slo: crate::metrics::Slo) -> Self {
+    fn new(slo: crate::core::metrics::Slo) -> Self {
         Self {
             summary: metrics::Summarizer::new(slo),
             turns: std::collections::BTreeMap::new(),
@@ -399,7 +399,7 @@ async fn server_info(
             // `vllm:cache_config_info` carries the cache configuration in its labels.
             match side_request(ep, http.get(format!("{}/metrics", ep.base_url))).await {
                 Some(r) => r.text().await.ok().and_then(|text| {
-                    let e = crate::observe::prom::parse_filtered(&text, &|n| {
+                    let e = crate::core::prom::parse_filtered(&text, &|n| {
                         n == "vllm:cache_config_info"
                     });
                     let s = e.samples.first()?;
@@ -952,7 +952,7 @@ pub async fn run_trial(
             .filter(|r| phase.is_none_or(|p| r.phase == p))
             .map(|r| r.error.is_none().then_some(&r.values))
             .collect();
-        (!rows.is_empty()).then(|| canonical::summarize_server(&rows, client_ttft_ms))
+        (!rows.is_empty()).then(|| server::summarize_server(&rows, client_ttft_ms))
     };
     let Tally {
         phases: mut tallies,
@@ -991,7 +991,7 @@ pub async fn run_trial(
         .write_histograms("all", &hists)
         .map_err(TrialError::Results)?;
     let all_server = server_of(None, all.ttft.map(|t| t.mean_ms));
-    let lookup_in = |phases: &[NamedSummary], p: &crate::assert::Path| -> Option<Value> {
+    let lookup_in = |phases: &[NamedSummary], p: &crate::core::assert::Path| -> Option<Value> {
         let (client, server, named) = if p.phase == "all" {
             (&all, all_server.as_ref(), None)
         } else {
@@ -1001,8 +1001,8 @@ pub async fn run_trial(
         let fidelity = named.map(|n| &n.fidelity);
         match p.scope.as_deref() {
             None => client.value(&p.metric, p.stat.as_deref()).ok().flatten(),
-            Some(scope) if crate::assert::turn_of(scope).is_some() => {
-                let t = crate::assert::turn_of(scope)?;
+            Some(scope) if crate::core::assert::turn_of(scope).is_some() => {
+                let t = crate::core::assert::turn_of(scope)?;
                 named?
                     .by_turn
                     .get(&t)?
@@ -1016,7 +1016,7 @@ pub async fn run_trial(
             }),
             Some(scope) => {
                 let value = server?.value(scope, &p.metric, p.stat.as_deref())?;
-                let dim = if canonical::server_metric_is_time(&p.metric) {
+                let dim = if server::server_metric_is_time(&p.metric) {
                     Dim::Time
                 } else {
                     Dim::Plain

@@ -5,9 +5,9 @@
 mod common;
 
 use inferlab::client::{self, Endpoint, Secret};
-use inferlab::engine::TargetKind;
-use inferlab::metrics::{Slo, summarize};
-use inferlab::record::{ErrorKind, RequestRecord, TokenCounting};
+use inferlab::core::engine::TargetKind;
+use inferlab::core::metrics::{Slo, summarize};
+use inferlab::core::record::{ErrorKind, RequestRecord, TokenCounting};
 use inferlab::run::{Completed, run_schedule};
 use std::time::Duration;
 use wiremock::matchers::{method, path};

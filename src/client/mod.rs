@@ -5,18 +5,16 @@
 //! read completes carries that instant. Failures never escape as errors: they become the
 //! record's `failure`, by kind, so a run always completes.
 
-pub mod sse;
-
-use crate::engine::TargetKind;
-use crate::record::{
+use crate::core::engine::TargetKind;
+use crate::core::record::{
     ChunkTime, ErrorKind, Failure, RequestRecord, ServerTimings, TokenCounting, Usage,
 };
+use crate::core::sse::{SseDecoder, SseEvent};
 use crate::spec::{Api, Timeouts};
 use crate::workload::PlannedRequest;
 use serde::Deserialize;
 use serde::de::IgnoredAny;
 use serde_json::{Value, json};
-use sse::{SseDecoder, SseEvent};
 use std::borrow::Cow;
 use std::fmt;
 use std::time::Duration;

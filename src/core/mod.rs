@@ -3,8 +3,18 @@
 //! is tested without setting anything up.
 //!
 //! Leaves first: `diag` (where an input's mistake is), `units` (formatting of units and
-//! times), `catalog` (the names assertions may use).
+//! times), `engine` (per-engine knowledge), `catalog` (the names assertions may use); then
+//! `assert` (expressions over them), `record` (what one request did, as offsets), the wire
+//! formats `sse` and `prom`, `server` (an engine's `/metrics` → canonical series and per-phase
+//! figures), and `metrics` (records → per-phase summaries).
 
+pub mod assert;
 pub mod catalog;
 pub mod diag;
+pub mod engine;
+pub mod metrics;
+pub mod prom;
+pub mod record;
+pub mod server;
+pub mod sse;
 pub mod units;

@@ -11,8 +11,8 @@
 //! KV occupancy (engines preallocate); use the engine's gauges for that.
 
 use crate::client::Secret;
-use crate::observe::canonical::{Canonical, SmiRow, canonical, canonical_smi, parse_smi_line};
-use crate::observe::prom::parse_filtered;
+use crate::core::prom::parse_filtered;
+use crate::core::server::{Canonical, SmiRow, canonical, canonical_smi, parse_smi_line};
 use crate::observe::scrape::{CurrentPhase, Point, ScrapeRecord};
 use std::time::Duration;
 use tokio::io::AsyncBufReadExt;
@@ -213,7 +213,7 @@ async fn dcgm_sample(http: &reqwest::Client, url: &str) -> Polled {
         Err(e) => return Polled::failed(format!("dcgm-exporter: {e}")),
     };
     let e = parse_filtered(&text, &|n| n.starts_with("DCGM_FI_DEV_"));
-    let c = canonical(crate::engine::TargetKind::Openai, &e);
+    let c = canonical(crate::core::engine::TargetKind::Openai, &e);
     if c.is_empty() {
         return Polled::failed("no DCGM_FI_DEV_* series at the dcgm-exporter URL".to_string());
     }

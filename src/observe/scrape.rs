@@ -7,9 +7,9 @@
 //! at one), and a real server's access log can be matched to the run.
 
 use crate::client::Secret;
-use crate::engine::TargetKind;
-use crate::observe::canonical::{Canonical, canonical, is_used_family};
-use crate::observe::prom::parse_filtered;
+use crate::core::engine::TargetKind;
+use crate::core::prom::parse_filtered;
+use crate::core::server::{Canonical, canonical, is_used_family};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use std::time::Duration;

@@ -5,8 +5,8 @@
 //! restarted: the new value counts from zero); gauges become mean, min and max. Histograms are
 //! read as `_sum` / `_count` so their means over a phase are Δsum/Δcount.
 
-use crate::engine::TargetKind;
-use crate::observe::prom::{Exposition, Sample};
+use crate::core::engine::TargetKind;
+use crate::core::prom::{Exposition, Sample};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -433,7 +433,7 @@ impl ServerSummary {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::observe::prom::parse;
+    use crate::core::prom::parse;
 
     fn fixture(name: &str) -> String {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))

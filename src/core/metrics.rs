@@ -6,7 +6,7 @@
 //! min, max, mean and standard deviation are computed exactly from the samples.
 
 pub use crate::core::catalog::{Dim, LATENCY_METRICS, SCALAR_METRICS, STATS, Value, check_metric};
-use crate::record::{ErrorKind, RequestRecord, TokenCounting};
+use crate::core::record::{ErrorKind, RequestRecord, TokenCounting};
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -445,7 +445,7 @@ impl Summarizer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::record::{ChunkTime, Failure, Usage};
+    use crate::core::record::{ChunkTime, Failure, Usage};
 
     fn ms(v: u64) -> Duration {
         Duration::from_millis(v)
