@@ -221,13 +221,13 @@ pub async fn run(path: &Path, args: RunArgs, keep: bool) -> anyhow::Result<ExitC
         return Ok(ExitCode::from(2));
     };
     for d in &cells {
-        let selected = exps.iter().any(|e| {
-            e.targets.iter().any(|t| {
-                let name = format!("{}::{}", e.name, t.name);
-                t.name == d.serves
-                    && (args.filters.is_empty() || args.filters.iter().any(|f| name.contains(f)))
-            })
-        });
+        let selection = inferlab::harness::Selection {
+            filters: args.filters.clone(),
+            target: Some(d.serves.clone()),
+        };
+        let selected = exps
+            .iter()
+            .any(|e| e.targets.iter().any(|t| selection.matches(e, t)));
         if !selected {
             eprintln!(
                 "refused: no trial of target `{}` (the target {} serves) matches {:?}",

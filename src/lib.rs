@@ -18,6 +18,7 @@ pub mod core;
 pub mod cpu;
 pub mod env;
 pub mod fidelity;
+pub mod harness;
 pub mod observe;
 pub mod replay;
 pub mod report;

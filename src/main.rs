@@ -5,6 +5,7 @@
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use inferlab::calibrate::{self, CalibrateOptions};
+use inferlab::harness::{self, Selection};
 use inferlab::spec::{self, Experiment};
 use inferlab::trial::{self, Plan, TrialOptions};
 use inferlab::truth::{TruthConfig, TruthServer};
@@ -267,22 +268,11 @@ async fn calibrate_cmd(opts: &CalibrateOptions, results: &Path) -> anyhow::Resul
 
 /// Loads every experiment; prints each error; `None` when any file is bad.
 pub(crate) fn load_all(dir: &Path) -> anyhow::Result<Option<Vec<Experiment>>> {
-    let files = spec::discover(dir).with_context(|| format!("reading {}", dir.display()))?;
-    if files.is_empty() {
-        anyhow::bail!("no experiment files (*.toml) in {}", dir.display());
+    let found = harness::discover(dir)?;
+    for (_, e) in &found.invalid {
+        eprintln!("{e}");
     }
-    let mut out = Vec::new();
-    let mut bad = false;
-    for f in files {
-        match spec::load(&f) {
-            Ok(e) => out.push(e),
-            Err(e) => {
-                eprintln!("{e}");
-                bad = true;
-            }
-        }
-    }
-    Ok((!bad).then_some(out))
+    Ok(found.invalid.is_empty().then_some(found.experiments))
 }
 
 fn env(name: &str) -> Option<String> {
@@ -293,15 +283,13 @@ fn list(cli: &Cli) -> anyhow::Result<ExitCode> {
     let Some(exps) = load_all(&cli.experiments)? else {
         return Ok(ExitCode::from(2));
     };
-    for e in &exps {
-        for t in &e.targets {
-            let mode = match trial::plan(e, t, &env, &cli.fixtures) {
-                Ok(Plan::Ignored { reason }) => format!("ignored: {reason}"),
-                Ok(p) => p.mode().map_or("", |m| m.as_str()).to_string(),
-                Err(err) => format!("error: {err}"),
-            };
-            println!("{}::{}  [{mode}]", e.name, t.name);
-        }
+    for t in harness::trials(&exps, &Selection::default(), &env, &cli.fixtures) {
+        let mode = match t.plan {
+            Ok(Plan::Ignored { reason }) => format!("ignored: {reason}"),
+            Ok(p) => p.mode().map_or("", |m| m.as_str()).to_string(),
+            Err(err) => format!("error: {err}"),
+        };
+        println!("{}  [{mode}]", t.name);
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -401,9 +389,10 @@ async fn run(args: RunArgs) -> anyhow::Result<RunResult> {
     let mut lines = Vec::new();
     let overrides = args.overrides.clone();
     let env = move |k: &str| overrides.get(k).cloned().or_else(|| env(k));
-    let cli_fixtures = args.fixtures.clone();
-    let filters = &args.filters;
-    let only = args.only.as_deref();
+    let selection = Selection {
+        filters: args.filters.clone(),
+        target: args.only.clone(),
+    };
     let opts = TrialOptions {
         results_root: args.results.clone(),
         fixtures_root: args.fixtures.clone(),
@@ -412,81 +401,73 @@ async fn run(args: RunArgs) -> anyhow::Result<RunResult> {
         cost_per_hour: args.cost_per_hour,
     };
     let mut output_tokens = 0u64;
-    let mut selected = 0;
     let mut failed = false;
     let mut broken = false;
-    for e in &exps {
-        for t in &e.targets {
-            let name = format!("{}::{}", e.name, t.name);
-            if only.is_some_and(|o| o != t.name)
-                || !(filters.is_empty() || filters.iter().any(|f| name.contains(f.as_str())))
-            {
+    let selected = harness::trials(&exps, &selection, &env, &args.fixtures);
+    for entry in &selected {
+        let (e, t, name) = (entry.experiment, entry.target, &entry.name);
+        let plan = match entry.plan.clone() {
+            Ok(Plan::Ignored { reason }) => {
+                println!("== {name}: skipped: {reason}\n");
                 continue;
             }
-            selected += 1;
-            let plan = match trial::plan(e, t, &env, &cli_fixtures) {
-                Ok(Plan::Ignored { reason }) => {
-                    println!("== {name}: skipped: {reason}\n");
-                    continue;
+            Ok(p) => p,
+            Err(err) => {
+                eprintln!("== {name}: {err}\n");
+                broken = true;
+                continue;
+            }
+        };
+        let mode = plan.mode().map_or("", |m| m.as_str());
+        println!("== {name} [{mode}]");
+        match trial::run_trial(e, t, plan, &opts).await {
+            Ok(out) => {
+                output_tokens += out.summary.all.output_tokens;
+                let all = &out.summary.all;
+                lines.push(TrialLine {
+                    trial: name.clone(),
+                    passed: out.passed(),
+                    requests: all.requests,
+                    failed: all.failed,
+                    ttft_p50_ms: all.ttft.as_ref().map(|l| l.p50_ms),
+                    tpot_p50_ms: all.tpot.as_ref().map(|l| l.p50_ms),
+                    output_throughput: all.output_throughput,
+                });
+                print!("{}", report::phase_table(&out.summary));
+                if !out.verdicts.is_empty() {
+                    println!();
+                    print!("{}", report::verdict_lines(&out.verdicts));
                 }
-                Ok(p) => p,
-                Err(err) => {
-                    eprintln!("== {name}: {err}\n");
-                    broken = true;
-                    continue;
+                for u in &out.replay_unmatched {
+                    println!("replay mismatch: {u}");
                 }
-            };
-            let mode = plan.mode().map_or("", |m| m.as_str());
-            println!("== {name} [{mode}]");
-            match trial::run_trial(e, t, plan, &opts).await {
-                Ok(out) => {
-                    output_tokens += out.summary.all.output_tokens;
-                    let all = &out.summary.all;
-                    lines.push(TrialLine {
-                        trial: name.clone(),
-                        passed: out.passed(),
-                        requests: all.requests,
-                        failed: all.failed,
-                        ttft_p50_ms: all.ttft.as_ref().map(|l| l.p50_ms),
-                        tpot_p50_ms: all.tpot.as_ref().map(|l| l.p50_ms),
-                        output_throughput: all.output_throughput,
+                for w in &out.write_errors {
+                    eprintln!("warning: writing requests.jsonl: {w}");
+                }
+                if let Some(f) = &out.fixture_written {
+                    println!("fixture written: {}", f.display());
+                }
+                println!("results: {}\n", out.dir.display());
+                failed |= !out.passed();
+                if out.summary.interrupted {
+                    println!(
+                        "interrupted: the results above cover what completed; later trials were not run"
+                    );
+                    return Ok(RunResult {
+                        code: 130,
+                        output_tokens,
+                        trials: lines,
                     });
-                    print!("{}", report::phase_table(&out.summary));
-                    if !out.verdicts.is_empty() {
-                        println!();
-                        print!("{}", report::verdict_lines(&out.verdicts));
-                    }
-                    for u in &out.replay_unmatched {
-                        println!("replay mismatch: {u}");
-                    }
-                    for w in &out.write_errors {
-                        eprintln!("warning: writing requests.jsonl: {w}");
-                    }
-                    if let Some(f) = &out.fixture_written {
-                        println!("fixture written: {}", f.display());
-                    }
-                    println!("results: {}\n", out.dir.display());
-                    failed |= !out.passed();
-                    if out.summary.interrupted {
-                        println!(
-                            "interrupted: the results above cover what completed; later trials were not run"
-                        );
-                        return Ok(RunResult {
-                            code: 130,
-                            output_tokens,
-                            trials: lines,
-                        });
-                    }
                 }
-                Err(err) => {
-                    eprintln!("{name}: {err}\n");
-                    broken = true;
-                }
+            }
+            Err(err) => {
+                eprintln!("{name}: {err}\n");
+                broken = true;
             }
         }
     }
-    if selected == 0 {
-        eprintln!("no trial matches {filters:?}");
+    if selected.is_empty() {
+        eprintln!("no trial matches {:?}", selection.filters);
         return Ok(RunResult {
             code: 2,
             output_tokens,
