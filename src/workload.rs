@@ -868,9 +868,12 @@ fn plan_phase(seed: u64, salt: u64, p: &Phase, w: Words<'_>) -> PhasePlan {
             max_concurrency,
             input_tokens,
         } => {
+            // The duration shapes the arrivals, all inside it; it does not cut the phase off.
+            // The requests arriving at the peak rate are what a ramp is for: a limit would
+            // cancel them, and how many depended on how fast the server was that day.
             pacing = Pacing::Open {
                 max_concurrency: *max_concurrency,
-                limit: Some(*duration),
+                limit: None,
             };
             let at = ramp_arrivals(*from, *to, *duration);
             plain(
@@ -1136,6 +1139,28 @@ request = { api = "completions", output_tokens = 4 }
             .map(|r| r.input_tokens)
             .collect();
         assert_eq!(lens, lens_b);
+    }
+
+    #[test]
+    fn a_ramp_sends_every_arrival_and_sets_no_limit() {
+        let src = SRC.replace(
+            "workload = { kind = \"concurrent\", concurrency = 4, requests = 10, input_tokens = 20 }",
+            "workload = { kind = \"ramp\", from = 1.0, to = 6.0, duration = \"6s\", max_concurrency = 8, input_tokens = 20 }",
+        );
+        let e = spec::parse("t.toml", "t", &src).unwrap();
+        let load = &schedule(&e, 1).phases[2];
+        assert!(matches!(
+            load.pacing,
+            Pacing::Open {
+                max_concurrency: Some(8),
+                limit: None
+            }
+        ));
+        // (1 + 6) / 2 req/s over 6 s, all inside the ramp.
+        let at: Vec<Duration> = load.requests.iter().filter_map(|r| r.at).collect();
+        assert_eq!(at.len(), 21);
+        assert!(at.iter().all(|&t| t < Duration::from_secs(6)));
+        assert!(at.windows(2).all(|w| w[0] <= w[1]));
     }
 
     #[test]
