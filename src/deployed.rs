@@ -1,13 +1,12 @@
 //! The RunPod commands: `plan`, `up`, `down`, and `run --deploy`.
 
-use crate::{RunArgs, RunResult, env};
+use crate::{Exit, RunArgs, RunResult, env};
 use anyhow::Context;
 use inferlab::report;
 use inferlab::runpod::api::RunPod;
 use inferlab::runpod::deploy::{self, Deployment};
 use inferlab::runpod::lifecycle::{self, Ended, Ledger, PodReport, Polling};
 use std::path::Path;
-use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -55,7 +54,7 @@ fn check_fit(d: &Deployment) -> bool {
     fit.fits
 }
 
-pub async fn plan(path: &Path) -> anyhow::Result<ExitCode> {
+pub async fn plan(path: &Path) -> anyhow::Result<Exit> {
     let cells = deploy::load_all(path).map_err(|e| anyhow::anyhow!("{e}"))?;
     let mut all_fit = true;
     for (i, d) in cells.iter().enumerate() {
@@ -64,11 +63,7 @@ pub async fn plan(path: &Path) -> anyhow::Result<ExitCode> {
         }
         all_fit &= plan_one(d).await?;
     }
-    Ok(if all_fit {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    })
+    Ok(if all_fit { Exit::Success } else { Exit::Failed })
 }
 
 async fn plan_one(d: &Deployment) -> anyhow::Result<bool> {
@@ -112,11 +107,11 @@ async fn plan_one(d: &Deployment) -> anyhow::Result<bool> {
     Ok(fits)
 }
 
-pub async fn up(path: &Path) -> anyhow::Result<ExitCode> {
+pub async fn up(path: &Path) -> anyhow::Result<Exit> {
     let d = load(path)?;
     if !check_fit(&d) {
         eprintln!("refused: {} does not fit its GPU", d.name);
-        return Ok(ExitCode::from(2));
+        return Ok(Exit::BadInput);
     }
     let api = RunPod::from_env(&env).map_err(anyhow::Error::msg)?;
     let ledger = Ledger::from_env(&env);
@@ -139,7 +134,7 @@ pub async fn up(path: &Path) -> anyhow::Result<ExitCode> {
                 "pod {} is up: {url}",
                 report.pod_id.as_deref().unwrap_or("?")
             );
-            Ok(ExitCode::SUCCESS)
+            Ok(Exit::Success)
         }
         // `up` keeps nothing that failed: terminate it now.
         other => {
@@ -155,15 +150,15 @@ pub async fn up(path: &Path) -> anyhow::Result<ExitCode> {
             if let Some(e) = &report.error {
                 eprintln!("{e}");
             }
-            Ok(ExitCode::from(match other {
-                Ended::Stopped(_) => 130,
-                _ => 2,
-            }))
+            Ok(match other {
+                Ended::Stopped(sig) => Exit::stopped_by(sig),
+                _ => Exit::BadInput,
+            })
         }
     }
 }
 
-pub async fn down(pods: &[String], all: bool) -> anyhow::Result<ExitCode> {
+pub async fn down(pods: &[String], all: bool) -> anyhow::Result<Exit> {
     let api = RunPod::from_env(&env).map_err(anyhow::Error::msg)?;
     let ledger = Ledger::from_env(&env);
     let mut failed = false;
@@ -198,16 +193,12 @@ pub async fn down(pods: &[String], all: bool) -> anyhow::Result<ExitCode> {
     }
     if !all && pods.is_empty() {
         eprintln!("name the pods to terminate, or --all for every pod in the ledger");
-        return Ok(ExitCode::from(2));
+        return Ok(Exit::BadInput);
     }
-    Ok(if failed {
-        ExitCode::from(1)
-    } else {
-        ExitCode::SUCCESS
-    })
+    Ok(if failed { Exit::Failed } else { Exit::Success })
 }
 
-pub async fn run(path: &Path, args: RunArgs, keep: bool) -> anyhow::Result<ExitCode> {
+pub async fn run(path: &Path, args: RunArgs, keep: bool) -> anyhow::Result<Exit> {
     let cells = deploy::load_all(path).map_err(|e| anyhow::anyhow!("{e}"))?;
     let mut refused = false;
     for d in &cells {
@@ -218,7 +209,7 @@ pub async fn run(path: &Path, args: RunArgs, keep: bool) -> anyhow::Result<ExitC
     }
     // Nothing is rented for a run that would select no trial.
     let Some(exps) = crate::load_all(&args.experiments)? else {
-        return Ok(ExitCode::from(2));
+        return Ok(Exit::BadInput);
     };
     for d in &cells {
         let selection = inferlab::harness::Selection {
@@ -238,7 +229,7 @@ pub async fn run(path: &Path, args: RunArgs, keep: bool) -> anyhow::Result<ExitC
     }
     if refused {
         eprintln!("nothing was created");
-        return Ok(ExitCode::from(2));
+        return Ok(Exit::BadInput);
     }
     let api = RunPod::from_env(&env).map_err(anyhow::Error::msg)?;
     let ledger = Ledger::from_env(&env);
@@ -308,7 +299,7 @@ pub async fn run(path: &Path, args: RunArgs, keep: bool) -> anyhow::Result<ExitC
     }))
     .await;
 
-    let mut worst = 0u8;
+    let mut worst = Exit::Success;
     let mut rows = Vec::new();
     for (d, result) in outcomes {
         match result {
@@ -323,7 +314,7 @@ pub async fn run(path: &Path, args: RunArgs, keep: bool) -> anyhow::Result<ExitC
             }
             Err(e) => {
                 eprintln!("[{}] {e:#}", d.name);
-                worst = worst.max(2);
+                worst = worst.max(Exit::BadInput);
             }
         }
     }
@@ -339,7 +330,7 @@ pub async fn run(path: &Path, args: RunArgs, keep: bool) -> anyhow::Result<ExitC
                     "model": d.model,
                     "gpu": d.gpu_id,
                     "gpu_count": d.gpu_count,
-                    "exit_code": code,
+                    "exit_code": code.code(),
                     "pod": report,
                     "trials": result.as_ref().map(|r| r.trials.clone()).unwrap_or_default(),
                 })
@@ -350,7 +341,7 @@ pub async fn run(path: &Path, args: RunArgs, keep: bool) -> anyhow::Result<ExitC
             .with_context(|| format!("writing {}", path.display()))?;
         println!("matrix: {}", path.display());
     }
-    Ok(ExitCode::from(worst))
+    Ok(worst)
 }
 
 /// One deployment's pod: its exit code, its report, and what ran on it.
@@ -364,7 +355,7 @@ async fn run_on_pod(
     shutdown: impl std::future::Future<Output = &'static str>,
     measuring: Arc<tokio::sync::Mutex<()>>,
     prefix: &str,
-) -> anyhow::Result<(u8, PodReport, Option<RunResult>)> {
+) -> anyhow::Result<(Exit, PodReport, Option<RunResult>)> {
     let target = d.serves.to_ascii_uppercase().replace('-', "_");
     let port = d.port.to_string();
     let results = args.results.clone();
@@ -396,10 +387,10 @@ async fn run_on_pod(
         Ended::Finished(Ok(r)) => (r.code, Some(r)),
         Ended::Finished(Err(e)) => {
             report.error = Some(e);
-            (2, None)
+            (Exit::BadInput, None)
         }
-        Ended::NotReady => (2, None),
-        Ended::Stopped(sig) => (if sig == "SIGTERM" { 143 } else { 130 }, None),
+        Ended::NotReady => (Exit::BadInput, None),
+        Ended::Stopped(sig) => (Exit::stopped_by(sig), None),
         Ended::Panicked(p) => {
             let _ = write_report(&results, &report, 0);
             std::panic::resume_unwind(p);
@@ -411,7 +402,7 @@ async fn run_on_pod(
     Ok((code, report, result))
 }
 
-type Row<'a> = (&'a Deployment, u8, PodReport, Option<RunResult>);
+type Row<'a> = (&'a Deployment, Exit, PodReport, Option<RunResult>);
 
 /// The matrix side by side: one line per deployment and trial.
 fn matrix_table(rows: &[Row<'_>]) -> String {
@@ -445,7 +436,7 @@ fn matrix_table(rows: &[Row<'_>]) -> String {
                 let what = report
                     .error
                     .clone()
-                    .unwrap_or_else(|| format!("exit {code}"));
+                    .unwrap_or_else(|| format!("exit {}", code.code()));
                 out.push_str(&format!("{:<44} {:<28} {:>6} {}\n", d.name, "-", "-", what));
             }
         }

@@ -1,6 +1,6 @@
-//! `inferlab`: a thin CLI over the library. Exit codes: 0 success, 1 an assertion failed (or a
-//! replay did not match its recording), 2 bad input or a trial that could not run, 130
-//! interrupted (Ctrl-C; what completed is summarised and written first).
+//! `inferlab`: a thin CLI over the library. Exit codes ([`Exit`]): 0 success, 1 an assertion
+//! failed (or a replay did not match its recording), 2 bad input or a trial that could not run,
+//! 130 interrupted (Ctrl-C; what completed is summarised and written first), 143 SIGTERM.
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -132,18 +132,54 @@ enum Command {
     },
 }
 
-fn main() -> ExitCode {
-    let cli = Cli::parse();
-    match dispatch(&cli) {
-        Ok(code) => code,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::from(2)
+/// What a command's outcome means to the shell. Ordered by severity, so the worst of several
+/// (a matrix of runs) is their `max`; turned into an `ExitCode` once, in `main`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Exit {
+    /// 0: everything ran and passed.
+    Success,
+    /// 1: an assertion failed, a replay did not match its recording, a deployment does not
+    /// fit, or a pod could not be terminated.
+    Failed,
+    /// 2: bad input, or a trial that could not run.
+    BadInput,
+    /// 130: stopped by Ctrl-C (SIGINT); what completed was summarised and written.
+    Interrupted,
+    /// 143: stopped by SIGTERM.
+    Terminated,
+}
+
+impl Exit {
+    pub fn code(self) -> u8 {
+        match self {
+            Exit::Success => 0,
+            Exit::Failed => 1,
+            Exit::BadInput => 2,
+            Exit::Interrupted => 130,
+            Exit::Terminated => 143,
+        }
+    }
+
+    /// The exit for a run stopped by a signal (`SIGTERM`, `SIGINT`, …).
+    pub fn stopped_by(signal: &str) -> Exit {
+        if signal == "SIGTERM" {
+            Exit::Terminated
+        } else {
+            Exit::Interrupted
         }
     }
 }
 
-fn dispatch(cli: &Cli) -> anyhow::Result<ExitCode> {
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let exit = dispatch(&cli).unwrap_or_else(|e| {
+        eprintln!("error: {e:#}");
+        Exit::BadInput
+    });
+    ExitCode::from(exit.code())
+}
+
+fn dispatch(cli: &Cli) -> anyhow::Result<Exit> {
     match &cli.command {
         Command::List => list(cli),
         Command::Validate { files } => validate(cli, files),
@@ -167,7 +203,7 @@ fn dispatch(cli: &Cli) -> anyhow::Result<ExitCode> {
                 cost_per_hour: None,
             };
             match deploy {
-                None => rt.block_on(async { run(args).await.map(|r| ExitCode::from(r.code)) }),
+                None => rt.block_on(async { run(args).await.map(|r| r.code) }),
                 Some(deployment) => rt.block_on(deployed::run(deployment, args, *keep)),
             }
         }
@@ -204,7 +240,7 @@ fn dispatch(cli: &Cli) -> anyhow::Result<ExitCode> {
                 .enable_all()
                 .build()?;
             rt.block_on(tokio::signal::ctrl_c())?;
-            Ok(ExitCode::SUCCESS)
+            Ok(Exit::Success)
         }
         Command::Calibrate {
             concurrency,
@@ -244,7 +280,7 @@ fn millis(ms: f64, flag: &str) -> anyhow::Result<std::time::Duration> {
         .map_err(|_| anyhow::anyhow!("{flag}: {ms} is not a duration in milliseconds"))
 }
 
-async fn calibrate_cmd(opts: &CalibrateOptions, results: &Path) -> anyhow::Result<ExitCode> {
+async fn calibrate_cmd(opts: &CalibrateOptions, results: &Path) -> anyhow::Result<Exit> {
     println!(
         "calibrating against the built-in truth server: ttft {:?}, itl {:?}, {} tokens",
         opts.ttft, opts.itl, opts.tokens
@@ -263,7 +299,7 @@ async fn calibrate_cmd(opts: &CalibrateOptions, results: &Path) -> anyhow::Resul
     std::fs::write(&path, serde_json::to_string_pretty(&cal)?)
         .with_context(|| format!("writing {}", path.display()))?;
     println!("written: {}", path.display());
-    Ok(ExitCode::SUCCESS)
+    Ok(Exit::Success)
 }
 
 /// Loads every experiment; prints each error; `None` when any file is bad.
@@ -279,9 +315,9 @@ fn env(name: &str) -> Option<String> {
     inferlab::env::process(name)
 }
 
-fn list(cli: &Cli) -> anyhow::Result<ExitCode> {
+fn list(cli: &Cli) -> anyhow::Result<Exit> {
     let Some(exps) = load_all(&cli.experiments)? else {
-        return Ok(ExitCode::from(2));
+        return Ok(Exit::BadInput);
     };
     for t in harness::trials(&exps, &Selection::default(), &env, &cli.fixtures) {
         let mode = match t.plan {
@@ -291,10 +327,10 @@ fn list(cli: &Cli) -> anyhow::Result<ExitCode> {
         };
         println!("{}  [{mode}]", t.name);
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(Exit::Success)
 }
 
-fn validate(cli: &Cli, files: &[PathBuf]) -> anyhow::Result<ExitCode> {
+fn validate(cli: &Cli, files: &[PathBuf]) -> anyhow::Result<Exit> {
     let files = if files.is_empty() {
         spec::discover(&cli.experiments)
             .with_context(|| format!("reading {}", cli.experiments.display()))?
@@ -318,9 +354,9 @@ fn validate(cli: &Cli, files: &[PathBuf]) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(if bad > 0 {
-        ExitCode::from(2)
+        Exit::BadInput
     } else {
-        ExitCode::SUCCESS
+        Exit::Success
     })
 }
 
@@ -334,7 +370,7 @@ fn interrupt_on_ctrl_c() -> tokio::sync::watch::Receiver<bool> {
             );
             let _ = tx.send(true);
             if tokio::signal::ctrl_c().await.is_ok() {
-                std::process::exit(130);
+                std::process::exit(Exit::Interrupted.code().into());
             }
         }
     });
@@ -370,8 +406,8 @@ pub struct TrialLine {
 
 /// What the selected trials did.
 pub struct RunResult {
-    /// The process exit code this run stands for (0, 1, 2 or 130).
-    pub code: u8,
+    /// What this run means to the shell (success, failed, bad input or interrupted).
+    pub code: Exit,
     /// Output tokens summed over every trial.
     pub output_tokens: u64,
     pub trials: Vec<TrialLine>,
@@ -381,7 +417,7 @@ pub struct RunResult {
 async fn run(args: RunArgs) -> anyhow::Result<RunResult> {
     let Some(exps) = load_all(&args.experiments)? else {
         return Ok(RunResult {
-            code: 2,
+            code: Exit::BadInput,
             output_tokens: 0,
             trials: Vec::new(),
         });
@@ -454,7 +490,7 @@ async fn run(args: RunArgs) -> anyhow::Result<RunResult> {
                         "interrupted: the results above cover what completed; later trials were not run"
                     );
                     return Ok(RunResult {
-                        code: 130,
+                        code: Exit::Interrupted,
                         output_tokens,
                         trials: lines,
                     });
@@ -469,17 +505,17 @@ async fn run(args: RunArgs) -> anyhow::Result<RunResult> {
     if selected.is_empty() {
         eprintln!("no trial matches {:?}", selection.filters);
         return Ok(RunResult {
-            code: 2,
+            code: Exit::BadInput,
             output_tokens,
             trials: lines,
         });
     }
     let code = if broken {
-        2
+        Exit::BadInput
     } else if failed {
-        1
+        Exit::Failed
     } else {
-        0
+        Exit::Success
     };
     Ok(RunResult {
         code,
