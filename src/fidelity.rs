@@ -148,10 +148,6 @@ pub fn fidelity(phase: &Phase, rows: &[Row]) -> Fidelity {
     }
 }
 
-pub use crate::core::catalog::{
-    FIDELITY_METRICS as METRICS, check_fidelity_metric as check_metric,
-};
-
 impl Fidelity {
     /// Reads a fidelity metric; `ok` is 1 or 0.
     pub fn value(&self, metric: &str) -> Option<f64> {

@@ -78,7 +78,7 @@ impl Plan {
     }
 }
 
-pub use crate::env::target_var as env_name;
+use crate::env::target_var as env_name;
 
 /// Decides the mode. `env` reads an environment variable (a parameter so tests need not touch
 /// the process environment). `Err` is bad input (e.g. a malformed URL).

@@ -23,7 +23,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 
-pub use crate::client::REQUEST_ID_HEADER;
+use crate::client::REQUEST_ID_HEADER;
 use crate::cpu::{current_tid, thread_cpu};
 
 /// How the server answers when a request does not say otherwise.

@@ -5,7 +5,8 @@
 mod common;
 
 use inferlab::calibrate;
-use inferlab::truth::{REQUEST_ID_HEADER, TruthConfig, TruthServer};
+use inferlab::client::REQUEST_ID_HEADER;
+use inferlab::truth::{TruthConfig, TruthServer};
 use std::time::Duration;
 
 fn server(ttft_ms: u64, itl_ms: u64) -> TruthServer {
