@@ -3,7 +3,8 @@
 //! `histograms/<phase>/<metric>.hdr` (HdrHistogram V2 + DEFLATE, mergeable). Every JSON object
 //! carries `schema_version`. Also: the deterministic snapshot view and the phase table.
 
-use crate::core::assert::Verdict;
+use crate::core::assert::{Lookup, Path as MetricPath, Verdict, turn_of};
+use crate::core::catalog::{Dim, Value, server_metric_is_time};
 use crate::core::metrics::{Histograms, LatencyStats, PhaseSummary};
 use crate::core::record::RequestRecord;
 use crate::core::server::ServerSummary;
@@ -422,6 +423,40 @@ impl RunSummary {
     }
 }
 
+/// What an assertion can read of a run: client figures of a phase or of `all`, a turn's
+/// (`turnN`), the fidelity block, and server or GPU figures (durations in seconds).
+impl Lookup for RunSummary {
+    fn value(&self, p: &MetricPath) -> Option<Value> {
+        let (client, server, named) = if p.phase == "all" {
+            (&self.all, self.all_server.as_ref(), None)
+        } else {
+            let n = self.phases.iter().find(|n| n.name == p.phase)?;
+            (&n.summary, n.server.as_ref(), Some(n))
+        };
+        match p.scope.as_deref() {
+            None => client.value(&p.metric, p.stat.as_deref()).ok().flatten(),
+            Some(scope) if turn_of(scope).is_some() => named?
+                .by_turn
+                .get(&turn_of(scope)?)?
+                .value(&p.metric, p.stat.as_deref())
+                .ok()
+                .flatten(),
+            Some("fidelity") => Some(Value {
+                value: named?.fidelity.value(&p.metric)?,
+                dim: Dim::Plain,
+            }),
+            Some(scope) => Some(Value {
+                value: server?.value(scope, &p.metric, p.stat.as_deref())?,
+                dim: if server_metric_is_time(&p.metric) {
+                    Dim::Time
+                } else {
+                    Dim::Plain
+                },
+            }),
+        }
+    }
+}
+
 /// What a snapshot holds: only what is deterministic for a given experiment and server
 /// behaviour — configuration, counts, token totals, error kinds, assertion outcomes. No timing.
 #[derive(Debug, Clone, Serialize)]
@@ -699,4 +734,91 @@ pub fn phase_table(summary: &RunSummary) -> String {
 /// Assertion verdicts, one block each.
 pub fn verdict_lines(verdicts: &[Verdict]) -> String {
     verdicts.iter().map(|v| format!("{v}\n")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::assert::Assertion;
+    use crate::core::metrics::{Slo, summarize};
+    use crate::fidelity::Fidelity;
+
+    fn run_summary() -> RunSummary {
+        let (empty, _) = summarize(std::iter::empty(), &Slo::default());
+        let server = ServerSummary {
+            prefix_cache_hit_rate: Some(0.9),
+            server_ttft_mean_ms: Some(40.0),
+            deltas: [("preemptions".to_string(), 3.0)].into(),
+            ..ServerSummary::default()
+        };
+        let fidelity = Fidelity {
+            declared_rate: None,
+            scheduled_rate: None,
+            achieved_rate: Some(4.5),
+            ks_statistic: None,
+            ks_critical: None,
+            output_length_ratio: None,
+            input_length_ratio: None,
+            ok: true,
+        };
+        RunSummary {
+            schema_version: RESULTS_SCHEMA_VERSION,
+            experiment: "e".into(),
+            target: "t".into(),
+            mode: "replay".into(),
+            prompt_lengths: String::new(),
+            phases: vec![NamedSummary {
+                name: "warm".into(),
+                summary: empty.clone(),
+                server: Some(server),
+                fidelity,
+                by_turn: [(1, empty.clone())].into(),
+            }],
+            all: empty,
+            all_server: None,
+            server_metrics: "off".into(),
+            interrupted: false,
+            assertions: Vec::new(),
+            cost: None,
+            serverless: None,
+        }
+    }
+
+    fn value(s: &RunSummary, path: &str) -> Option<Value> {
+        let a = Assertion::parse(&format!("{path} >= 0")).unwrap();
+        let v = a.evaluate(s);
+        v.operands[0].value
+    }
+
+    #[test]
+    fn a_run_summary_answers_every_scope_of_a_path() {
+        let s = run_summary();
+        let plain = |x: f64| {
+            Some(Value {
+                value: x,
+                dim: Dim::Plain,
+            })
+        };
+        assert_eq!(value(&s, "warm.requests"), plain(0.0));
+        assert_eq!(value(&s, "all.requests"), plain(0.0));
+        assert_eq!(value(&s, "warm.turn1.requests"), plain(0.0));
+        assert_eq!(value(&s, "warm.fidelity.achieved_rate"), plain(4.5));
+        assert_eq!(value(&s, "warm.fidelity.ok"), plain(1.0));
+        assert_eq!(value(&s, "warm.server.prefix_cache_hit_rate"), plain(0.9));
+        assert_eq!(value(&s, "warm.server.preemptions"), plain(3.0));
+        // Server durations are seconds, and say so.
+        assert_eq!(
+            value(&s, "warm.server.ttft_mean"),
+            Some(Value {
+                value: 0.04,
+                dim: Dim::Time
+            })
+        );
+        // No samples, no turn, no phase, no server view: no value (the verdict says which).
+        assert_eq!(value(&s, "warm.ttft.p50"), None);
+        assert_eq!(value(&s, "warm.turn2.requests"), None);
+        assert_eq!(value(&s, "cold.requests"), None);
+        assert_eq!(value(&s, "all.server.preemptions"), None);
+        assert_eq!(value(&s, "all.fidelity.ok"), None);
+    }
 }

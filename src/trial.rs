@@ -6,8 +6,7 @@
 use crate::client::{self, Endpoint, Secret};
 use crate::core::assert::Verdict;
 use crate::core::engine::TargetKind;
-use crate::core::metrics::Dim;
-use crate::core::metrics::{self, Value};
+use crate::core::metrics;
 use crate::core::record::RequestRecord;
 use crate::core::server::{self, Canonical, ServerSummary};
 use crate::observe::gpu::{self, GpuSource};
@@ -991,48 +990,6 @@ pub async fn run_trial(
         .write_histograms("all", &hists)
         .map_err(TrialError::Results)?;
     let all_server = server_of(None, all.ttft.map(|t| t.mean_ms));
-    let lookup_in = |phases: &[NamedSummary], p: &crate::core::assert::Path| -> Option<Value> {
-        let (client, server, named) = if p.phase == "all" {
-            (&all, all_server.as_ref(), None)
-        } else {
-            let n = phases.iter().find(|n| n.name == p.phase)?;
-            (&n.summary, n.server.as_ref(), Some(n))
-        };
-        let fidelity = named.map(|n| &n.fidelity);
-        match p.scope.as_deref() {
-            None => client.value(&p.metric, p.stat.as_deref()).ok().flatten(),
-            Some(scope) if crate::core::assert::turn_of(scope).is_some() => {
-                let t = crate::core::assert::turn_of(scope)?;
-                named?
-                    .by_turn
-                    .get(&t)?
-                    .value(&p.metric, p.stat.as_deref())
-                    .ok()
-                    .flatten()
-            }
-            Some("fidelity") => Some(Value {
-                value: fidelity?.value(&p.metric)?,
-                dim: Dim::Plain,
-            }),
-            Some(scope) => {
-                let value = server?.value(scope, &p.metric, p.stat.as_deref())?;
-                let dim = if server::server_metric_is_time(&p.metric) {
-                    Dim::Time
-                } else {
-                    Dim::Plain
-                };
-                Some(Value { value, dim })
-            }
-        }
-    };
-    let verdicts: Vec<Verdict> = exp
-        .assertions
-        .iter()
-        .map(|a| Verdict {
-            noise_floor,
-            ..a.evaluate(&|p| lookup_in(&phases, p))
-        })
-        .collect();
     let cost = opts.cost_per_hour.map(|per_hour| {
         let usd = per_hour * all.duration_s / 3600.0;
         report::Cost {
@@ -1042,7 +999,7 @@ pub async fn run_trial(
                 .then(|| usd * 1e6 / all.output_tokens as f64),
         }
     });
-    let summary = RunSummary {
+    let mut summary = RunSummary {
         schema_version: report::RESULTS_SCHEMA_VERSION,
         experiment: exp.name.clone(),
         target: target.name.clone(),
@@ -1053,7 +1010,8 @@ pub async fn run_trial(
         all_server,
         server_metrics: server_metrics_status(exp, target, &scrapes),
         interrupted,
-        assertions: verdicts.iter().map(VerdictRow::from).collect(),
+        // Filled in below: the assertions read the summary they are stored in.
+        assertions: Vec::new(),
         cost,
         serverless: target.kind.is_serverless().then(|| {
             // Each phase's first warmup request is its cold start.
@@ -1075,6 +1033,15 @@ pub async fn run_trial(
             }
         }),
     };
+    let verdicts: Vec<Verdict> = exp
+        .assertions
+        .iter()
+        .map(|a| Verdict {
+            noise_floor,
+            ..a.evaluate(&summary)
+        })
+        .collect();
+    summary.assertions = verdicts.iter().map(VerdictRow::from).collect();
     results
         .write_json("summary.json", &summary)
         .map_err(TrialError::Results)?;

@@ -438,14 +438,14 @@ impl Assertion {
         Ok(())
     }
 
-    /// Evaluates with `lookup(path)`, which answers `None` when the metric has no samples.
-    pub fn evaluate(&self, lookup: &dyn Fn(&Path) -> Option<Value>) -> Verdict {
+    /// Evaluates against `lookup`, which answers `None` when the metric has no samples.
+    pub fn evaluate(&self, lookup: &dyn Lookup) -> Verdict {
         let operands: Vec<Operand> = self
             .paths()
             .into_iter()
             .map(|p| Operand {
                 path: p.to_string(),
-                value: lookup(p),
+                value: lookup.value(p),
             })
             .collect();
         let missing: Vec<String> = operands
@@ -537,10 +537,24 @@ fn dim_of(n: &Node) -> Result<Dim, ExprError> {
     })
 }
 
-fn eval(n: &Node, lookup: &dyn Fn(&Path) -> Option<Value>) -> f64 {
+/// What an assertion reads its numbers from: a run's summaries answer each path (`warm.ttft.p50`,
+/// `c8.server.kv_cache_usage.max`, `all.error_rate`) with a value and its dimension, or `None`
+/// when the metric has no samples (or the phase does not exist).
+pub trait Lookup {
+    fn value(&self, path: &Path) -> Option<Value>;
+}
+
+/// Any function of a path is a lookup (tests, and callers with figures of their own).
+impl<F: Fn(&Path) -> Option<Value>> Lookup for F {
+    fn value(&self, path: &Path) -> Option<Value> {
+        self(path)
+    }
+}
+
+fn eval(n: &Node, lookup: &dyn Lookup) -> f64 {
     match n {
         Node::Num(v, _) => *v,
-        Node::Path(p) => lookup(p).map_or(f64::NAN, |v| v.value),
+        Node::Path(p) => lookup.value(p).map_or(f64::NAN, |v| v.value),
         Node::Neg(a) => -eval(a, lookup),
         Node::Bin(op, a, b, _) => {
             let (a, b) = (eval(a, lookup), eval(b, lookup));
