@@ -1,6 +1,6 @@
 //! The only reader of the process environment. Everything else takes an `env` function
-//! (`&dyn Fn(&str) -> Option<String>`), so tests pass a closure instead of setting variables,
-//! and names every variable through [`target_var`].
+//! (`&dyn Fn(&str) -> Option<String>`), so tests pass a closure instead of setting variables;
+//! a target's own variables are named by [`target_var`].
 
 /// Reads a variable of the process environment (`None` when unset or not Unicode).
 pub fn process(name: &str) -> Option<String> {

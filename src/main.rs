@@ -440,9 +440,10 @@ async fn run(args: RunArgs) -> anyhow::Result<RunResult> {
     let mut failed = false;
     let mut broken = false;
     let selected = harness::trials(&exps, &selection, &env, &args.fixtures);
-    for entry in &selected {
+    let none_selected = selected.is_empty();
+    for entry in selected {
         let (e, t, name) = (entry.experiment, entry.target, &entry.name);
-        let plan = match entry.plan.clone() {
+        let plan = match entry.plan {
             Ok(Plan::Ignored { reason }) => {
                 println!("== {name}: skipped: {reason}\n");
                 continue;
@@ -502,7 +503,7 @@ async fn run(args: RunArgs) -> anyhow::Result<RunResult> {
             }
         }
     }
-    if selected.is_empty() {
+    if none_selected {
         eprintln!("no trial matches {:?}", selection.filters);
         return Ok(RunResult {
             code: Exit::BadInput,

@@ -334,8 +334,8 @@ impl From<&Verdict> for VerdictRow {
             lhs: v.lhs,
             rhs: v.rhs,
             unit: match v.dim {
-                crate::core::metrics::Dim::Time => "s",
-                crate::core::metrics::Dim::Plain => "",
+                Dim::Time => "s",
+                Dim::Plain => "",
             },
             operands: v
                 .operands
@@ -427,12 +427,9 @@ impl RunSummary {
 /// (`turnN`), the fidelity block, and server or GPU figures (durations in seconds).
 impl Lookup for RunSummary {
     fn value(&self, p: &MetricPath) -> Option<Value> {
-        let (client, server, named) = if p.phase == "all" {
-            (&self.all, self.all_server.as_ref(), None)
-        } else {
-            let n = self.phases.iter().find(|n| n.name == p.phase)?;
-            (&n.summary, n.server.as_ref(), Some(n))
-        };
+        let client = self.phase(&p.phase)?;
+        // Turns and fidelity belong to a phase; `all` has neither.
+        let named = self.phases.iter().find(|n| n.name == p.phase);
         match p.scope.as_deref() {
             None => client.value(&p.metric, p.stat.as_deref()).ok().flatten(),
             Some(scope) if turn_of(scope).is_some() => named?
@@ -446,7 +443,9 @@ impl Lookup for RunSummary {
                 dim: Dim::Plain,
             }),
             Some(scope) => Some(Value {
-                value: server?.value(scope, &p.metric, p.stat.as_deref())?,
+                value: self
+                    .server(&p.phase)?
+                    .value(scope, &p.metric, p.stat.as_deref())?,
                 dim: if server_metric_is_time(&p.metric) {
                     Dim::Time
                 } else {

@@ -77,7 +77,7 @@ impl Plan {
     }
 }
 
-use crate::env::target_var as env_name;
+use crate::env::target_var;
 
 /// Decides the mode. `env` reads an environment variable (a parameter so tests need not touch
 /// the process environment). `Err` is bad input (e.g. a malformed URL).
@@ -87,7 +87,7 @@ pub fn plan(
     env: &dyn Fn(&str) -> Option<String>,
     fixtures_root: &Path,
 ) -> Result<Plan, String> {
-    let get = |s: &str| env(&env_name(&target.name, s)).filter(|v| !v.trim().is_empty());
+    let get = |s: &str| env(&target_var(&target.name, s)).filter(|v| !v.trim().is_empty());
     let url = get("URL");
     let pod = get("RUNPOD_POD");
     let serverless = get("RUNPOD_ENDPOINT");
@@ -95,16 +95,16 @@ pub fn plan(
         if url.is_some() || pod.is_some() {
             return Err(format!(
                 "{} is set with {} or {}: set one",
-                env_name(&target.name, "RUNPOD_ENDPOINT"),
-                env_name(&target.name, "URL"),
-                env_name(&target.name, "RUNPOD_POD")
+                target_var(&target.name, "RUNPOD_ENDPOINT"),
+                target_var(&target.name, "URL"),
+                target_var(&target.name, "RUNPOD_POD")
             ));
         }
         let id = id.trim();
         if id.is_empty() || !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
             return Err(format!(
                 "{} must be a RunPod endpoint id",
-                env_name(&target.name, "RUNPOD_ENDPOINT")
+                target_var(&target.name, "RUNPOD_ENDPOINT")
             ));
         }
         let endpoint = Endpoint {
@@ -130,13 +130,13 @@ pub fn plan(
         (Some(_), Some(_)) => {
             return Err(format!(
                 "both {} and {} are set: set one",
-                env_name(&target.name, "URL"),
-                env_name(&target.name, "RUNPOD_POD")
+                target_var(&target.name, "URL"),
+                target_var(&target.name, "RUNPOD_POD")
             ));
         }
         (Some(url), None) => Some(
             Endpoint::normalize_url(&url)
-                .map_err(|e| format!("{}: {e}", env_name(&target.name, "URL")))?,
+                .map_err(|e| format!("{}: {e}", target_var(&target.name, "URL")))?,
         ),
         (None, Some(pod)) => {
             let port = get("RUNPOD_PORT").unwrap_or_else(|| "8000".to_string());
@@ -144,8 +144,8 @@ pub fn plan(
             if !ok(pod.trim()) || port.trim().parse::<u16>().is_err() {
                 return Err(format!(
                     "{} must be a pod id and {} a port number",
-                    env_name(&target.name, "RUNPOD_POD"),
-                    env_name(&target.name, "RUNPOD_PORT")
+                    target_var(&target.name, "RUNPOD_POD"),
+                    target_var(&target.name, "RUNPOD_PORT")
                 ));
             }
             Some(crate::runpod::proxy_url(env, pod.trim(), port.trim()))
@@ -177,7 +177,7 @@ pub fn plan(
     Ok(Plan::Ignored {
         reason: format!(
             "no live endpoint ({} unset) and no fixture in {}",
-            env_name(&target.name, "URL"),
+            target_var(&target.name, "URL"),
             dir.display()
         ),
     })
@@ -191,7 +191,7 @@ fn model_details(
     get("MODEL_DETAILS")
         .map(|s| serde_json::from_str(&s))
         .transpose()
-        .map_err(|e| format!("{}: not JSON: {e}", env_name(target, "MODEL_DETAILS")))
+        .map_err(|e| format!("{}: not JSON: {e}", target_var(target, "MODEL_DETAILS")))
 }
 
 #[derive(Debug, thiserror::Error)]

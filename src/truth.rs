@@ -478,7 +478,7 @@ async fn stream_completion(
     tail.extend_from_slice(b"0\r\n\r\n");
     let head = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-cache\r\ntransfer-encoding: chunked\r\n\r\n";
 
-    let in_flight = shared.stream_started();
+    let mut in_flight = shared.stream_started();
     let mut record = TruthRecord {
         id: req.id.clone(),
         connection: conn,
@@ -507,7 +507,7 @@ async fn stream_completion(
         alive = sock.write_all(&tail).await.is_ok();
     }
     record.complete = alive;
-    in_flight.finish(cfg.record.then_some(record));
+    in_flight.record = cfg.record.then_some(record);
     alive
 }
 
@@ -516,12 +516,12 @@ impl Shared {
         self.records.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Counts a stream as in flight until the returned guard is finished or dropped.
+    /// Counts a stream as in flight until the returned guard is dropped.
     fn stream_started(&self) -> InFlight<'_> {
         self.lock_records().in_flight += 1;
         InFlight {
             shared: self,
-            ended: false,
+            record: None,
         }
     }
 
@@ -542,36 +542,22 @@ impl Shared {
     }
 }
 
-/// A stream being written. Its record (if kept) is stored and the count dropped in one step, so
-/// a reader never sees the count at zero without the record.
+/// A stream being written. When it drops, its record (if one was kept) is stored and the count
+/// lowered in one locked step, so a reader never sees the count at zero without the record; a
+/// stream abandoned mid-way (the server shutting down) stops counting the same way.
 struct InFlight<'a> {
     shared: &'a Shared,
-    ended: bool,
+    record: Option<TruthRecord>,
 }
 
-impl InFlight<'_> {
-    fn finish(mut self, record: Option<TruthRecord>) {
-        self.end(record);
-    }
-
-    fn end(&mut self, record: Option<TruthRecord>) {
-        if self.ended {
-            return;
-        }
-        self.ended = true;
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
         let mut r = self.shared.lock_records();
-        r.done.extend(record);
+        r.done.extend(self.record.take());
         r.in_flight -= 1;
         drop(r);
         self.shared.settled.notify_all();
         self.shared.settled_async.notify_waiters();
-    }
-}
-
-impl Drop for InFlight<'_> {
-    /// A stream abandoned mid-way (the server shutting down) still stops counting.
-    fn drop(&mut self) {
-        self.end(None);
     }
 }
 

@@ -5,7 +5,7 @@
 //! (µs resolution, 3 significant digits) which are kept so results can be merged later, while
 //! min, max, mean and standard deviation are computed exactly from the samples.
 
-pub use crate::core::catalog::{Dim, LATENCY_METRICS, SCALAR_METRICS, STATS, Value, check_metric};
+use crate::core::catalog::{Dim, LATENCY_METRICS, Value, check_metric};
 use crate::core::record::{ErrorKind, RequestRecord, TokenCounting};
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
