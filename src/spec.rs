@@ -32,8 +32,8 @@ use toml::Spanned;
 
 pub const SCHEMA_VERSION: u32 = 1;
 
-use crate::core::diag::{Locator, parse_toml};
-pub use crate::core::diag::{SpecError, parse_duration};
+pub use crate::core::diag::SpecError;
+use crate::core::diag::{Locator, parse_duration, parse_toml};
 
 /// A validated experiment.
 #[derive(Debug, Clone, Serialize)]

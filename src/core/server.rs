@@ -397,8 +397,6 @@ pub fn summarize_server(
     s
 }
 
-pub use crate::core::catalog::{check_server_metric, server_metric_is_time};
-
 impl ServerSummary {
     /// Reads `server.<metric>[.stat]` or `gpu.<metric>.<stat>`; durations in seconds.
     pub fn value(&self, scope: &str, metric: &str, stat: Option<&str>) -> Option<f64> {
@@ -433,6 +431,7 @@ impl ServerSummary {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::catalog::check_server_metric;
     use crate::core::prom::parse;
 
     fn fixture(name: &str) -> String {
