@@ -56,7 +56,7 @@ impl Default for CalibrateOptions {
 }
 
 /// One level: `concurrency` streams, each request `tokens` chunks at `ttft`/`itl`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct Level {
     pub concurrency: u32,
     pub ttft_ms: f64,

@@ -22,6 +22,66 @@ pub fn client_workers() -> Option<usize> {
         .filter(|&w| w > 0)
 }
 
+/// Where a target's server is, as its variables say.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TargetSource {
+    /// `INFERLAB_<T>_URL`, as written.
+    Url(String),
+    /// `INFERLAB_<T>_RUNPOD_POD` (and `_RUNPOD_PORT`, default 8000): a pod behind RunPod's proxy.
+    Pod { id: String, port: String },
+    /// `INFERLAB_<T>_RUNPOD_ENDPOINT`: a RunPod serverless endpoint.
+    Serverless { id: String },
+    /// None of them: the target is not live.
+    None,
+}
+
+impl TargetSource {
+    /// Reads target `name`'s variables through `env`; setting two of them, or a malformed pod
+    /// id, port or endpoint id, is an error naming the variables.
+    pub fn read(name: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Self, String> {
+        let var = |s: &str| target_var(name, s);
+        let get = |s: &str| {
+            env(&var(s))
+                .map(|v| v.trim().to_string())
+                .filter(|v| !v.is_empty())
+        };
+        let set: Vec<String> = ["URL", "RUNPOD_POD", "RUNPOD_ENDPOINT"]
+            .into_iter()
+            .filter(|s| get(s).is_some())
+            .map(var)
+            .collect();
+        if set.len() > 1 {
+            return Err(format!("{} are set: set one", set.join(" and ")));
+        }
+        if let Some(id) = get("RUNPOD_ENDPOINT") {
+            if !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+                return Err(format!(
+                    "{} must be a RunPod endpoint id",
+                    var("RUNPOD_ENDPOINT")
+                ));
+            }
+            return Ok(Self::Serverless { id });
+        }
+        if let Some(id) = get("RUNPOD_POD") {
+            let port = get("RUNPOD_PORT").unwrap_or_else(|| "8000".to_string());
+            if !id.chars().all(|c| c.is_ascii_alphanumeric()) || port.parse::<u16>().is_err() {
+                return Err(format!(
+                    "{} must be a pod id and {} a port number",
+                    var("RUNPOD_POD"),
+                    var("RUNPOD_PORT")
+                ));
+            }
+            return Ok(Self::Pod { id, port });
+        }
+        Ok(get("URL").map_or(Self::None, Self::Url))
+    }
+}
+
+/// `INFERLAB_RECORD` is `1` or `true`: live trials write their fixtures.
+pub fn record(env: &dyn Fn(&str) -> Option<String>) -> bool {
+    env("INFERLAB_RECORD").is_some_and(|v| v == "1" || v.eq_ignore_ascii_case("true"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -33,5 +93,65 @@ mod tests {
             target_var("my-sglang", "RUNPOD_POD"),
             "INFERLAB_MY_SGLANG_RUNPOD_POD"
         );
+    }
+
+    fn vars(pairs: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
+        move |k: &str| {
+            pairs
+                .iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| v.to_string())
+        }
+    }
+
+    #[test]
+    fn a_target_is_a_url_a_pod_a_serverless_endpoint_or_nothing() {
+        let read = |pairs| TargetSource::read("vllm", &vars(pairs));
+        assert_eq!(read(&[]), Ok(TargetSource::None));
+        assert_eq!(read(&[("INFERLAB_VLLM_URL", "  ")]), Ok(TargetSource::None));
+        assert_eq!(
+            read(&[("INFERLAB_VLLM_URL", " http://h:1 ")]),
+            Ok(TargetSource::Url("http://h:1".into()))
+        );
+        assert_eq!(
+            read(&[("INFERLAB_VLLM_RUNPOD_POD", "abc123")]),
+            Ok(TargetSource::Pod {
+                id: "abc123".into(),
+                port: "8000".into()
+            })
+        );
+        assert_eq!(
+            read(&[("INFERLAB_VLLM_RUNPOD_ENDPOINT", "ep-1")]),
+            Ok(TargetSource::Serverless { id: "ep-1".into() })
+        );
+    }
+
+    #[test]
+    fn conflicting_or_malformed_variables_are_named() {
+        let read = |pairs| TargetSource::read("vllm", &vars(pairs)).unwrap_err();
+        assert_eq!(
+            read(&[
+                ("INFERLAB_VLLM_URL", "http://h"),
+                ("INFERLAB_VLLM_RUNPOD_POD", "p")
+            ]),
+            "INFERLAB_VLLM_URL and INFERLAB_VLLM_RUNPOD_POD are set: set one"
+        );
+        assert!(read(&[("INFERLAB_VLLM_RUNPOD_POD", "p/1")]).contains("must be a pod id"));
+        assert!(
+            read(&[
+                ("INFERLAB_VLLM_RUNPOD_POD", "p"),
+                ("INFERLAB_VLLM_RUNPOD_PORT", "x")
+            ])
+            .contains("INFERLAB_VLLM_RUNPOD_PORT a port number")
+        );
+        assert!(read(&[("INFERLAB_VLLM_RUNPOD_ENDPOINT", "e/1")]).contains("RunPod endpoint id"));
+    }
+
+    #[test]
+    fn recording_is_on_for_1_or_true() {
+        assert!(record(&vars(&[("INFERLAB_RECORD", "1")])));
+        assert!(record(&vars(&[("INFERLAB_RECORD", "TRUE")])));
+        assert!(!record(&vars(&[("INFERLAB_RECORD", "0")])));
+        assert!(!record(&vars(&[])));
     }
 }

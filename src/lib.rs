@@ -4,7 +4,11 @@
 //! (executes against a live URL or the `replay` server, through `client`) → `record`
 //! (`RequestRecord`s, instants as data) → `metrics` (pure `PhaseSummary`) → `assert` (verdicts)
 //! and `report` (results directory, snapshot view). `trial` ties one experiment × target
-//! together for the CLI and the generated tests, so both do exactly the same thing.
+//! together for the CLI and the generated tests, so both do exactly the same thing, as named
+//! stages: resolve the target → `preflight` (server facts through `probe`, context and
+//! prompt-length checks, calibration) → `observe::Observer` around `run`'s phases → tally →
+//! summary and verdicts → results → `replay::Recorder` (live runs recorded as fixtures) →
+//! snapshot. `harness` discovers and selects the trials.
 //!
 //! Leaves under everything: `core` (pure: `diag` locates input mistakes, `units` formats,
 //! `catalog` names what assertions may read), `env` (the only reader of the environment),
@@ -20,6 +24,8 @@ pub mod env;
 pub mod fidelity;
 pub mod harness;
 pub mod observe;
+pub mod preflight;
+pub mod probe;
 pub mod replay;
 pub mod report;
 pub mod run;

@@ -101,6 +101,42 @@ fn ser_opt_secs<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::O
     }
 }
 
+impl Schedule {
+    /// Requests planned in all phases (conversations' requests are built as they run).
+    pub fn planned(&self) -> usize {
+        self.phases.iter().map(|p| p.requests.len()).sum()
+    }
+
+    /// The most requests any phase keeps in flight, an unbounded phase counted by its
+    /// requests; capped at 256 (what the client's connection pool is sized for).
+    pub fn max_concurrency(&self) -> usize {
+        self.phases
+            .iter()
+            .map(|p| p.max_in_flight().unwrap_or(p.requests.len()).min(256))
+            .max()
+            .unwrap_or(1)
+    }
+
+    /// A warmup bounded by time sent as many requests as the recording's timing allowed:
+    /// keeps exactly the warmups that were `recorded` (phase, index), so a replay has an
+    /// exchange for every one.
+    pub fn keep_recorded_warmups<'a>(
+        &mut self,
+        recorded: impl Iterator<Item = (&'a str, u32)> + Clone,
+    ) {
+        for phase in &mut self.phases {
+            if phase.warmup_limit.take().is_some() {
+                let planned = phase.requests.iter().filter(|r| r.warmup).count() as u32;
+                let sent = recorded
+                    .clone()
+                    .filter(|(p, i)| *p == phase.name && *i < planned)
+                    .count() as u32;
+                phase.requests.retain(|r| !r.warmup || r.index < sent);
+            }
+        }
+    }
+}
+
 impl PhasePlan {
     /// The most requests in flight at once, when bounded.
     pub fn max_in_flight(&self) -> Option<usize> {
@@ -1020,6 +1056,40 @@ request = { api = "completions", output_tokens = 4 }
 
     fn exp() -> Experiment {
         spec::parse("t.toml", "t", SRC).unwrap()
+    }
+
+    #[test]
+    fn a_schedule_counts_its_requests_and_its_widest_phase() {
+        let s = schedule(&exp(), 5);
+        // cold: 1 warmup + 3 groups × 2 suffixes; warm: 3 × 1; load: 10.
+        assert_eq!(s.planned(), 7 + 3 + 10);
+        assert_eq!(
+            s.max_concurrency(),
+            4,
+            "load keeps four in flight, the others fewer"
+        );
+    }
+
+    #[test]
+    fn a_replay_keeps_the_warmups_a_timed_warmup_sent() {
+        let src = SRC.replace("warmup = 1", "warmup = 3\nwarmup_duration = \"1s\"");
+        let mut s = schedule(&spec::parse("t.toml", "t", &src).unwrap(), 5);
+        assert_eq!(s.phases[0].requests.iter().filter(|r| r.warmup).count(), 3);
+        let recorded = [("cold", 0), ("cold", 1), ("warm", 0), ("cold", 3)];
+        s.keep_recorded_warmups(recorded.iter().copied());
+        let cold = &s.phases[0];
+        assert_eq!(cold.warmup_limit, None, "the limit is spent");
+        assert_eq!(
+            cold.requests.iter().filter(|r| r.warmup).count(),
+            2,
+            "warmups 0 and 1 were recorded; index 3 is a measured request"
+        );
+        assert_eq!(cold.requests.len(), 2 + 6);
+        assert_eq!(
+            s.phases[2].requests.len(),
+            10,
+            "phases without a limit stay whole"
+        );
     }
 
     #[test]

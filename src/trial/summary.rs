@@ -1,0 +1,155 @@
+//! The run's summary: the tallied phases with the server's and the platform's view, the cost
+//! of a rented pod's share, serverless cold starts, and the verdicts of the experiment's
+//! assertions, which read the summary they are stored in.
+
+use super::Mode;
+use super::tally::Tallied;
+use crate::core::assert::Verdict;
+use crate::core::record::RequestRecord;
+use crate::observe::Health;
+use crate::observe::scrape::ScrapeRecord;
+use crate::report::{self, Cost, RunSummary, Serverless, ServerlessPhase, VerdictRow};
+use crate::spec::{Experiment, TargetSpec};
+use std::collections::{BTreeMap, HashMap};
+
+/// What the summary is made of besides the tally.
+pub struct Parts<'a> {
+    pub mode: Mode,
+    pub prompt_lengths: String,
+    pub scrapes: &'a [ScrapeRecord],
+    pub health: BTreeMap<String, Health>,
+    pub interrupted: bool,
+    pub cost_per_hour: Option<f64>,
+    /// Verdicts closer than this (seconds) to their threshold say so.
+    pub noise_floor: Option<f64>,
+}
+
+/// The summary, with its verdicts both inside it and returned.
+pub fn summarize(
+    exp: &Experiment,
+    target: &TargetSpec,
+    tallied: Tallied,
+    parts: Parts,
+) -> (RunSummary, Vec<Verdict>) {
+    let Tallied {
+        phases,
+        all,
+        all_server,
+        first_warmup,
+        ..
+    } = tallied;
+    let mut summary = RunSummary {
+        schema_version: report::RESULTS_SCHEMA_VERSION,
+        experiment: exp.name.clone(),
+        target: target.name.clone(),
+        mode: parts.mode.as_str().to_string(),
+        prompt_lengths: parts.prompt_lengths,
+        cost: parts
+            .cost_per_hour
+            .map(|h| cost(h, all.duration_s, all.output_tokens)),
+        phases,
+        all,
+        all_server,
+        server_metrics: server_metrics_status(exp, target, parts.scrapes),
+        interrupted: parts.interrupted,
+        // Filled in below: the assertions read the summary they are stored in.
+        assertions: Vec::new(),
+        serverless: target
+            .kind
+            .is_serverless()
+            .then(|| serverless(exp, parts.health, &first_warmup)),
+    };
+    let verdicts: Vec<Verdict> = exp
+        .assertions
+        .iter()
+        .map(|a| Verdict {
+            noise_floor: parts.noise_floor,
+            ..a.evaluate(&summary)
+        })
+        .collect();
+    summary.assertions = verdicts.iter().map(VerdictRow::from).collect();
+    (summary, verdicts)
+}
+
+/// A trial's share of a rented pod's price: its measured duration at the hourly rate.
+fn cost(per_hour: f64, duration_s: f64, output_tokens: u64) -> Cost {
+    let usd = per_hour * duration_s / 3600.0;
+    Cost {
+        per_hour_usd: per_hour,
+        trial_usd: usd,
+        per_million_output_tokens_usd: (output_tokens > 0)
+            .then(|| usd * 1e6 / output_tokens as f64),
+    }
+}
+
+/// Per phase: the endpoint's health around it and its first warmup request, the cold start.
+fn serverless(
+    exp: &Experiment,
+    mut health: BTreeMap<String, Health>,
+    first_warmup: &HashMap<String, RequestRecord>,
+) -> Serverless {
+    let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
+    let phases = exp
+        .phases
+        .iter()
+        .map(|p| {
+            let h = health.remove(&p.name).unwrap_or_default();
+            let warm_before = h.before.as_ref().and_then(|h| {
+                let n = |k: &str| h.pointer(&format!("/workers/{k}")).and_then(|v| v.as_u64());
+                Some(n("idle")? + n("running")? > 0)
+            });
+            let w = first_warmup.get(&p.name);
+            let phase = ServerlessPhase {
+                health_before: h.before,
+                health_after: h.after,
+                warm_before,
+                cold_start_ttft_ms: w.and_then(|r| r.ttft()).map(ms),
+                cold_start_e2e_ms: w.filter(|r| r.ok()).and_then(|r| r.e2e()).map(ms),
+                cold_start_error: w
+                    .and_then(|r| r.failure.as_ref())
+                    .map(|f| f.kind.to_string()),
+            };
+            (p.name.clone(), phase)
+        })
+        .collect();
+    Serverless {
+        note: report::SERVERLESS_NOTE,
+        phases,
+    }
+}
+
+/// Whether server metrics were collected, in words for the summary.
+fn server_metrics_status(
+    exp: &Experiment,
+    target: &TargetSpec,
+    scrapes: &[ScrapeRecord],
+) -> String {
+    if !target.kind.serves_metrics() {
+        return format!("none: {} targets have no /metrics", target.kind);
+    }
+    if !exp.observe.metrics {
+        return "off".to_string();
+    }
+    let metrics: Vec<&ScrapeRecord> = scrapes.iter().filter(|r| !r.gpu).collect();
+    let ok = metrics.iter().filter(|r| r.error.is_none()).count();
+    if ok > 0 {
+        return format!("scraped ({ok} of {} scrapes succeeded)", metrics.len());
+    }
+    match metrics.iter().find_map(|r| r.error.as_deref()) {
+        Some(e) => format!("unavailable: {e}"),
+        None => "unavailable".to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pods_cost_is_its_share_of_the_hour_and_per_million_output_tokens() {
+        let c = cost(3.6, 100.0, 50_000);
+        assert!((c.trial_usd - 0.1).abs() < 1e-12);
+        assert!((c.per_million_output_tokens_usd.unwrap() - 2.0).abs() < 1e-9);
+        assert_eq!(cost(3.6, 100.0, 0).per_million_output_tokens_usd, None);
+    }
+}

@@ -1,0 +1,206 @@
+//! Running summaries of a trial's records, fed one record at a time as requests complete (only
+//! a few dozen bytes of each, fidelity's row, stay in memory, so a run's memory does not grow
+//! with its length), then finished per phase with the server's view of the same phase.
+
+use crate::core::metrics::{Histograms, PhaseSummary, Slo, Summarizer};
+use crate::core::record::RequestRecord;
+use crate::core::server::{self, Canonical, ServerSummary};
+use crate::fidelity::{self, Row};
+use crate::observe::scrape::ScrapeRecord;
+use crate::report::NamedSummary;
+use crate::spec::Experiment;
+use std::collections::{BTreeMap, HashMap};
+
+pub struct Tally {
+    slo: Slo,
+    phases: HashMap<String, PhaseTally>,
+    all: Summarizer,
+    completed: usize,
+}
+
+/// One phase's share of a [`Tally`].
+struct PhaseTally {
+    summary: Summarizer,
+    turns: BTreeMap<u32, Summarizer>,
+    rows: Vec<Row>,
+    /// The phase's first warmup request, whole (a serverless cold start).
+    first_warmup: Option<RequestRecord>,
+}
+
+impl PhaseTally {
+    fn new(slo: Slo) -> Self {
+        Self {
+            summary: Summarizer::new(slo),
+            turns: BTreeMap::new(),
+            rows: Vec::new(),
+            first_warmup: None,
+        }
+    }
+}
+
+/// A finished tally.
+pub struct Tallied {
+    /// In the experiment's phase order; a phase that sent nothing has an empty summary.
+    pub phases: Vec<NamedSummary>,
+    pub all: PhaseSummary,
+    pub all_server: Option<ServerSummary>,
+    /// Per phase (`all` last), to be written beside the summary.
+    pub histograms: Vec<(String, Histograms)>,
+    /// Each phase's first warmup request.
+    pub first_warmup: HashMap<String, RequestRecord>,
+    pub completed: usize,
+}
+
+impl Tally {
+    pub fn new(slo: Slo) -> Self {
+        Self {
+            slo,
+            phases: HashMap::new(),
+            all: Summarizer::new(slo),
+            completed: 0,
+        }
+    }
+
+    pub fn add(&mut self, r: &RequestRecord) {
+        self.completed += 1;
+        self.all.add(r);
+        // The phase's name is copied once per phase, not per record.
+        if !self.phases.contains_key(&r.phase) {
+            self.phases
+                .insert(r.phase.clone(), PhaseTally::new(self.slo));
+        }
+        let Some(p) = self.phases.get_mut(&r.phase) else {
+            return;
+        };
+        p.summary.add(r);
+        if let Some(t) = r.turn {
+            p.turns
+                .entry(t)
+                .or_insert_with(|| Summarizer::new(self.slo))
+                .add(r);
+        }
+        p.rows.push(Row::from(r));
+        if r.warmup && p.first_warmup.as_ref().is_none_or(|w| r.index < w.index) {
+            p.first_warmup = Some(r.clone());
+        }
+    }
+
+    /// Summarises each phase of `exp` with its fidelity, its turns and the server's view
+    /// from `scrapes`.
+    pub fn finish(mut self, exp: &Experiment, scrapes: &[ScrapeRecord]) -> Tallied {
+        let mut phases = Vec::new();
+        let mut histograms = Vec::new();
+        let mut first_warmup = HashMap::new();
+        for p in &exp.phases {
+            let t = self
+                .phases
+                .remove(&p.name)
+                .unwrap_or_else(|| PhaseTally::new(self.slo));
+            if let Some(w) = t.first_warmup {
+                first_warmup.insert(p.name.clone(), w);
+            }
+            let (summary, hists) = t.summary.finish();
+            histograms.push((p.name.clone(), hists));
+            phases.push(NamedSummary {
+                name: p.name.clone(),
+                server: server_view(scrapes, Some(&p.name), summary.ttft.map(|t| t.mean_ms)),
+                fidelity: fidelity::fidelity(p, &t.rows),
+                by_turn: t
+                    .turns
+                    .into_iter()
+                    .map(|(turn, acc)| (turn, acc.finish().0))
+                    .collect(),
+                summary,
+            });
+        }
+        let (all, hists) = self.all.finish();
+        histograms.push(("all".to_string(), hists));
+        Tallied {
+            all_server: server_view(scrapes, None, all.ttft.map(|t| t.mean_ms)),
+            phases,
+            all,
+            histograms,
+            first_warmup,
+            completed: self.completed,
+        }
+    }
+}
+
+/// The server's figures over one phase's scrapes (`None`: all), when there are any.
+fn server_view(
+    scrapes: &[ScrapeRecord],
+    phase: Option<&str>,
+    client_ttft_ms: Option<f64>,
+) -> Option<ServerSummary> {
+    let rows: Vec<Option<&Canonical>> = scrapes
+        .iter()
+        .filter(|r| phase.is_none_or(|p| r.phase == p))
+        .map(|r| r.error.is_none().then_some(&r.values))
+        .collect();
+    (!rows.is_empty()).then(|| server::summarize_server(&rows, client_ttft_ms))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    const SRC: &str = r#"schema_version = 1
+description = "t"
+seed = 1
+[targets.llamacpp]
+[model]
+name = "m"
+[[phase]]
+name = "first"
+warmup = 2
+workload = { kind = "concurrent", concurrency = 1, requests = 2, input_tokens = 8 }
+request = { api = "completions", output_tokens = 4 }
+[[phase]]
+name = "second"
+workload = { kind = "concurrent", concurrency = 1, requests = 1, input_tokens = 8 }
+request = { api = "completions", output_tokens = 4 }
+[[phase]]
+name = "never"
+workload = { kind = "concurrent", concurrency = 1, requests = 1, input_tokens = 8 }
+request = { api = "completions", output_tokens = 4 }
+"#;
+
+    fn record(phase: &str, index: u32, warmup: bool) -> RequestRecord {
+        let at = Duration::from_millis(u64::from(index));
+        RequestRecord {
+            warmup,
+            ..RequestRecord::dropped(phase, index, None, at, at)
+        }
+    }
+
+    #[test]
+    fn phases_come_out_in_experiment_order_each_with_its_first_warmup() {
+        let exp = crate::spec::parse("t.toml", "t", SRC).unwrap();
+        let mut tally = Tally::new(exp.slo);
+        for r in [
+            record("second", 0, false),
+            record("first", 1, true),
+            record("first", 3, false),
+            record("first", 0, true),
+            record("first", 2, false),
+        ] {
+            tally.add(&r);
+        }
+        let t = tally.finish(&exp, &[]);
+        let names: Vec<&str> = t.phases.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(names, ["first", "second", "never"]);
+        assert_eq!(t.completed, 5);
+        assert_eq!(
+            t.first_warmup["first"].index, 0,
+            "the lowest index, not the first seen"
+        );
+        assert!(!t.first_warmup.contains_key("second"));
+        let hists: Vec<&str> = t.histograms.iter().map(|(p, _)| p.as_str()).collect();
+        assert_eq!(hists, ["first", "second", "never", "all"]);
+        assert!(
+            t.phases.iter().all(|p| p.server.is_none()),
+            "no scrapes, no server view"
+        );
+    }
+}
