@@ -32,8 +32,13 @@ pub enum GpuSource {
 }
 
 impl GpuSource {
-    /// From the environment of target `name` (`env` reads a variable).
-    pub fn from_env(env: &dyn Fn(&str) -> Option<String>, name: &str) -> Option<Self> {
+    /// From the environment of target `name` (`env` reads a variable); `pod` is the RunPod
+    /// pod the target runs on, when it does.
+    pub fn from_env(
+        env: &dyn Fn(&str) -> Option<String>,
+        name: &str,
+        pod: Option<&str>,
+    ) -> Option<Self> {
         let var = |s: &str| env(&crate::env::target_var(name, s)).filter(|v| !v.trim().is_empty());
         if let Some(cmd) = var("GPU_COMMAND") {
             return Some(GpuSource::Command(cmd));
@@ -41,12 +46,12 @@ impl GpuSource {
         if let Some(url) = var("DCGM_URL") {
             return Some(GpuSource::Dcgm(url));
         }
-        if let (Some(pod), Some(key)) = (var("RUNPOD_POD"), env("RUNPOD_API_KEY")) {
+        if let (Some(pod), Some(key)) = (pod, env("RUNPOD_API_KEY")) {
             let api = env("INFERLAB_RUNPOD_API")
                 .unwrap_or_else(|| "https://api.runpod.io/v2".to_string());
             return Some(GpuSource::RunPod {
                 api: api.trim_end_matches('/').to_string(),
-                pod,
+                pod: pod.to_string(),
                 key: Secret::new(key),
             });
         }
@@ -472,21 +477,21 @@ mod tests {
 
     #[test]
     fn sources_from_the_environment() {
-        let env = |k: &str| match k {
-            "INFERLAB_VLLM_RUNPOD_POD" => Some("abc".to_string()),
-            "RUNPOD_API_KEY" => Some("rp-secret-1".to_string()),
-            _ => None,
-        };
-        let s = GpuSource::from_env(&env, "vllm").unwrap();
+        let env = |k: &str| (k == "RUNPOD_API_KEY").then(|| "rp-secret-1".to_string());
+        assert!(
+            GpuSource::from_env(&env, "vllm", None).is_none(),
+            "a key alone names no pod"
+        );
+        let s = GpuSource::from_env(&env, "vllm", Some("abc")).unwrap();
         assert!(
             matches!(&s, GpuSource::RunPod { api, pod, .. } if api == "https://api.runpod.io/v2" && pod == "abc")
         );
         assert!(!s.describe().contains("rp-secret"));
-        assert!(GpuSource::from_env(&|_| None, "vllm").is_none());
+        assert!(GpuSource::from_env(&|_| None, "vllm", Some("abc")).is_none());
         let env =
             |k: &str| (k == "INFERLAB_X_DCGM_URL").then(|| "http://h:9400/metrics".to_string());
         assert!(matches!(
-            GpuSource::from_env(&env, "x"),
+            GpuSource::from_env(&env, "x", Some("abc")),
             Some(GpuSource::Dcgm(_))
         ));
     }

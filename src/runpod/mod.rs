@@ -5,6 +5,7 @@
 pub mod api;
 pub mod deploy;
 pub mod lifecycle;
+pub mod matrix;
 
 /// A pod's HTTP proxy URL: `https://{pod}-{port}.proxy.runpod.net`, or the template in
 /// `INFERLAB_RUNPOD_PROXY` (with `{pod}` and `{port}`), which tests point at a local stand-in.

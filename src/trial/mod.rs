@@ -81,8 +81,21 @@ pub fn plan(
     env: &dyn Fn(&str) -> Option<String>,
     fixtures_root: &Path,
 ) -> Result<Plan, String> {
+    let source = TargetSource::read(&target.name, env)?;
+    plan_at(exp, target, source, env, fixtures_root)
+}
+
+/// Decides the mode for a target at `source`, whatever its variables say (a pod that
+/// `run --deploy` rented); its key, model and GPU telemetry still come from `env`.
+pub fn plan_at(
+    exp: &Experiment,
+    target: &TargetSpec,
+    source: TargetSource,
+    env: &dyn Fn(&str) -> Option<String>,
+    fixtures_root: &Path,
+) -> Result<Plan, String> {
     let get = |s: &str| env(&target_var(&target.name, s)).filter(|v| !v.trim().is_empty());
-    let (base_url, api_key, gpu) = match TargetSource::read(&target.name, env)? {
+    let (base_url, api_key, gpu) = match source {
         TargetSource::Serverless { id } => (
             format!("{}/openai", crate::runpod::serverless_url(env, &id)),
             // The endpoint takes the RunPod key unless the target has its own.
@@ -93,12 +106,12 @@ pub fn plan(
             Endpoint::normalize_url(&url)
                 .map_err(|e| format!("{}: {e}", target_var(&target.name, "URL")))?,
             get("API_KEY"),
-            GpuSource::from_env(env, &target.name),
+            GpuSource::from_env(env, &target.name, None),
         ),
         TargetSource::Pod { id, port } => (
             crate::runpod::proxy_url(env, &id, &port),
             get("API_KEY"),
-            GpuSource::from_env(env, &target.name),
+            GpuSource::from_env(env, &target.name, Some(&id)),
         ),
         TargetSource::None => {
             let dir = fixture_dir(fixtures_root, &exp.name, &target.name);

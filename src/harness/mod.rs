@@ -5,6 +5,13 @@
 //! An experiment file × one of its targets is a trial named `<experiment>::<target>`; the list
 //! is sorted by name. Discovery that finds no file is an error, never an empty success.
 
+mod exit;
+mod run;
+
+pub use exit::Exit;
+pub use run::{Event, RunArgs, RunResult, TrialLine, run};
+
+use crate::env::TargetSource;
 use crate::report;
 use crate::spec::{self, Experiment, SpecError, TargetSpec};
 use crate::trial::{Plan, TrialOutcome};
@@ -77,6 +84,9 @@ pub fn snapshot_name(exp: &Experiment, target: &TargetSpec) -> String {
 pub struct Selection {
     pub filters: Vec<String>,
     pub target: Option<String>,
+    /// Where the selected targets are, whatever their variables say (the pod `run --deploy`
+    /// rented for `target`).
+    pub source: Option<TargetSource>,
 }
 
 impl Selection {
@@ -113,7 +123,10 @@ pub fn trials<'a>(
             name: trial_name(e, t),
             experiment: e,
             target: t,
-            plan: crate::trial::plan(e, t, env, fixtures),
+            plan: match &selection.source {
+                Some(source) => crate::trial::plan_at(e, t, source.clone(), env, fixtures),
+                None => crate::trial::plan(e, t, env, fixtures),
+            },
         })
         .collect();
     out.sort_by(|a, b| a.name.cmp(&b.name));
@@ -182,7 +195,7 @@ mod tests {
         );
         let by_filter = Selection {
             filters: vec!["zeta".into(), "alpha::".into()],
-            target: None,
+            ..Selection::default()
         };
         assert_eq!(
             names(&by_filter),
@@ -191,11 +204,12 @@ mod tests {
         let by_target = Selection {
             filters: vec!["zeta".into()],
             target: Some("vllm".into()),
+            ..Selection::default()
         };
         assert_eq!(names(&by_target), ["zeta::vllm"]);
         let nothing = Selection {
             filters: vec!["nope".into()],
-            target: None,
+            ..Selection::default()
         };
         assert!(names(&nothing).is_empty());
     }
@@ -211,6 +225,23 @@ mod tests {
         let env = |k: &str| (k == "INFERLAB_MY_BOX_URL").then(|| "not a url".to_string());
         let t = trials(&exps, &Selection::default(), &env, Path::new("/x"));
         assert!(t[0].plan.is_err(), "{:?}", t[0].plan);
+        let on_pod = Selection {
+            source: Some(TargetSource::Pod {
+                id: "pod1".into(),
+                port: "8000".into(),
+            }),
+            ..Selection::default()
+        };
+        let proxy = |k: &str| {
+            (k == "INFERLAB_RUNPOD_PROXY").then(|| "http://127.0.0.1:9/{pod}/{port}".to_string())
+        };
+        let t = trials(&exps, &on_pod, &proxy, Path::new("/x"));
+        match &t[0].plan {
+            Ok(Plan::Live { endpoint, .. }) => {
+                assert_eq!(endpoint.base_url, "http://127.0.0.1:9/pod1/8000")
+            }
+            p => panic!("the pod wins over an unset URL: {p:?}"),
+        }
     }
 
     #[test]

@@ -1,0 +1,168 @@
+//! The command line: what `inferlab` accepts, parsed by clap.
+
+use clap::{Args, Parser, Subcommand};
+use inferlab::calibrate::CalibrateOptions;
+use inferlab::truth::TruthConfig;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Parser)]
+#[command(
+    name = "inferlab",
+    version,
+    about = "Latency and throughput experiments against LLM inference servers"
+)]
+pub struct Cli {
+    /// Directory of experiment files.
+    #[arg(
+        long,
+        global = true,
+        default_value = "experiments",
+        env = "INFERLAB_EXPERIMENTS_DIR"
+    )]
+    pub experiments: PathBuf,
+    /// Directory of recorded fixtures.
+    #[arg(
+        long,
+        global = true,
+        default_value = "wiremock-fixtures",
+        env = "INFERLAB_FIXTURES_DIR"
+    )]
+    pub fixtures: PathBuf,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// List every trial (`<experiment>::<target>`) and the mode it would run in.
+    List,
+    /// Check experiment files (all of them when none are given).
+    Validate { files: Vec<PathBuf> },
+    /// Run the trials whose name contains any FILTER (all when none is given).
+    Run {
+        filters: Vec<String>,
+        /// Only this target.
+        #[arg(long)]
+        target: Option<String>,
+        /// Where results go.
+        #[arg(long, default_value = "results", env = "INFERLAB_RESULTS_DIR")]
+        results: PathBuf,
+        /// Rent a RunPod pod for this deployment file, run the trials of the target it serves
+        /// against it, then terminate it.
+        #[arg(long)]
+        deploy: Option<PathBuf>,
+        /// With --deploy: leave the pod running afterwards.
+        #[arg(long, requires = "deploy")]
+        keep: bool,
+    },
+    /// Print a deployment's memory arithmetic; with RUNPOD_API_KEY, the cheapest GPU that fits.
+    Plan { deployment: PathBuf },
+    /// Create a deployment's pod, wait until its engine is healthy, and leave it running.
+    Up { deployment: PathBuf },
+    /// Terminate pods: those named, or every pod in the ledger with --all.
+    Down {
+        pods: Vec<String>,
+        #[arg(long)]
+        all: bool,
+    },
+    /// Serve ground-truth streams: one token per chunk at exact deadlines, every write
+    /// recorded (GET /truth/records).
+    TruthServer(TruthArgs),
+    /// Measure this machine's client against the built-in truth server: TTFT and ITL errors,
+    /// achieved request rate, connections, client CPU, and the chunk-rate ceiling.
+    Calibrate(CalibrateArgs),
+}
+
+/// `truth-server`'s flags.
+#[derive(Args)]
+pub struct TruthArgs {
+    /// Address to bind.
+    #[arg(long, default_value = "127.0.0.1:8089")]
+    pub bind: std::net::SocketAddr,
+    /// Time to first token, in milliseconds (per request: header x-truth-ttft-us).
+    #[arg(long, default_value_t = 20.0)]
+    pub ttft_ms: f64,
+    /// Inter-token latency, in milliseconds (per request: header x-truth-itl-us).
+    #[arg(long, default_value_t = 10.0)]
+    pub itl_ms: f64,
+    /// Tokens when a request has no max_tokens.
+    #[arg(long, default_value_t = 64)]
+    pub tokens: u32,
+    /// Server threads (1: a single-threaded runtime).
+    #[arg(long, default_value_t = 1)]
+    pub workers: usize,
+}
+
+/// `calibrate`'s flags.
+#[derive(Args)]
+pub struct CalibrateArgs {
+    /// Concurrent streams, one level each.
+    #[arg(long, value_delimiter = ',', default_value = "1,64,256,512")]
+    pub concurrency: Vec<u32>,
+    /// Requests per stream at each level (the first, connection-opening wave excluded
+    /// from the statistics).
+    #[arg(long, default_value_t = 5)]
+    pub rounds: u32,
+    #[arg(long, default_value_t = 20.0)]
+    pub ttft_ms: f64,
+    #[arg(long, default_value_t = 10.0)]
+    pub itl_ms: f64,
+    #[arg(long, default_value_t = 64)]
+    pub tokens: u32,
+    /// ITLs (ms) tried at --ceiling-concurrency to find the highest faithful chunk rate;
+    /// empty to skip.
+    #[arg(long, value_delimiter = ',', default_value = "8,4,2,1")]
+    pub ceiling_itl_ms: Vec<f64>,
+    #[arg(long, default_value_t = 512)]
+    pub ceiling_concurrency: u32,
+    /// Skip the ceiling search.
+    #[arg(long)]
+    pub no_ceiling: bool,
+    /// Client runtime worker threads (0: INFERLAB_CLIENT_WORKERS, else 1).
+    #[arg(long, default_value_t = 0)]
+    pub client_workers: usize,
+    /// Truth server threads.
+    #[arg(long, default_value_t = 1)]
+    pub server_workers: usize,
+    /// Where calibration.json goes.
+    #[arg(long, default_value = "results", env = "INFERLAB_RESULTS_DIR")]
+    pub results: PathBuf,
+}
+
+fn millis(ms: f64, flag: &str) -> anyhow::Result<Duration> {
+    Duration::try_from_secs_f64(ms / 1e3)
+        .map_err(|_| anyhow::anyhow!("{flag}: {ms} is not a duration in milliseconds"))
+}
+
+impl TruthArgs {
+    pub fn config(&self) -> anyhow::Result<TruthConfig> {
+        Ok(TruthConfig {
+            ttft: millis(self.ttft_ms, "--ttft-ms")?,
+            itl: millis(self.itl_ms, "--itl-ms")?,
+            tokens: self.tokens,
+            workers: self.workers,
+            record: true,
+        })
+    }
+}
+
+impl CalibrateArgs {
+    pub fn options(&self) -> anyhow::Result<CalibrateOptions> {
+        Ok(CalibrateOptions {
+            concurrency: self.concurrency.clone(),
+            rounds: self.rounds,
+            ttft: millis(self.ttft_ms, "--ttft-ms")?,
+            itl: millis(self.itl_ms, "--itl-ms")?,
+            tokens: self.tokens,
+            ceiling_itls: self
+                .ceiling_itl_ms
+                .iter()
+                .filter(|_| !self.no_ceiling)
+                .map(|&m| millis(m, "--ceiling-itl-ms"))
+                .collect::<anyhow::Result<_>>()?,
+            ceiling_concurrency: self.ceiling_concurrency,
+            server_workers: self.server_workers,
+        })
+    }
+}
