@@ -12,7 +12,7 @@
 //! 1 000 and 5 000 as a smoke test.
 
 use inferlab::run;
-use inferlab::spec;
+use inferlab::spec_io;
 use inferlab::trial::{self, TrialOptions};
 use inferlab::truth::{TruthConfig, TruthServer};
 use std::time::{Duration, Instant};
@@ -60,7 +60,7 @@ request = {{ api = "completions", output_tokens = 4 }}
 expr = "all.error_rate == 0"
 "#
     );
-    let exp = spec::parse("memory.toml", "memory", &src).expect("experiment");
+    let exp = spec_io::parse("memory.toml", "memory", &src).expect("experiment");
     let target = exp.target("box").expect("target").clone();
     let url = server.url();
     let env = move |k: &str| (k == "INFERLAB_BOX_URL").then(|| url.clone());

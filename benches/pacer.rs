@@ -12,7 +12,8 @@ mod common;
 use inferlab::client::{self, Endpoint};
 use inferlab::core::engine::TargetKind;
 use inferlab::run::{Completed, run_phase};
-use inferlab::spec::{self, Api, Timeouts};
+use inferlab::spec::{Api, Timeouts};
+use inferlab::spec_io;
 use inferlab::workload::{Pacing, PhasePlan, PlannedRequest, schedule};
 use std::time::Duration;
 use tokio::time::Instant;
@@ -117,7 +118,7 @@ fn main() {
     });
     if full {
         let src = "schema_version = 1\ndescription = \"d\"\nseed = 1\n[targets.llamacpp]\n[model]\nname = \"m\"\n[[phase]]\nname = \"p\"\nworkload = { kind = \"rate\", process = \"poisson\", rate = 1000.0, requests = 1000000, input_tokens = 64 }\nrequest = { api = \"completions\", output_tokens = 16 }\n";
-        let exp = spec::parse("big.toml", "big", src).expect("experiment");
+        let exp = spec_io::parse("big.toml", "big", src).expect("experiment");
         let before = rss_kib();
         let t = std::time::Instant::now();
         let s = schedule(&exp, 1);

@@ -31,6 +31,7 @@ pub mod report;
 pub mod run;
 pub mod runpod;
 pub mod spec;
+pub mod spec_io;
 pub mod tokenize;
 pub mod trial;
 pub mod truth;

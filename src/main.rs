@@ -7,7 +7,8 @@ use clap::Parser;
 use inferlab::calibrate::{self, CalibrateOptions};
 use inferlab::harness::{self, Event, Exit, RunArgs, Selection};
 use inferlab::runpod::matrix::Console;
-use inferlab::spec::{self, Experiment};
+use inferlab::spec::Experiment;
+use inferlab::spec_io;
 use inferlab::trial::{Plan, TrialOutcome};
 use inferlab::truth::TruthServer;
 use inferlab::{report, run};
@@ -143,14 +144,14 @@ fn list(cli: &Cli) -> anyhow::Result<Exit> {
 
 fn validate(cli: &Cli, files: &[PathBuf]) -> anyhow::Result<Exit> {
     let files = if files.is_empty() {
-        spec::discover(&cli.experiments)
+        spec_io::discover(&cli.experiments)
             .with_context(|| format!("reading {}", cli.experiments.display()))?
     } else {
         files.to_vec()
     };
     let mut bad = 0;
     for f in &files {
-        match spec::load(f) {
+        match spec_io::load(f) {
             Ok(e) => println!(
                 "ok  {} ({} phases, {} targets, {} assertions)",
                 f.display(),

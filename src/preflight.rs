@@ -252,7 +252,7 @@ request = { api = "completions", output_tokens = 27 }
 "#;
 
     fn exp() -> Experiment {
-        crate::spec::parse("t.toml", "t", SRC).unwrap()
+        crate::spec_io::parse("t.toml", "t", SRC).unwrap()
     }
 
     fn ctx(tokens: u64) -> Option<Context> {

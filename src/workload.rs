@@ -1031,7 +1031,7 @@ fn session(p: &Phase, id: u32, system: Option<String>, steps: Vec<StepPlan>) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::spec;
+    use crate::spec_io;
 
     const SRC: &str = r#"schema_version = 1
 description = "t"
@@ -1055,7 +1055,7 @@ request = { api = "completions", output_tokens = 4 }
 "#;
 
     fn exp() -> Experiment {
-        spec::parse("t.toml", "t", SRC).unwrap()
+        spec_io::parse("t.toml", "t", SRC).unwrap()
     }
 
     #[test]
@@ -1073,7 +1073,7 @@ request = { api = "completions", output_tokens = 4 }
     #[test]
     fn a_replay_keeps_the_warmups_a_timed_warmup_sent() {
         let src = SRC.replace("warmup = 1", "warmup = 3\nwarmup_duration = \"1s\"");
-        let mut s = schedule(&spec::parse("t.toml", "t", &src).unwrap(), 5);
+        let mut s = schedule(&spec_io::parse("t.toml", "t", &src).unwrap(), 5);
         assert_eq!(s.phases[0].requests.iter().filter(|r| r.warmup).count(), 3);
         let recorded = [("cold", 0), ("cold", 1), ("warm", 0), ("cold", 3)];
         s.keep_recorded_warmups(recorded.iter().copied());
@@ -1191,7 +1191,7 @@ request = { api = "completions", output_tokens = 4 }
             "workload = { kind = \"concurrent\", concurrency = 4, requests = 10, input_tokens = 20 }",
             "workload = { kind = \"concurrent\", concurrency = 4, requests = 10 }\ninput_lengths = { dist = \"uniform\", min = 5, max = 50 }\noutput_lengths = { dist = \"uniform\", min = 1, max = 9 }",
         );
-        let e = spec::parse("t.toml", "t", &src).unwrap();
+        let e = spec_io::parse("t.toml", "t", &src).unwrap();
         let a = schedule(&e, 1);
         let load = &a.phases[2];
         let lens: Vec<u32> = load.requests.iter().map(|r| r.input_tokens).collect();
@@ -1217,7 +1217,7 @@ request = { api = "completions", output_tokens = 4 }
             "workload = { kind = \"concurrent\", concurrency = 4, requests = 10, input_tokens = 20 }",
             "workload = { kind = \"ramp\", from = 1.0, to = 6.0, duration = \"6s\", max_concurrency = 8, input_tokens = 20 }",
         );
-        let e = spec::parse("t.toml", "t", &src).unwrap();
+        let e = spec_io::parse("t.toml", "t", &src).unwrap();
         let load = &schedule(&e, 1).phases[2];
         assert!(matches!(
             load.pacing,

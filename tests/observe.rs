@@ -3,7 +3,8 @@
 
 mod common;
 
-use inferlab::spec::{self, Experiment};
+use inferlab::spec::Experiment;
+use inferlab::spec_io;
 use inferlab::trial::{self, TrialOptions, TrialOutcome};
 use std::path::PathBuf;
 
@@ -33,7 +34,7 @@ expr = "all.error_rate == 0"
 expr = "{extra_assert}"
 "#
     );
-    spec::parse("observe.toml", "observe", &src).unwrap()
+    spec_io::parse("observe.toml", "observe", &src).unwrap()
 }
 
 async fn run(server: &common::Scripted, exp: &Experiment) -> TrialOutcome {

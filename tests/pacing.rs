@@ -5,7 +5,8 @@
 
 mod common;
 
-use inferlab::spec::{self, Experiment};
+use inferlab::spec::Experiment;
+use inferlab::spec_io;
 use inferlab::trial::{self, TrialOptions, TrialOutcome};
 use std::path::PathBuf;
 
@@ -13,7 +14,7 @@ fn experiment(phases: &str, asserts: &str) -> Experiment {
     let src = format!(
         "schema_version = 1\ndescription = \"pacing\"\nseed = 5\n[targets.box]\nkind = \"openai\"\n[model]\nname = \"m\"\n[observe]\nmetrics = false\n{phases}\n{asserts}"
     );
-    spec::parse("pacing.toml", "pacing", &src).unwrap()
+    spec_io::parse("pacing.toml", "pacing", &src).unwrap()
 }
 
 async fn run(exp: &Experiment) -> TrialOutcome {
@@ -282,7 +283,7 @@ async fn agentic_sessions_grow_with_tool_results_and_fan_out() {
 #[test]
 fn session_workloads_need_chat() {
     let src = "schema_version = 1\ndescription = \"d\"\nseed = 1\n[targets.llamacpp]\n[model]\nname = \"m\"\n[[phase]]\nname = \"p\"\nworkload = { kind = \"multi_turn\", sessions = 1, turns = 2, first_tokens = 4, turn_tokens = 4 }\nrequest = { api = \"completions\", output_tokens = 4 }\n";
-    let e = spec::parse("s.toml", "s", src).unwrap_err().to_string();
+    let e = spec_io::parse("s.toml", "s", src).unwrap_err().to_string();
     assert!(
         e.contains("phase[0].request.api: multi_turn and agentic sessions are conversations"),
         "{e}"
@@ -315,13 +316,13 @@ async fn prompt_lengths_are_checked_with_the_servers_tokenizer() {
         )
     };
     let server = common::start().await;
-    let exp = spec::parse("t.toml", "t", &src("llamacpp")).unwrap();
+    let exp = spec_io::parse("t.toml", "t", &src("llamacpp")).unwrap();
     let out = common::run_live(&exp, &server.url, "tokenize").await;
     assert_eq!(
         out.summary.prompt_lengths,
         "exact: 1 sampled prompts tokenize to their declared 12 tokens (server /tokenize)"
     );
-    let exp = spec::parse("t.toml", "t", &src("openai")).unwrap();
+    let exp = spec_io::parse("t.toml", "t", &src("openai")).unwrap();
     let out = common::run_live(&exp, &server.url, "tokenize").await;
     assert_eq!(
         out.summary.prompt_lengths,
@@ -337,7 +338,7 @@ async fn requests_that_cannot_fit_the_servers_context_are_refused_before_sending
         )
     };
     let server = common::start().await;
-    let exp = spec::parse("t.toml", "t", &src(100)).unwrap();
+    let exp = spec_io::parse("t.toml", "t", &src(100)).unwrap();
     let target = exp.target("box").unwrap().clone();
     let url = server.url.clone();
     let env = move |k: &str| (k == "INFERLAB_BOX_URL").then(|| url.clone());
@@ -358,7 +359,7 @@ async fn requests_that_cannot_fit_the_servers_context_are_refused_before_sending
         err.contains("phase `long` plans a request of 100 prompt + 5 output tokens, more than the server's context of 64 tokens (max_model_len from /v1/models)"),
         "{err}"
     );
-    let exp = spec::parse("t.toml", "t", &src(40)).unwrap();
+    let exp = spec_io::parse("t.toml", "t", &src(40)).unwrap();
     assert!(common::run_live(&exp, &server.url, "ctx").await.passed());
 }
 

@@ -4,7 +4,8 @@
 mod common;
 
 use inferlab::replay::{Fixture, Source};
-use inferlab::spec::{self, Experiment};
+use inferlab::spec::Experiment;
+use inferlab::spec_io;
 use inferlab::trial::{self, Mode, Plan, TrialOptions};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -38,7 +39,7 @@ fn scratch(name: &str) -> PathBuf {
 }
 
 fn experiment(src: &str) -> Experiment {
-    spec::parse("round_trip.toml", "round_trip", src).unwrap()
+    spec_io::parse("round_trip.toml", "round_trip", src).unwrap()
 }
 
 fn env_with(vars: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> + use<> {

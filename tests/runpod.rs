@@ -765,7 +765,7 @@ request = { api = "completions", output_tokens = 2 }
 [[assert]]
 expr = "all.error_rate == 0"
 "#;
-    let exp = inferlab::spec::parse("serverless.toml", "serverless", src).unwrap();
+    let exp = inferlab::spec_io::parse("serverless.toml", "serverless", src).unwrap();
     let target = exp.target("sl").unwrap().clone();
     let base = format!("{}/v2/{{endpoint}}", mock.uri());
     let env = move |k: &str| match k {
@@ -815,7 +815,7 @@ name = "load"
 workload = { kind = "concurrent", concurrency = 1, requests = 3, input_tokens = 8 }
 request = { api = "completions", output_tokens = 2 }
 "#;
-    let e = inferlab::spec::parse("s.toml", "s", src)
+    let e = inferlab::spec_io::parse("s.toml", "s", src)
         .unwrap_err()
         .to_string();
     assert!(

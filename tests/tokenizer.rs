@@ -71,7 +71,7 @@ expr = "all.error_rate == 0"
 async fn prompts_come_from_the_tokenizer_and_are_counted_exactly() {
     let dir = scratch("exact");
     let words = write_tokenizer(&dir.join("tokenizer.json"), 300);
-    let exp = inferlab::spec::load(&experiment(&dir, "tokenizer.json")).unwrap();
+    let exp = inferlab::spec_io::load(&experiment(&dir, "tokenizer.json")).unwrap();
     let schedule = inferlab::workload::schedule(&exp, 1);
     for r in &schedule.phases[0].requests {
         let n = r.prompt.split(' ').count();
@@ -101,7 +101,7 @@ async fn prompts_come_from_the_tokenizer_and_are_counted_exactly() {
 #[test]
 fn a_missing_or_unusable_tokenizer_is_named_where_it_is_written() {
     let dir = scratch("bad");
-    let e = inferlab::spec::load(&experiment(&dir, "nope.json"))
+    let e = inferlab::spec_io::load(&experiment(&dir, "nope.json"))
         .unwrap_err()
         .to_string();
     assert!(
@@ -110,12 +110,12 @@ fn a_missing_or_unusable_tokenizer_is_named_where_it_is_written() {
     );
     assert!(e.contains("does not exist"), "{e}");
     std::fs::write(dir.join("garbage.json"), "{\"not\": \"a tokenizer\"}").unwrap();
-    let e = inferlab::spec::load(&experiment(&dir, "garbage.json"))
+    let e = inferlab::spec_io::load(&experiment(&dir, "garbage.json"))
         .unwrap_err()
         .to_string();
     assert!(e.contains("is not a tokenizer.json"), "{e}");
     write_tokenizer(&dir.join("tiny.json"), 10);
-    let e = inferlab::spec::load(&experiment(&dir, "tiny.json"))
+    let e = inferlab::spec_io::load(&experiment(&dir, "tiny.json"))
         .unwrap_err()
         .to_string();
     assert!(e.contains("too few plain words"), "{e}");

@@ -243,7 +243,7 @@ expr = "b.ttft.p50 <= 10 * a.ttft.p50"
 [[assert]]
 expr = "all.error_rate == 0"
 "#;
-    let exp = inferlab::spec::parse("calibrated.toml", "calibrated", src).unwrap();
+    let exp = inferlab::spec_io::parse("calibrated.toml", "calibrated", src).unwrap();
     let out = common::run_live(&exp, &s.url(), "calibrated").await;
     assert!(out.passed(), "{:?}", out.verdicts);
     let floor = out.verdicts[0].noise_floor.expect("a noise floor");

@@ -13,7 +13,8 @@ pub use run::{Event, RunArgs, RunResult, TrialLine, run};
 
 use crate::env::TargetSource;
 use crate::report;
-use crate::spec::{self, Experiment, SpecError, TargetSpec};
+use crate::spec::{Experiment, SpecError, TargetSpec};
+use crate::spec_io;
 use crate::trial::{Plan, TrialOutcome};
 use std::path::{Path, PathBuf};
 
@@ -40,7 +41,7 @@ pub struct Discovered {
 
 /// Loads every `*.toml` in `dir` (sorted by file name).
 pub fn discover(dir: &Path) -> Result<Discovered, DiscoveryError> {
-    let files = spec::discover(dir).map_err(|source| DiscoveryError::Read {
+    let files = spec_io::discover(dir).map_err(|source| DiscoveryError::Read {
         dir: dir.to_path_buf(),
         source,
     })?;
@@ -54,7 +55,7 @@ pub fn discover(dir: &Path) -> Result<Discovered, DiscoveryError> {
         invalid: Vec::new(),
     };
     for f in files {
-        match spec::load(&f) {
+        match spec_io::load(&f) {
             Ok(e) => out.experiments.push(e),
             Err(e) => {
                 let stem = f
@@ -175,7 +176,7 @@ mod tests {
         for t in targets {
             src.push_str(&format!("[targets.{t}]\nkind = \"openai\"\n"));
         }
-        spec::parse(&format!("{name}.toml"), name, &src).unwrap()
+        spec_io::parse(&format!("{name}.toml"), name, &src).unwrap()
     }
 
     #[test]

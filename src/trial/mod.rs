@@ -225,7 +225,7 @@ request = { api = "completions", output_tokens = 4 }
 "#;
 
     fn decide(vars: &[(&str, &str)]) -> Result<Plan, String> {
-        let exp = crate::spec::parse("t.toml", "t", SRC).unwrap();
+        let exp = crate::spec_io::parse("t.toml", "t", SRC).unwrap();
         let env = |k: &str| {
             vars.iter()
                 .find(|(n, _)| *n == k)

@@ -176,7 +176,7 @@ request = { api = "completions", output_tokens = 4 }
 
     #[test]
     fn phases_come_out_in_experiment_order_each_with_its_first_warmup() {
-        let exp = crate::spec::parse("t.toml", "t", SRC).unwrap();
+        let exp = crate::spec_io::parse("t.toml", "t", SRC).unwrap();
         let mut tally = Tally::new(exp.slo);
         for r in [
             record("second", 0, false),
