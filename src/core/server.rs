@@ -93,157 +93,169 @@ fn detect(e: &Exposition) -> Option<TargetKind> {
     }
 }
 
+/// Canonical series being filled from one exposition.
+struct Series<'a> {
+    e: &'a Exposition,
+    out: Canonical,
+}
+
+impl Series<'_> {
+    fn put(&mut self, k: &str, v: Option<f64>) {
+        if let Some(v) = v {
+            self.out.insert(k.to_string(), v);
+        }
+    }
+
+    /// `<canon>_sum` and `<canon>_count` from the first histogram of `names` that has both.
+    fn histogram(&mut self, canon: &str, names: &[&str]) {
+        let e = self.e;
+        let pair = |base: &str| {
+            (
+                sum(e, &format!("{base}_sum")),
+                sum(e, &format!("{base}_count")),
+            )
+        };
+        if let Some((s, c)) = names
+            .iter()
+            .map(|n| pair(n))
+            .find(|(s, c)| s.is_some() && c.is_some())
+        {
+            self.put(&format!("{canon}_sum"), s);
+            self.put(&format!("{canon}_count"), c);
+        }
+    }
+}
+
 /// Reduces one scrape to canonical series.
 pub fn canonical(kind: TargetKind, e: &Exposition) -> Canonical {
-    let mut out = Canonical::new();
-    let mut put = |k: &str, v: Option<f64>| {
-        if let Some(v) = v {
-            out.insert(k.to_string(), v);
-        }
+    let mut s = Series {
+        e,
+        out: Canonical::new(),
     };
     let kind = match kind {
         TargetKind::Openai => detect(e),
         k => Some(k),
     };
-    let hist = |base: &str| {
-        (
-            sum(e, &format!("{base}_sum")),
-            sum(e, &format!("{base}_count")),
-        )
-    };
     match kind {
-        Some(TargetKind::Vllm) => {
-            put(
-                "kv_cache_usage",
-                first(
-                    e,
-                    &["vllm:kv_cache_usage_perc", "vllm:gpu_cache_usage_perc"],
-                    mean,
-                ),
-            );
-            // Current builds count tokens; the older `gpu_prefix_cache_*` counted blocks. The
-            // hit *rate* is the same either way.
-            put(
-                "prefix_cache_queries",
-                first(
-                    e,
-                    &[
-                        "vllm:prefix_cache_queries_total",
-                        "vllm:gpu_prefix_cache_queries_total",
-                    ],
-                    sum,
-                ),
-            );
-            put(
-                "prefix_cache_hits",
-                first(
-                    e,
-                    &[
-                        "vllm:prefix_cache_hits_total",
-                        "vllm:gpu_prefix_cache_hits_total",
-                    ],
-                    sum,
-                ),
-            );
-            put("preemptions", sum(e, "vllm:num_preemptions_total"));
-            put("requests_running", sum(e, "vllm:num_requests_running"));
-            put("requests_waiting", sum(e, "vllm:num_requests_waiting"));
-            put("prompt_tokens", sum(e, "vllm:prompt_tokens_total"));
-            put("generation_tokens", sum(e, "vllm:generation_tokens_total"));
-            for (canon, names) in [
-                ("server_ttft", &["vllm:time_to_first_token_seconds"][..]),
-                (
-                    "server_itl",
-                    &[
-                        "vllm:inter_token_latency_seconds",
-                        "vllm:time_per_output_token_seconds",
-                    ][..],
-                ),
-                ("server_e2e", &["vllm:e2e_request_latency_seconds"][..]),
-                (
-                    "server_queue_time",
-                    &["vllm:request_queue_time_seconds"][..],
-                ),
-            ] {
-                if let Some((s, c)) = names
-                    .iter()
-                    .map(|n| hist(n))
-                    .find(|(s, c)| s.is_some() && c.is_some())
-                {
-                    put(&format!("{canon}_sum"), s);
-                    put(&format!("{canon}_count"), c);
-                }
-            }
-        }
-        Some(TargetKind::Sglang) => {
-            put("kv_cache_usage", mean(e, "sglang:token_usage"));
-            if let (Some(ev), Some(total)) = (
-                sum(e, "sglang:kv_evictable_tokens"),
-                sum(e, "sglang:max_total_num_tokens"),
-            ) && total > 0.0
-            {
-                put("kv_cache_evictable", Some(ev / total));
-            }
-            let mode = |m: &'static str| move |s: &Sample| s.label("mode") == Some(m);
-            let cache = sum_where(e, "sglang:realtime_tokens_total", &mode("prefill_cache"));
-            let compute = sum_where(e, "sglang:realtime_tokens_total", &mode("prefill_compute"));
-            if let (Some(h), Some(c)) = (cache, compute) {
-                put("prefix_cache_hits", Some(h));
-                put("prefix_cache_queries", Some(h + c));
-            } else if let (Some(h), Some(p)) = (
-                sum(e, "sglang:cached_tokens_total"),
-                sum(e, "sglang:prompt_tokens_total"),
-            ) {
-                put("prefix_cache_hits", Some(h));
-                put("prefix_cache_queries", Some(p));
-            }
-            put("preemptions", sum(e, "sglang:num_retracted_requests_total"));
-            put("requests_running", sum(e, "sglang:num_running_reqs"));
-            put("requests_waiting", sum(e, "sglang:num_queue_reqs"));
-            put("prompt_tokens", sum(e, "sglang:prompt_tokens_total"));
-            put(
-                "generation_tokens",
-                sum(e, "sglang:generation_tokens_total"),
-            );
-            for (canon, name) in [
-                ("server_ttft", "sglang:time_to_first_token_seconds"),
-                ("server_itl", "sglang:inter_token_latency_seconds"),
-                ("server_e2e", "sglang:e2e_request_latency_seconds"),
-                ("server_queue_time", "sglang:queue_time_seconds"),
-            ] {
-                let (s, c) = hist(name);
-                if s.is_some() && c.is_some() {
-                    put(&format!("{canon}_sum"), s);
-                    put(&format!("{canon}_count"), c);
-                }
-            }
-        }
-        Some(TargetKind::Llamacpp) => {
-            // `prompt_tokens_total` excludes the tokens reused from the cache.
-            let evaluated = sum(e, "llamacpp:prompt_tokens_total");
-            let cached = sum(e, "llamacpp:prompt_tokens_cached_total");
-            if let (Some(p), Some(c)) = (evaluated, cached) {
-                put("prefix_cache_hits", Some(c));
-                put("prefix_cache_queries", Some(p + c));
-                put("prompt_tokens", Some(p + c));
-            }
-            put(
-                "generation_tokens",
-                sum(e, "llamacpp:tokens_predicted_total"),
-            );
-            put("requests_running", sum(e, "llamacpp:requests_processing"));
-            put("requests_waiting", sum(e, "llamacpp:requests_deferred"));
-        }
+        Some(TargetKind::Vllm) => vllm(&mut s),
+        Some(TargetKind::Sglang) => sglang(&mut s),
+        Some(TargetKind::Llamacpp) => llamacpp(&mut s),
         _ => {}
     }
     // dcgm-exporter, when the same endpoint (or a separate one) exposes it.
-    put(
+    s.put(
         "gpu_util",
         mean(e, "DCGM_FI_DEV_GPU_UTIL").map(|p| p / 100.0),
     );
-    put("gpu_mem_used_mib", sum(e, "DCGM_FI_DEV_FB_USED"));
-    put("gpu_power_w", sum(e, "DCGM_FI_DEV_POWER_USAGE"));
-    out
+    s.put("gpu_mem_used_mib", sum(e, "DCGM_FI_DEV_FB_USED"));
+    s.put("gpu_power_w", sum(e, "DCGM_FI_DEV_POWER_USAGE"));
+    s.out
+}
+
+fn vllm(s: &mut Series) {
+    let e = s.e;
+    s.put(
+        "kv_cache_usage",
+        first(
+            e,
+            &["vllm:kv_cache_usage_perc", "vllm:gpu_cache_usage_perc"],
+            mean,
+        ),
+    );
+    // Current builds count tokens; the older `gpu_prefix_cache_*` counted blocks. The hit
+    // *rate* is the same either way.
+    s.put(
+        "prefix_cache_queries",
+        first(
+            e,
+            &[
+                "vllm:prefix_cache_queries_total",
+                "vllm:gpu_prefix_cache_queries_total",
+            ],
+            sum,
+        ),
+    );
+    s.put(
+        "prefix_cache_hits",
+        first(
+            e,
+            &[
+                "vllm:prefix_cache_hits_total",
+                "vllm:gpu_prefix_cache_hits_total",
+            ],
+            sum,
+        ),
+    );
+    s.put("preemptions", sum(e, "vllm:num_preemptions_total"));
+    s.put("requests_running", sum(e, "vllm:num_requests_running"));
+    s.put("requests_waiting", sum(e, "vllm:num_requests_waiting"));
+    s.put("prompt_tokens", sum(e, "vllm:prompt_tokens_total"));
+    s.put("generation_tokens", sum(e, "vllm:generation_tokens_total"));
+    s.histogram("server_ttft", &["vllm:time_to_first_token_seconds"]);
+    s.histogram(
+        "server_itl",
+        &[
+            "vllm:inter_token_latency_seconds",
+            "vllm:time_per_output_token_seconds",
+        ],
+    );
+    s.histogram("server_e2e", &["vllm:e2e_request_latency_seconds"]);
+    s.histogram("server_queue_time", &["vllm:request_queue_time_seconds"]);
+}
+
+fn sglang(s: &mut Series) {
+    let e = s.e;
+    s.put("kv_cache_usage", mean(e, "sglang:token_usage"));
+    if let (Some(ev), Some(total)) = (
+        sum(e, "sglang:kv_evictable_tokens"),
+        sum(e, "sglang:max_total_num_tokens"),
+    ) && total > 0.0
+    {
+        s.put("kv_cache_evictable", Some(ev / total));
+    }
+    let mode = |m: &'static str| move |x: &Sample| x.label("mode") == Some(m);
+    let cache = sum_where(e, "sglang:realtime_tokens_total", &mode("prefill_cache"));
+    let compute = sum_where(e, "sglang:realtime_tokens_total", &mode("prefill_compute"));
+    if let (Some(h), Some(c)) = (cache, compute) {
+        s.put("prefix_cache_hits", Some(h));
+        s.put("prefix_cache_queries", Some(h + c));
+    } else if let (Some(h), Some(p)) = (
+        sum(e, "sglang:cached_tokens_total"),
+        sum(e, "sglang:prompt_tokens_total"),
+    ) {
+        s.put("prefix_cache_hits", Some(h));
+        s.put("prefix_cache_queries", Some(p));
+    }
+    s.put("preemptions", sum(e, "sglang:num_retracted_requests_total"));
+    s.put("requests_running", sum(e, "sglang:num_running_reqs"));
+    s.put("requests_waiting", sum(e, "sglang:num_queue_reqs"));
+    s.put("prompt_tokens", sum(e, "sglang:prompt_tokens_total"));
+    s.put(
+        "generation_tokens",
+        sum(e, "sglang:generation_tokens_total"),
+    );
+    s.histogram("server_ttft", &["sglang:time_to_first_token_seconds"]);
+    s.histogram("server_itl", &["sglang:inter_token_latency_seconds"]);
+    s.histogram("server_e2e", &["sglang:e2e_request_latency_seconds"]);
+    s.histogram("server_queue_time", &["sglang:queue_time_seconds"]);
+}
+
+fn llamacpp(s: &mut Series) {
+    let e = s.e;
+    // `prompt_tokens_total` excludes the tokens reused from the cache.
+    let evaluated = sum(e, "llamacpp:prompt_tokens_total");
+    let cached = sum(e, "llamacpp:prompt_tokens_cached_total");
+    if let (Some(p), Some(c)) = (evaluated, cached) {
+        s.put("prefix_cache_hits", Some(c));
+        s.put("prefix_cache_queries", Some(p + c));
+        s.put("prompt_tokens", Some(p + c));
+    }
+    s.put(
+        "generation_tokens",
+        sum(e, "llamacpp:tokens_predicted_total"),
+    );
+    s.put("requests_running", sum(e, "llamacpp:requests_processing"));
+    s.put("requests_waiting", sum(e, "llamacpp:requests_deferred"));
 }
 
 /// One GPU sample from `nvidia-smi --query-gpu=timestamp,index,uuid,name,utilization.gpu,

@@ -431,59 +431,14 @@ fn cell(
             ),
         ));
     }
-    let util = match &raw.gpu.memory_utilization {
-        Some(u) if !(0.1..=1.0).contains(u.get_ref()) => {
-            return Err(loc.error(
-                Some(u.span()),
-                "gpu.memory_utilization",
-                "must lie between 0.1 and 1",
-            ));
-        }
-        Some(u) => *u.get_ref(),
-        None => 0.9,
-    };
-    let cloud = match &raw.pod.cloud {
-        Some(c) if !matches!(c.get_ref().as_str(), "SECURE" | "COMMUNITY") => {
-            return Err(loc.error(
-                Some(c.span()),
-                "pod.cloud",
-                "must be \"SECURE\" or \"COMMUNITY\"",
-            ));
-        }
-        Some(c) => c.get_ref().clone(),
-        None => "SECURE".into(),
-    };
+    let util = memory_utilization(loc, raw)?;
+    let cloud = lower_cloud(loc, raw)?;
     let duration = |v: &Option<Spanned<String>>, field: &str, default: u64| match v {
         None => Ok(Duration::from_secs(default)),
         Some(s) => parse_duration(s.get_ref()).map_err(|m| loc.error(Some(s.span()), field, m)),
     };
-    let mut env = BTreeMap::new();
-    for (k, v) in &raw.pod.env {
-        let literal = v.get_ref();
-        // A secret written into the file would be stored with it: only references are allowed
-        // for names that look like credentials.
-        let lk = k.to_ascii_lowercase();
-        if (lk.contains("token") || lk.contains("key") || lk.contains("secret"))
-            && !literal.starts_with('$')
-        {
-            return Err(loc.error(
-                Some(v.span()),
-                format!("pod.env.{k}"),
-                "credentials are read from the environment: write \"$NAME\", not the value",
-            ));
-        }
-        env.insert(k.clone(), literal.clone());
-    }
-    let per_engine = raw
-        .matrix
-        .as_ref()
-        .and_then(|m| m.image.get(engine.as_str()).cloned());
-    let image = per_engine
-        .or_else(|| raw.image.clone())
-        .unwrap_or_else(|| match engine {
-            Engine::Vllm => "vllm/vllm-openai:latest".into(),
-            Engine::Sglang => "lmsysorg/sglang:latest".into(),
-        });
+    let env = pod_env(loc, raw)?;
+    let image = image_for(raw, engine);
     Ok(Deployment {
         name,
         engine,
@@ -515,6 +470,65 @@ fn cell(
             .unwrap_or(2)
             .max(1),
     })
+}
+
+fn memory_utilization(loc: &Locator<'_>, raw: &RawDeployment) -> Result<f64, SpecError> {
+    match &raw.gpu.memory_utilization {
+        Some(u) if !(0.1..=1.0).contains(u.get_ref()) => Err(loc.error(
+            Some(u.span()),
+            "gpu.memory_utilization",
+            "must lie between 0.1 and 1",
+        )),
+        Some(u) => Ok(*u.get_ref()),
+        None => Ok(0.9),
+    }
+}
+
+fn lower_cloud(loc: &Locator<'_>, raw: &RawDeployment) -> Result<String, SpecError> {
+    match &raw.pod.cloud {
+        Some(c) if !matches!(c.get_ref().as_str(), "SECURE" | "COMMUNITY") => Err(loc.error(
+            Some(c.span()),
+            "pod.cloud",
+            "must be \"SECURE\" or \"COMMUNITY\"",
+        )),
+        Some(c) => Ok(c.get_ref().clone()),
+        None => Ok("SECURE".into()),
+    }
+}
+
+/// The pod's environment. A secret written into the file would be stored with it: only
+/// references (`"$NAME"`) are allowed for names that look like credentials.
+fn pod_env(loc: &Locator<'_>, raw: &RawDeployment) -> Result<BTreeMap<String, String>, SpecError> {
+    let mut env = BTreeMap::new();
+    for (k, v) in &raw.pod.env {
+        let literal = v.get_ref();
+        let lk = k.to_ascii_lowercase();
+        if (lk.contains("token") || lk.contains("key") || lk.contains("secret"))
+            && !literal.starts_with('$')
+        {
+            return Err(loc.error(
+                Some(v.span()),
+                format!("pod.env.{k}"),
+                "credentials are read from the environment: write \"$NAME\", not the value",
+            ));
+        }
+        env.insert(k.clone(), literal.clone());
+    }
+    Ok(env)
+}
+
+/// The matrix's image for the engine, else the file's, else the engine's official one.
+fn image_for(raw: &RawDeployment, engine: Engine) -> String {
+    let per_engine = raw
+        .matrix
+        .as_ref()
+        .and_then(|m| m.image.get(engine.as_str()).cloned());
+    per_engine
+        .or_else(|| raw.image.clone())
+        .unwrap_or_else(|| match engine {
+            Engine::Vllm => "vllm/vllm-openai:latest".into(),
+            Engine::Sglang => "lmsysorg/sglang:latest".into(),
+        })
 }
 
 impl Deployment {

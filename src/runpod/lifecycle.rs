@@ -216,66 +216,23 @@ where
         image: dep.image.clone(),
         ..PodReport::default()
     };
-    for (e, r) in reap(api, ledger, false).await? {
-        match r {
-            Ok(()) => log(&format!(
-                "terminated leftover pod {} ({}, created {} by a process that is gone)",
-                e.pod_id, e.deployment, e.created_at
-            )),
-            Err(err) => log(&format!("leftover pod {} not terminated: {err}", e.pod_id)),
-        }
-    }
+    reap_leftovers(api, ledger, log).await?;
     let started = Instant::now();
-    let pod = api.create_pod(&body).await.map_err(|e| e.to_string())?;
-    let stamp = |r: &mut PodReport, what: String| {
-        r.timeline
-            .push((started.elapsed().as_secs_f64(), what.clone()));
-    };
-    let id = pod.id.clone();
-    report.pod_id = Some(id.clone());
-    report.cost_per_hour = pod.cost;
-    stamp(&mut report, format!("created pod {id}"));
-    log(&format!(
-        "created pod {id} ({} × {})",
-        dep.gpu_count, dep.gpu_id
-    ));
-    if let Err(e) = ledger.add(LedgerEntry {
-        pod_id: id.clone(),
-        deployment: dep.name.clone(),
-        gpu: dep.gpu_id.clone(),
-        created_at: crate::clock::now_rfc3339(),
-        pid: std::process::id(),
-    }) {
-        log(&format!("warning: {e}"));
-    }
-
+    let id = create(api, ledger, dep, &body, &mut report, started, log).await?;
     let url = super::proxy_url(env, &id, &dep.port.to_string());
     report.url = Some(url.clone());
     let ended = {
         let work = async {
-            let pod = match wait_running(api, &id, dep, polling, &mut report, started, log).await {
-                Ok(pod) => pod,
-                Err(e) => {
-                    report.error = Some(e);
-                    report.logs = api.logs(&id).await.ok();
-                    return Ended::NotReady;
-                }
-            };
-            report.data_center.clone_from(&pod.data_center_id);
-            if pod.cost.is_some() {
-                report.cost_per_hour = pod.cost;
-            }
-            if let Err(e) = wait_healthy(&url, dep, polling, log).await {
-                report.error = Some(e);
-                report.logs = api.logs(&id).await.ok();
+            let ready = ready(api, &id, &url, dep, polling, &mut report, started, log).await;
+            let Some(pod) = ready else {
                 return Ended::NotReady;
-            }
-            stamp(&mut report, "engine healthy".into());
-            let task = tokio::spawn(run(ReadyPod {
+            };
+            match tokio::spawn(run(ReadyPod {
                 pod,
                 url: url.clone(),
-            }));
-            match task.await {
+            }))
+            .await
+            {
                 Ok(t) => Ended::Finished(t),
                 Err(e) if e.is_panic() => Ended::Panicked(e.into_panic()),
                 Err(e) => {
@@ -290,37 +247,140 @@ where
         }
     };
     if let Ended::Stopped(sig) = &ended {
-        stamp(&mut report, format!("stopped by {sig}"));
+        stamp(&mut report, started, format!("stopped by {sig}"));
         log(&format!("{sig}: terminating pod {id}"));
     }
+    release(api, ledger, &id, keep, &mut report, started, log).await;
+    report.held_s = started.elapsed().as_secs_f64();
+    report.cost_usd = report.cost_per_hour.map(|c| c * report.held_s / 3600.0);
+    Ok((ended, report))
+}
+
+fn stamp(report: &mut PodReport, started: Instant, what: String) {
+    report
+        .timeline
+        .push((started.elapsed().as_secs_f64(), what));
+}
+
+/// Terminates the pods in the ledger whose creating process is gone.
+async fn reap_leftovers(
+    api: &RunPod,
+    ledger: &Ledger,
+    log: &mut dyn FnMut(&str),
+) -> Result<(), String> {
+    for (e, r) in reap(api, ledger, false).await? {
+        match r {
+            Ok(()) => log(&format!(
+                "terminated leftover pod {} ({}, created {} by a process that is gone)",
+                e.pod_id, e.deployment, e.created_at
+            )),
+            Err(err) => log(&format!("leftover pod {} not terminated: {err}", e.pod_id)),
+        }
+    }
+    Ok(())
+}
+
+/// Creates the pod and writes it to the ledger; its id.
+async fn create(
+    api: &RunPod,
+    ledger: &Ledger,
+    dep: &Deployment,
+    body: &super::api::CreatePod,
+    report: &mut PodReport,
+    started: Instant,
+    log: &mut dyn FnMut(&str),
+) -> Result<String, String> {
+    let pod = api.create_pod(body).await.map_err(|e| e.to_string())?;
+    let id = pod.id.clone();
+    report.pod_id = Some(id.clone());
+    report.cost_per_hour = pod.cost;
+    stamp(report, started, format!("created pod {id}"));
+    log(&format!(
+        "created pod {id} ({} × {})",
+        dep.gpu_count, dep.gpu_id
+    ));
+    if let Err(e) = ledger.add(LedgerEntry {
+        pod_id: id.clone(),
+        deployment: dep.name.clone(),
+        gpu: dep.gpu_id.clone(),
+        created_at: crate::clock::now_rfc3339(),
+        pid: std::process::id(),
+    }) {
+        log(&format!("warning: {e}"));
+    }
+    Ok(id)
+}
+
+/// Waits until the pod runs and its engine answers; `None` (the report says why, with the
+/// pod's logs) when it does not.
+#[allow(clippy::too_many_arguments)]
+async fn ready(
+    api: &RunPod,
+    id: &str,
+    url: &str,
+    dep: &Deployment,
+    polling: Polling,
+    report: &mut PodReport,
+    started: Instant,
+    log: &mut dyn FnMut(&str),
+) -> Option<Pod> {
+    let pod = match wait_running(api, id, dep, polling, report, started, log).await {
+        Ok(pod) => pod,
+        Err(e) => {
+            report.error = Some(e);
+            report.logs = api.logs(id).await.ok();
+            return None;
+        }
+    };
+    report.data_center.clone_from(&pod.data_center_id);
+    if pod.cost.is_some() {
+        report.cost_per_hour = pod.cost;
+    }
+    if let Err(e) = wait_healthy(url, dep, polling, log).await {
+        report.error = Some(e);
+        report.logs = api.logs(id).await.ok();
+        return None;
+    }
+    stamp(report, started, "engine healthy".into());
+    Some(pod)
+}
+
+/// Terminates the pod (and takes it off the ledger), unless it is kept; a pod that could not
+/// be terminated is said loudly and stays in the ledger.
+async fn release(
+    api: &RunPod,
+    ledger: &Ledger,
+    id: &str,
+    keep: bool,
+    report: &mut PodReport,
+    started: Instant,
+    log: &mut dyn FnMut(&str),
+) {
     if keep {
         report.kept = true;
         log(&format!(
             "keeping pod {id} (--keep): `inferlab down {id}` terminates it"
         ));
-    } else {
-        match api.delete_pod(&id).await {
-            Ok(()) => {
-                report.terminated = true;
-                stamp(&mut report, "terminated".into());
-                log(&format!("terminated pod {id}"));
-                if let Err(e) = ledger.remove(&id) {
-                    log(&format!("warning: {e}"));
-                }
-            }
-            Err(e) => {
-                let msg = format!(
-                    "POD {id} MAY STILL BE BILLING: terminating it failed: {e}; it stays in the ledger ({}): run `inferlab down --all`",
-                    ledger.path().display()
-                );
-                log(&msg);
-                report.error = Some(msg);
+        return;
+    }
+    match api.delete_pod(id).await {
+        Ok(()) => {
+            report.terminated = true;
+            stamp(report, started, "terminated".into());
+            log(&format!("terminated pod {id}"));
+            if let Err(e) = ledger.remove(id) {
+                log(&format!("warning: {e}"));
             }
         }
+        Err(e) => {
+            let msg = format!(
+                "POD {id} MAY STILL BE BILLING: terminating it failed: {e}; it stays in the ledger ({}): run `inferlab down --all`",
+                ledger.path().display()
+            );
+            log(&msg);
+            report.error = Some(msg);
+        }
     }
-    report.held_s = started.elapsed().as_secs_f64();
-    report.cost_usd = report.cost_per_hour.map(|c| c * report.held_s / 3600.0);
-    Ok((ended, report))
 }
 
 async fn wait_running(
