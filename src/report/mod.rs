@@ -1,0 +1,270 @@
+//! Results on disk and views for people: the run's summary (what `summary.json` holds, and
+//! what assertions read through [`Lookup`]), the results directory (`results`), the
+//! deterministic snapshot view (`snapshot`) and the phase table (`text`).
+
+mod results;
+mod snapshot;
+mod text;
+
+pub use results::{RequestRow, RequestWriter, ResultsDir};
+pub use snapshot::{
+    SnapshotAssertion, SnapshotFidelity, SnapshotPhase, SnapshotView, snapshot_view,
+};
+pub use text::{phase_table, verdict_lines};
+
+use crate::core::assert::{Lookup, Path as MetricPath, Verdict, turn_of};
+use crate::core::catalog::{Dim, Value, server_metric_is_time};
+use crate::core::metrics::PhaseSummary;
+use crate::core::server::ServerSummary;
+use serde::Serialize;
+use std::collections::BTreeMap;
+
+pub const RESULTS_SCHEMA_VERSION: u32 = 1;
+
+/// A phase's summary with its name, in schedule order.
+#[derive(Debug, Clone, Serialize)]
+pub struct NamedSummary {
+    pub name: String,
+    #[serde(flatten)]
+    pub summary: PhaseSummary,
+    /// Server-side figures from `/metrics`, when scraped.
+    pub server: Option<ServerSummary>,
+    /// Declared versus achieved load.
+    pub fidelity: crate::fidelity::Fidelity,
+    /// Multi-turn and agentic phases: the same figures by turn (or step) index.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub by_turn: BTreeMap<u32, PhaseSummary>,
+}
+
+/// An assertion verdict as stored.
+#[derive(Debug, Clone, Serialize)]
+pub struct VerdictRow {
+    pub expr: String,
+    pub passed: bool,
+    pub lhs: Option<f64>,
+    pub rhs: Option<f64>,
+    /// `s` for durations (values in seconds), empty for plain numbers.
+    pub unit: &'static str,
+    pub operands: BTreeMap<String, Option<f64>>,
+    pub reason: Option<String>,
+    /// With a calibration: the sides differ by no more than the client's own error.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub within_noise_floor: Option<bool>,
+}
+
+impl From<&Verdict> for VerdictRow {
+    fn from(v: &Verdict) -> Self {
+        Self {
+            expr: v.source.clone(),
+            passed: v.passed,
+            lhs: v.lhs,
+            rhs: v.rhs,
+            unit: match v.dim {
+                Dim::Time => "s",
+                Dim::Plain => "",
+            },
+            operands: v
+                .operands
+                .iter()
+                .map(|o| (o.path.clone(), o.value.map(|x| x.value)))
+                .collect(),
+            reason: v.reason.clone(),
+            within_noise_floor: v.within_noise_floor(),
+        }
+    }
+}
+
+/// `summary.json`.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunSummary {
+    pub schema_version: u32,
+    pub experiment: String,
+    pub target: String,
+    pub mode: String,
+    /// Whether prompts have exactly their declared token lengths: checked against the server's
+    /// tokenizer (`/tokenize`) on a sample of prompts when the engine has one.
+    pub prompt_lengths: String,
+    pub phases: Vec<NamedSummary>,
+    pub all: PhaseSummary,
+    pub all_server: Option<ServerSummary>,
+    /// `scraped (…)`, `unavailable: <why>` or `off`.
+    pub server_metrics: String,
+    /// The run was stopped (Ctrl-C) before its schedule ended: figures cover what completed.
+    pub interrupted: bool,
+    pub assertions: Vec<VerdictRow>,
+    /// On a rented pod: the trial's share of its cost (the measured duration at its hourly
+    /// price; provisioning and loading are in the deployment report, not here).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cost: Option<Cost>,
+    /// Serverless targets: cold starts and worker counts per phase.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub serverless: Option<Serverless>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Cost {
+    pub per_hour_usd: f64,
+    pub trial_usd: f64,
+    pub per_million_output_tokens_usd: Option<f64>,
+}
+
+/// What a serverless endpoint did around each phase.
+#[derive(Debug, Clone, Serialize)]
+pub struct Serverless {
+    pub note: &'static str,
+    pub phases: BTreeMap<String, ServerlessPhase>,
+}
+
+pub const SERVERLESS_NOTE: &str = "RunPod serverless re-chunks the engine's stream: chunk gaps (chunk_itl) are the platform's, not the engine's ITL. Each phase's first warmup request is reported as its cold start, apart from TTFT.";
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ServerlessPhase {
+    /// The endpoint's `/health` (`jobs`, `workers`) right before and right after the phase.
+    pub health_before: Option<serde_json::Value>,
+    pub health_after: Option<serde_json::Value>,
+    /// Whether a worker was idle or running before the phase (`None`: health unknown).
+    pub warm_before: Option<bool>,
+    /// The phase's first warmup request: what a user waits after idle.
+    pub cold_start_ttft_ms: Option<f64>,
+    pub cold_start_e2e_ms: Option<f64>,
+    pub cold_start_error: Option<String>,
+}
+
+impl RunSummary {
+    pub fn server(&self, name: &str) -> Option<&ServerSummary> {
+        if name == "all" {
+            return self.all_server.as_ref();
+        }
+        self.phases.iter().find(|p| p.name == name)?.server.as_ref()
+    }
+
+    pub fn phase(&self, name: &str) -> Option<&PhaseSummary> {
+        if name == "all" {
+            return Some(&self.all);
+        }
+        self.phases
+            .iter()
+            .find(|p| p.name == name)
+            .map(|p| &p.summary)
+    }
+}
+
+/// What an assertion can read of a run: client figures of a phase or of `all`, a turn's
+/// (`turnN`), the fidelity block, and server or GPU figures (durations in seconds).
+impl Lookup for RunSummary {
+    fn value(&self, p: &MetricPath) -> Option<Value> {
+        let client = self.phase(&p.phase)?;
+        // Turns and fidelity belong to a phase; `all` has neither.
+        let named = self.phases.iter().find(|n| n.name == p.phase);
+        match p.scope.as_deref() {
+            None => client.value(&p.metric, p.stat.as_deref()).ok().flatten(),
+            Some(scope) if turn_of(scope).is_some() => named?
+                .by_turn
+                .get(&turn_of(scope)?)?
+                .value(&p.metric, p.stat.as_deref())
+                .ok()
+                .flatten(),
+            Some("fidelity") => Some(Value {
+                value: named?.fidelity.value(&p.metric)?,
+                dim: Dim::Plain,
+            }),
+            Some(scope) => Some(Value {
+                value: self
+                    .server(&p.phase)?
+                    .value(scope, &p.metric, p.stat.as_deref())?,
+                dim: if server_metric_is_time(&p.metric) {
+                    Dim::Time
+                } else {
+                    Dim::Plain
+                },
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::assert::Assertion;
+    use crate::core::metrics::{Slo, summarize};
+    use crate::fidelity::Fidelity;
+
+    fn run_summary() -> RunSummary {
+        let (empty, _) = summarize(std::iter::empty(), &Slo::default());
+        let server = ServerSummary {
+            prefix_cache_hit_rate: Some(0.9),
+            server_ttft_mean_ms: Some(40.0),
+            deltas: [("preemptions".to_string(), 3.0)].into(),
+            ..ServerSummary::default()
+        };
+        let fidelity = Fidelity {
+            declared_rate: None,
+            scheduled_rate: None,
+            achieved_rate: Some(4.5),
+            ks_statistic: None,
+            ks_critical: None,
+            output_length_ratio: None,
+            input_length_ratio: None,
+            ok: true,
+        };
+        RunSummary {
+            schema_version: RESULTS_SCHEMA_VERSION,
+            experiment: "e".into(),
+            target: "t".into(),
+            mode: "replay".into(),
+            prompt_lengths: String::new(),
+            phases: vec![NamedSummary {
+                name: "warm".into(),
+                summary: empty.clone(),
+                server: Some(server),
+                fidelity,
+                by_turn: [(1, empty.clone())].into(),
+            }],
+            all: empty,
+            all_server: None,
+            server_metrics: "off".into(),
+            interrupted: false,
+            assertions: Vec::new(),
+            cost: None,
+            serverless: None,
+        }
+    }
+
+    fn value(s: &RunSummary, path: &str) -> Option<Value> {
+        let a = Assertion::parse(&format!("{path} >= 0")).unwrap();
+        let v = a.evaluate(s);
+        v.operands[0].value
+    }
+
+    #[test]
+    fn a_run_summary_answers_every_scope_of_a_path() {
+        let s = run_summary();
+        let plain = |x: f64| {
+            Some(Value {
+                value: x,
+                dim: Dim::Plain,
+            })
+        };
+        assert_eq!(value(&s, "warm.requests"), plain(0.0));
+        assert_eq!(value(&s, "all.requests"), plain(0.0));
+        assert_eq!(value(&s, "warm.turn1.requests"), plain(0.0));
+        assert_eq!(value(&s, "warm.fidelity.achieved_rate"), plain(4.5));
+        assert_eq!(value(&s, "warm.fidelity.ok"), plain(1.0));
+        assert_eq!(value(&s, "warm.server.prefix_cache_hit_rate"), plain(0.9));
+        assert_eq!(value(&s, "warm.server.preemptions"), plain(3.0));
+        // Server durations are seconds, and say so.
+        assert_eq!(
+            value(&s, "warm.server.ttft_mean"),
+            Some(Value {
+                value: 0.04,
+                dim: Dim::Time
+            })
+        );
+        // No samples, no turn, no phase, no server view: no value (the verdict says which).
+        assert_eq!(value(&s, "warm.ttft.p50"), None);
+        assert_eq!(value(&s, "warm.turn2.requests"), None);
+        assert_eq!(value(&s, "cold.requests"), None);
+        assert_eq!(value(&s, "all.server.preemptions"), None);
+        assert_eq!(value(&s, "all.fidelity.ok"), None);
+    }
+}
