@@ -106,27 +106,7 @@ pub async fn run_phase(
             drain_until_closed(&mut rx, sink).await;
         }
         Pacing::Sessions { concurrency } => {
-            let sessions = Arc::new(phase.sessions.clone());
-            let total: usize = sessions
-                .iter()
-                .map(|s| s.steps.iter().map(|st| st.parallel as usize).sum::<usize>())
-                .sum();
-            let next = Arc::new(AtomicUsize::new(0));
-            let base = n_warm as u32;
-            for _ in 0..(concurrency as usize).clamp(1, sessions.len().max(1)) {
-                let (ctx, sessions, next, tx) =
-                    (ctx.clone(), sessions.clone(), next.clone(), tx.clone());
-                tokio::spawn(async move {
-                    loop {
-                        let i = next.fetch_add(1, Ordering::Relaxed);
-                        let Some(session) = sessions.get(i) else {
-                            break;
-                        };
-                        run_session(&ctx, session, base, &tx).await;
-                    }
-                });
-            }
-            drop(tx);
+            let total = spawn_sessions(&ctx, phase, concurrency, n_warm as u32, tx);
             drain(&mut rx, total, sink).await;
         }
         Pacing::Batches { size } => {
@@ -152,6 +132,37 @@ pub async fn run_phase(
             let _ = dispatcher.await;
         }
     }
+}
+
+/// Runs the phase's conversations on `concurrency` tasks, each taking the next session when
+/// its last one ends; the number of requests they will send. Requests are numbered from
+/// `base` (after the warmups).
+fn spawn_sessions(
+    ctx: &Arc<Ctx>,
+    phase: &PhasePlan,
+    concurrency: u32,
+    base: u32,
+    tx: mpsc::UnboundedSender<Completed>,
+) -> usize {
+    let sessions = Arc::new(phase.sessions.clone());
+    let total: usize = sessions
+        .iter()
+        .map(|s| s.steps.iter().map(|st| st.parallel as usize).sum::<usize>())
+        .sum();
+    let next = Arc::new(AtomicUsize::new(0));
+    for _ in 0..(concurrency as usize).clamp(1, sessions.len().max(1)) {
+        let (ctx, sessions, next, tx) = (ctx.clone(), sessions.clone(), next.clone(), tx.clone());
+        tokio::spawn(async move {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(session) = sessions.get(i) else {
+                    break;
+                };
+                run_session(&ctx, session, base, &tx).await;
+            }
+        });
+    }
+    total
 }
 
 /// Sleeps the calling OS thread until `deadline`: a coarse sleep to just before it, then a

@@ -414,6 +414,52 @@ fn http_chunk(out: &mut Vec<u8>, payload: &[u8]) {
     out.extend_from_slice(b"\r\n");
 }
 
+/// The bytes of one streamed response, built before it starts.
+struct Frames {
+    head: &'static [u8],
+    /// A token chunk, and the last one (with its finish reason).
+    middle: Vec<u8>,
+    last: Vec<u8>,
+    /// The usage record, `[DONE]` and the end of the chunked body.
+    tail: Vec<u8>,
+}
+
+impl Frames {
+    fn new(chat: bool, tokens: u32) -> Self {
+        let (object, key) = if chat {
+            ("chat.completion.chunk", "delta")
+        } else {
+            ("text_completion", "text")
+        };
+        let token = |last: bool| {
+            let finish = if last { "\"length\"" } else { "null" };
+            let choice = if chat {
+                format!("\"{key}\":{{\"content\":\" tok\"}}")
+            } else {
+                format!("\"{key}\":\" tok\"")
+            };
+            let data = format!(
+                "data: {{\"id\":\"truth\",\"object\":\"{object}\",\"model\":\"truth\",\"choices\":[{{\"index\":0,{choice},\"finish_reason\":{finish}}}]}}\n\n"
+            );
+            let mut out = Vec::with_capacity(data.len() + 8);
+            http_chunk(&mut out, data.as_bytes());
+            out
+        };
+        let mut tail = Vec::new();
+        let usage = format!(
+            "data: {{\"id\":\"truth\",\"object\":\"{object}\",\"model\":\"truth\",\"choices\":[],\"usage\":{{\"prompt_tokens\":0,\"completion_tokens\":{tokens},\"total_tokens\":{tokens}}}}}\n\ndata: [DONE]\n\n"
+        );
+        http_chunk(&mut tail, usage.as_bytes());
+        tail.extend_from_slice(b"0\r\n\r\n");
+        Self {
+            head: b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-cache\r\ntransfer-encoding: chunked\r\n\r\n",
+            middle: token(false),
+            last: token(true),
+            tail,
+        }
+    }
+}
+
 /// Streams `tokens` chunks at their deadlines and records the write instants. False when the
 /// connection cannot carry another request.
 async fn stream_completion(
@@ -449,35 +495,12 @@ async fn stream_completion(
 
     // Every chunk is built before the first deadline, so a write is the only work between a
     // wake-up and its recorded instant.
-    let (object, key) = if chat {
-        ("chat.completion.chunk", "delta")
-    } else {
-        ("text_completion", "text")
-    };
-    let token = |last: bool| {
-        let finish = if last { "\"length\"" } else { "null" };
-        let choice = if chat {
-            format!("\"{key}\":{{\"content\":\" tok\"}}")
-        } else {
-            format!("\"{key}\":\" tok\"")
-        };
-        let data = format!(
-            "data: {{\"id\":\"truth\",\"object\":\"{object}\",\"model\":\"truth\",\"choices\":[{{\"index\":0,{choice},\"finish_reason\":{finish}}}]}}\n\n"
-        );
-        let mut out = Vec::with_capacity(data.len() + 8);
-        http_chunk(&mut out, data.as_bytes());
-        out
-    };
-    let middle = token(false);
-    let last = token(true);
-    let mut tail = Vec::new();
-    let usage = format!(
-        "data: {{\"id\":\"truth\",\"object\":\"{object}\",\"model\":\"truth\",\"choices\":[],\"usage\":{{\"prompt_tokens\":0,\"completion_tokens\":{tokens},\"total_tokens\":{tokens}}}}}\n\ndata: [DONE]\n\n"
-    );
-    http_chunk(&mut tail, usage.as_bytes());
-    tail.extend_from_slice(b"0\r\n\r\n");
-    let head = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-cache\r\ntransfer-encoding: chunked\r\n\r\n";
-
+    let Frames {
+        head,
+        middle,
+        last,
+        tail,
+    } = Frames::new(chat, tokens);
     let mut in_flight = shared.stream_started();
     let mut record = TruthRecord {
         id: req.id.clone(),

@@ -165,22 +165,41 @@ impl StreamState {
                 return;
             }
         };
-        if chunk.error.is_some() || chunk.object.as_deref() == Some("error") {
-            let detail = match &chunk.error {
-                Some(Value::Object(o)) => o
-                    .get("message")
-                    .and_then(Value::as_str)
-                    .map(truncate)
-                    .unwrap_or_else(|| truncate(&Value::Object(o.clone()).to_string())),
-                Some(Value::String(s)) => truncate(s),
-                _ => chunk.message.as_deref().map(truncate).unwrap_or_default(),
-            };
+        if let Some(detail) = in_stream_error(&chunk) {
             self.failure = Some(Failure {
                 kind: ErrorKind::StreamError,
                 detail,
             });
             return;
         }
+        let (has_output, chars) = self.output(&chunk);
+        if let Some(t) = chunk.timings {
+            self.timings = Some(t);
+        }
+        let usage = chunk.usage.as_ref().map(Usage::from);
+        if has_output {
+            self.output_chars += chars;
+            let tokens = match usage {
+                Some(u) => {
+                    let n = u.completion_tokens.saturating_sub(self.last_cumulative);
+                    self.last_cumulative = u.completion_tokens;
+                    Some(u32::try_from(n).unwrap_or(u32::MAX))
+                }
+                None => {
+                    self.all_chunks_had_usage = false;
+                    None
+                }
+            };
+            self.chunks.push(ChunkTime { at, tokens });
+        }
+        if usage.is_some() {
+            self.usage = usage;
+        }
+    }
+
+    /// Whether the chunk carries output (text, reasoning or a tool call) and how many
+    /// characters of text; the answer's text is kept when the caller needs it.
+    fn output(&mut self, chunk: &StreamChunk<'_>) -> (bool, u64) {
         let mut chars = 0u64;
         let mut has_output = false;
         for c in &chunk.choices {
@@ -213,28 +232,7 @@ impl StreamState {
                 has_output = true;
             }
         }
-        if let Some(t) = chunk.timings {
-            self.timings = Some(t);
-        }
-        let usage = chunk.usage.as_ref().map(Usage::from);
-        if has_output {
-            self.output_chars += chars;
-            let tokens = match usage {
-                Some(u) => {
-                    let n = u.completion_tokens.saturating_sub(self.last_cumulative);
-                    self.last_cumulative = u.completion_tokens;
-                    Some(u32::try_from(n).unwrap_or(u32::MAX))
-                }
-                None => {
-                    self.all_chunks_had_usage = false;
-                    None
-                }
-            };
-            self.chunks.push(ChunkTime { at, tokens });
-        }
-        if usage.is_some() {
-            self.usage = usage;
-        }
+        (has_output, chars)
     }
 
     /// Decides how tokens per chunk are known, and fixes the per-chunk counts accordingly.
@@ -256,6 +254,23 @@ impl StreamState {
             _ => TokenCounting::Unknown,
         }
     }
+}
+
+/// An error sent inside the stream as a JSON record (`{"error": …}` or `"object": "error"`):
+/// its message.
+fn in_stream_error(chunk: &StreamChunk<'_>) -> Option<String> {
+    if chunk.error.is_none() && chunk.object.as_deref() != Some("error") {
+        return None;
+    }
+    Some(match &chunk.error {
+        Some(Value::Object(o)) => o
+            .get("message")
+            .and_then(Value::as_str)
+            .map(truncate)
+            .unwrap_or_else(|| truncate(&Value::Object(o.clone()).to_string())),
+        Some(Value::String(s)) => truncate(s),
+        _ => chunk.message.as_deref().map(truncate).unwrap_or_default(),
+    })
 }
 
 /// Reads `response` to its end or its deadline into `state` (and `cap`); returns when its
