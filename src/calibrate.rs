@@ -203,27 +203,8 @@ pub async fn measure(
         kind: TargetKind::Openai,
         continuous_usage: false,
     };
-    let n = concurrency * rounds.max(2);
-    let phase = PhasePlan {
-        name: "calibrate".into(),
-        pacing: Pacing::Closed {
-            concurrency,
-            limit: None,
-        },
-        requests: (0..n)
-            .map(|i| PlannedRequest {
-                index: i,
-                api: Api::Completions,
-                prompt: "calibrate".into(),
-                input_tokens: 1,
-                max_tokens: tokens,
-                ..PlannedRequest::default()
-            })
-            .collect(),
-        warmup_limit: None,
-        sessions: Vec::new(),
-    };
-    let mut records: Vec<RequestRecord> = Vec::with_capacity(n as usize);
+    let phase = calibration_phase(concurrency, rounds, tokens);
+    let mut records: Vec<RequestRecord> = Vec::with_capacity(phase.requests.len());
     let cpu0 = crate::cpu::process_cpu_time();
     let scpu0 = server.cpu_time();
     let origin = Instant::now();
@@ -255,6 +236,30 @@ pub async fn measure(
         client_cpu,
         server_cpu,
     }))
+}
+
+/// `rounds` (at least two) requests per stream at `concurrency`, each for `tokens` chunks.
+fn calibration_phase(concurrency: u32, rounds: u32, tokens: u32) -> PhasePlan {
+    let n = concurrency * rounds.max(2);
+    PhasePlan {
+        name: "calibrate".into(),
+        pacing: Pacing::Closed {
+            concurrency,
+            limit: None,
+        },
+        requests: (0..n)
+            .map(|i| PlannedRequest {
+                index: i,
+                api: Api::Completions,
+                prompt: "calibrate".into(),
+                input_tokens: 1,
+                max_tokens: tokens,
+                ..PlannedRequest::default()
+            })
+            .collect(),
+        warmup_limit: None,
+        sessions: Vec::new(),
+    }
 }
 
 struct Compared<'a> {
@@ -290,54 +295,100 @@ pub fn percentile(v: &mut [f64], p: f64) -> f64 {
     v[rank.clamp(1, v.len()) - 1]
 }
 
+/// What the steady requests say, paired with their truth.
+struct Samples {
+    send: Vec<f64>,
+    receive: Vec<f64>,
+    ttft_err: Vec<f64>,
+    gap_err: Vec<f64>,
+    gaps_client: Vec<f64>,
+    gaps_true: Vec<f64>,
+    late: Vec<f64>,
+    window_start: Duration,
+    window_end: Duration,
+    steady: usize,
+    steady_chunks: usize,
+}
+
+impl Default for Samples {
+    fn default() -> Self {
+        Self {
+            send: Vec::new(),
+            receive: Vec::new(),
+            ttft_err: Vec::new(),
+            gap_err: Vec::new(),
+            gaps_client: Vec::new(),
+            gaps_true: Vec::new(),
+            late: Vec::new(),
+            window_start: Duration::MAX,
+            window_end: Duration::ZERO,
+            steady: 0,
+            steady_chunks: 0,
+        }
+    }
+}
+
+impl Samples {
+    fn add(&mut self, r: &RequestRecord, t: &TruthRecord, origin: std::time::Instant) {
+        let since = |i: std::time::Instant| i.saturating_duration_since(origin);
+        self.steady += 1;
+        self.steady_chunks += t.writes.len();
+        self.window_start = self.window_start.min(r.sent);
+        self.window_end = self.window_end.max(r.end);
+        let true_ttft = t.writes[0] - t.arrived;
+        let client_ttft = r.chunks[0].at.saturating_sub(r.sent);
+        self.ttft_err.push(diff_ms(client_ttft, true_ttft));
+        self.send.push(diff_ms(since(t.arrived), r.sent));
+        self.receive
+            .push(diff_ms(r.chunks[0].at, since(t.writes[0])));
+        for (i, &w) in t.writes.iter().enumerate() {
+            let deadline = t.arrived + t.ttft + t.itl * i as u32;
+            self.late.push(ms(w.saturating_duration_since(deadline)));
+        }
+        for i in 1..t.writes.len() {
+            let tg = since(t.writes[i]).saturating_sub(since(t.writes[i - 1]));
+            let cg = r.chunks[i].at.saturating_sub(r.chunks[i - 1].at);
+            self.gap_err.push(diff_ms(cg, tg).abs());
+            self.gaps_client.push(ms(cg));
+            self.gaps_true.push(ms(tg));
+        }
+    }
+}
+
 fn compare(c: Compared<'_>) -> Level {
     let by_id: HashMap<&str, &TruthRecord> = c
         .truths
         .iter()
         .filter_map(|t| t.id.as_deref().map(|id| (id, t)))
         .collect();
-    let since = |t: std::time::Instant| t.saturating_duration_since(c.origin);
+    let mut x = Samples::default();
     let mut failed = 0;
-    let (mut send, mut receive) = (Vec::new(), Vec::new());
-    let (mut ttft_err, mut gap_err, mut gaps_client, mut gaps_true) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    let mut late = Vec::new();
-    let (mut window_start, mut window_end) = (Duration::MAX, Duration::ZERO);
-    let mut steady = 0usize;
-    let mut steady_chunks = 0usize;
     for r in c.records {
         let id = client::request_id(&r.phase, r.index);
-        let truth = by_id.get(id.as_str());
-        let Some(t) = truth.filter(|t| {
+        let Some(t) = by_id.get(id.as_str()).filter(|t| {
             r.ok() && t.complete && t.writes.len() == r.chunks.len() && !t.writes.is_empty()
         }) else {
             failed += 1;
             continue;
         };
-        if r.index < c.concurrency {
-            continue;
-        }
-        steady += 1;
-        steady_chunks += t.writes.len();
-        window_start = window_start.min(r.sent);
-        window_end = window_end.max(r.end);
-        let true_ttft = t.writes[0] - t.arrived;
-        let client_ttft = r.chunks[0].at.saturating_sub(r.sent);
-        ttft_err.push(diff_ms(client_ttft, true_ttft));
-        send.push(diff_ms(since(t.arrived), r.sent));
-        receive.push(diff_ms(r.chunks[0].at, since(t.writes[0])));
-        for (i, &w) in t.writes.iter().enumerate() {
-            let deadline = t.arrived + t.ttft + t.itl * i as u32;
-            late.push(ms(w.saturating_duration_since(deadline)));
-        }
-        for i in 1..t.writes.len() {
-            let tg = since(t.writes[i]).saturating_sub(since(t.writes[i - 1]));
-            let cg = r.chunks[i].at.saturating_sub(r.chunks[i - 1].at);
-            gap_err.push(diff_ms(cg, tg).abs());
-            gaps_client.push(ms(cg));
-            gaps_true.push(ms(tg));
+        // The first wave opens the connections: not steady.
+        if r.index >= c.concurrency {
+            x.add(r, t, c.origin);
         }
     }
+    let Samples {
+        mut send,
+        mut receive,
+        mut ttft_err,
+        mut gap_err,
+        mut gaps_client,
+        mut gaps_true,
+        mut late,
+        window_start,
+        window_end,
+        steady,
+        steady_chunks,
+    } = x;
     let window = window_end.saturating_sub(window_start).as_secs_f64();
     let per_request = c.ttft + c.itl * c.tokens.saturating_sub(1);
     let theoretical = f64::from(c.concurrency) / per_request.as_secs_f64().max(1e-9);

@@ -65,6 +65,33 @@ impl From<&RequestRecord> for Row {
     }
 }
 
+/// How well the send gaps fit the declared arrival process: the Kolmogorov–Smirnov statistic
+/// and its 1 % critical value (Poisson and gamma processes, five gaps or more).
+fn arrival_fit(
+    sent: &[&Row],
+    process: Option<Arrival>,
+    declared_rate: Option<f64>,
+) -> (Option<f64>, Option<f64>) {
+    let gaps: Vec<f64> = sent
+        .windows(2)
+        .map(|w| (w[1].sent - w[0].sent).as_secs_f64())
+        .collect();
+    let critical = || Some(1.63 / (gaps.len() as f64).sqrt());
+    match (process, declared_rate) {
+        (Some(Arrival::Poisson), Some(rate)) if gaps.len() >= 5 => {
+            (Some(ks(&gaps, |x| 1.0 - (-rate * x).exp())), critical())
+        }
+        (Some(Arrival::Gamma { burstiness }), Some(rate)) if gaps.len() >= 5 => {
+            let theta = 1.0 / (rate * burstiness);
+            (
+                Some(ks(&gaps, |x| gamma_p(burstiness, x / theta))),
+                critical(),
+            )
+        }
+        _ => (None, None),
+    }
+}
+
 /// Fidelity of one phase from its requests' rows.
 pub fn fidelity(phase: &Phase, rows: &[Row]) -> Fidelity {
     let sent: Vec<&Row> = {
@@ -89,24 +116,7 @@ pub fn fidelity(phase: &Phase, rows: &[Row]) -> Fidelity {
         }
         _ => (None, None),
     };
-    let gaps: Vec<f64> = sent
-        .windows(2)
-        .map(|w| (w[1].sent - w[0].sent).as_secs_f64())
-        .collect();
-    let (ks_statistic, ks_critical) = match (process, declared_rate) {
-        (Some(Arrival::Poisson), Some(rate)) if gaps.len() >= 5 => (
-            Some(ks(&gaps, |x| 1.0 - (-rate * x).exp())),
-            Some(1.63 / (gaps.len() as f64).sqrt()),
-        ),
-        (Some(Arrival::Gamma { burstiness }), Some(rate)) if gaps.len() >= 5 => {
-            let theta = 1.0 / (rate * burstiness);
-            (
-                Some(ks(&gaps, |x| gamma_p(burstiness, x / theta))),
-                Some(1.63 / (gaps.len() as f64).sqrt()),
-            )
-        }
-        _ => (None, None),
-    };
+    let (ks_statistic, ks_critical) = arrival_fit(&sent, process, declared_rate);
     let ok_records: Vec<&&Row> = sent.iter().filter(|r| r.ok).collect();
     // Declared lengths travel with each record: the phase's `output_tokens` / `input_tokens`,
     // a trace entry's own, or a draw from the phase's length distribution. The server's

@@ -271,6 +271,18 @@ async fn runpod_sample(http: &reqwest::Client, url: &str, key: &Secret) -> Polle
     Polled::ok(c)
 }
 
+/// `sh -c cmd` with its stdout piped, killed when dropped.
+fn spawn_shell(cmd: &str) -> std::io::Result<tokio::process::Child> {
+    tokio::process::Command::new("sh")
+        .arg("-c")
+        .arg(cmd)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+}
+
 /// Runs the nvidia-smi command and turns its rows into samples, one per timestamp.
 async fn command(
     cmd: String,
@@ -295,15 +307,7 @@ async fn command(
             }
         }
     };
-    let child = tokio::process::Command::new("sh")
-        .arg("-c")
-        .arg(&cmd)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .stdin(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn();
-    let mut child = match child {
+    let mut child = match spawn_shell(&cmd) {
         Ok(c) => c,
         Err(e) => return fail(format!("GPU command failed to start: {e}")).await,
     };

@@ -400,17 +400,12 @@ fn cell(
     (model_field, gpu_field): (&str, &str),
 ) -> Result<Deployment, SpecError> {
     let model_name = model.get_ref().clone();
-    let shape = match raw.model.shape.or_else(|| known_shape(&model_name)) {
-        Some(s) => s,
-        None => {
-            return Err(loc.error(
-                Some(model.span()),
-                model_field,
-                format!(
-                    "`{model_name}` is not in the model table: give model.shape = {{ params_b, layers, kv_heads, head_dim }}"
-                ),
-            ));
-        }
+    let Some(shape) = raw.model.shape.or_else(|| known_shape(&model_name)) else {
+        return Err(loc.error(
+            Some(model.span()),
+            model_field,
+            format!("`{model_name}` is not in the model table: give model.shape = {{ params_b, layers, kv_heads, head_dim }}"),
+        ));
     };
     if *raw.model.context.get_ref() == 0 {
         return Err(loc.error(
