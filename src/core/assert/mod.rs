@@ -1,0 +1,326 @@
+//! Assertion expressions over summaries: parse, check, evaluate, explain.
+//!
+//! Grammar (whitespace is free):
+//!
+//! ```text
+//! assertion := sum cmp sum            cmp := <= | < | >= | > | == | !=
+//! sum       := product (("+" | "-") product)*
+//! product   := unary (("*" | "/") unary)*
+//! unary     := "-" unary | atom
+//! atom      := number unit? | path | "(" sum ")"
+//! unit      := us | ms | s | m | %       (durations; % divides by 100)
+//! path      := phase "." metric ("." stat)?      e.g. warm.ttft.p50, all.error_rate
+//! ```
+//!
+//! Values carry a dimension: durations compare with durations (`cold.ttft.p99 < 2s`), a bare
+//! number against a duration is an error that asks for a unit. Parsing and checking are pure;
+//! evaluation takes a lookup function so it never depends on how summaries are stored.
+
+use crate::core::catalog::{
+    Dim, Value, check_fidelity_metric, check_metric, check_server_metric, server_metric_is_time,
+};
+mod parse;
+mod verdict;
+
+pub use verdict::{Operand, Verdict, format_value};
+
+use parse::{Parser, err};
+use std::fmt;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cmp {
+    Le,
+    Lt,
+    Ge,
+    Gt,
+    Eq,
+    Ne,
+}
+
+impl Cmp {
+    fn symbol(self) -> &'static str {
+        match self {
+            Cmp::Le => "<=",
+            Cmp::Lt => "<",
+            Cmp::Ge => ">=",
+            Cmp::Gt => ">",
+            Cmp::Eq => "==",
+            Cmp::Ne => "!=",
+        }
+    }
+
+    fn holds(self, l: f64, r: f64) -> bool {
+        match self {
+            Cmp::Le => l <= r,
+            Cmp::Lt => l < r,
+            Cmp::Ge => l >= r,
+            Cmp::Gt => l > r,
+            Cmp::Eq => l == r,
+            Cmp::Ne => l != r,
+        }
+    }
+}
+
+/// A metric reference: `phase.metric[.stat]`, with its 1-based column in the expression.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Path {
+    pub phase: String,
+    /// `server` or `gpu` for server-side metrics, `fidelity` for the workload's, `turnN` for
+    /// one turn of a multi-turn or agentic phase; `None` for the client's.
+    pub scope: Option<String>,
+    pub metric: String,
+    pub stat: Option<String>,
+    pub column: usize,
+}
+
+impl fmt::Display for Path {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.", self.phase)?;
+        if let Some(scope) = &self.scope {
+            write!(f, "{scope}.")?;
+        }
+        write!(f, "{}", self.metric)?;
+        if let Some(s) = &self.stat {
+            write!(f, ".{s}")?;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Node {
+    Num(f64, Dim),
+    Path(Path),
+    Neg(Box<Node>),
+    Bin(char, Box<Node>, Box<Node>, usize),
+}
+
+/// A parsed assertion.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Assertion {
+    pub source: String,
+    lhs: Node,
+    cmp: Cmp,
+    cmp_column: usize,
+    rhs: Node,
+}
+
+/// A problem in an expression, at a 1-based character column.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExprError {
+    pub column: usize,
+    pub message: String,
+}
+
+impl fmt::Display for ExprError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "column {}: {}", self.column, self.message)
+    }
+}
+
+impl Assertion {
+    /// Parses `source`; errors point at a 1-based column.
+    pub fn parse(source: &str) -> Result<Self, ExprError> {
+        let mut p = Parser {
+            chars: source.chars().collect(),
+            pos: 0,
+            _src: source,
+        };
+        let lhs = p.sum()?;
+        p.skip_ws();
+        let cmp_column = p.col();
+        let cmp = p.cmp()?;
+        let rhs = p.sum()?;
+        if let Some(c) = p.peek() {
+            return err(p.col(), format!("unexpected `{c}` after the expression"));
+        }
+        Ok(Self {
+            source: source.to_string(),
+            lhs,
+            cmp,
+            cmp_column,
+            rhs,
+        })
+    }
+
+    /// Every metric path in order of appearance.
+    pub fn paths(&self) -> Vec<&Path> {
+        fn walk<'a>(n: &'a Node, out: &mut Vec<&'a Path>) {
+            match n {
+                Node::Num(..) => {}
+                Node::Path(p) => out.push(p),
+                Node::Neg(a) => walk(a, out),
+                Node::Bin(_, a, b, _) => {
+                    walk(a, out);
+                    walk(b, out);
+                }
+            }
+        }
+        let mut out = Vec::new();
+        walk(&self.lhs, &mut out);
+        walk(&self.rhs, &mut out);
+        out
+    }
+
+    /// Checks phase names (against `phases` plus `all`), metric paths and dimensions.
+    pub fn check(&self, phases: &[&str]) -> Result<(), ExprError> {
+        for p in self.paths() {
+            if p.phase != "all" && !phases.contains(&p.phase.as_str()) {
+                let mut known: Vec<&str> = phases.to_vec();
+                known.push("all");
+                return err(
+                    p.column,
+                    format!("unknown phase `{}` (phases: {})", p.phase, known.join(", ")),
+                );
+            }
+            path_dim(p).map_err(|m| ExprError {
+                column: p.column,
+                message: m,
+            })?;
+        }
+        let l = dim_of(&self.lhs)?;
+        let r = dim_of(&self.rhs)?;
+        if l != r {
+            let side = if l == Dim::Time { "right" } else { "left" };
+            return err(
+                self.cmp_column,
+                format!(
+                    "compares a duration with a plain number; the {side}-hand side needs a unit (e.g. `2s`, `200ms`)"
+                ),
+            );
+        }
+        Ok(())
+    }
+
+    /// Evaluates against `lookup`, which answers `None` when the metric has no samples.
+    pub fn evaluate(&self, lookup: &dyn Lookup) -> Verdict {
+        let operands: Vec<Operand> = self
+            .paths()
+            .into_iter()
+            .map(|p| Operand {
+                path: p.to_string(),
+                value: lookup.value(p),
+            })
+            .collect();
+        let missing: Vec<String> = operands
+            .iter()
+            .filter(|o| o.value.is_none())
+            .map(|o| o.path.clone())
+            .collect();
+        let dim = dim_of(&self.lhs).unwrap_or(Dim::Plain);
+        if !missing.is_empty() {
+            return Verdict {
+                source: self.source.clone(),
+                passed: false,
+                lhs: None,
+                rhs: None,
+                dim,
+                operands,
+                reason: Some(format!("no data for {}", missing.join(", "))),
+                cmp: self.cmp,
+                noise_floor: None,
+            };
+        }
+        let l = eval(&self.lhs, lookup);
+        let r = eval(&self.rhs, lookup);
+        let passed = self.cmp.holds(l, r);
+        let reason =
+            (!l.is_finite() || !r.is_finite()).then(|| "a side is not a finite number".to_string());
+        Verdict {
+            source: self.source.clone(),
+            passed: passed && reason.is_none(),
+            lhs: Some(l),
+            rhs: Some(r),
+            dim,
+            operands,
+            reason,
+            cmp: self.cmp,
+            noise_floor: None,
+        }
+    }
+}
+
+/// `turn3` → 3: the scope of per-turn figures in multi-turn and agentic phases.
+pub fn turn_of(scope: &str) -> Option<u32> {
+    scope.strip_prefix("turn")?.parse().ok()
+}
+
+/// Checks a path and gives its dimension.
+fn path_dim(p: &Path) -> Result<Dim, String> {
+    match p.scope.as_deref() {
+        None => check_metric(&p.metric, p.stat.as_deref()),
+        Some(scope) if turn_of(scope).is_some() => check_metric(&p.metric, p.stat.as_deref()),
+        Some("fidelity") => {
+            check_fidelity_metric(&p.metric, p.stat.as_deref())?;
+            Ok(Dim::Plain)
+        }
+        Some(scope) => {
+            check_server_metric(scope, &p.metric, p.stat.as_deref())?;
+            Ok(if server_metric_is_time(&p.metric) {
+                Dim::Time
+            } else {
+                Dim::Plain
+            })
+        }
+    }
+}
+
+fn dim_of(n: &Node) -> Result<Dim, ExprError> {
+    Ok(match n {
+        Node::Num(_, d) => *d,
+        Node::Path(p) => path_dim(p).unwrap_or(Dim::Plain),
+        Node::Neg(a) => dim_of(a)?,
+        Node::Bin(op, a, b, col) => {
+            let (a, b) = (dim_of(a)?, dim_of(b)?);
+            match (op, a, b) {
+                ('+' | '-', x, y) if x == y => x,
+                ('+' | '-', _, _) => return err(*col, "adds a duration and a plain number"),
+                ('*', Dim::Time, Dim::Time) => {
+                    return err(*col, "multiplies two durations");
+                }
+                ('*', Dim::Time, _) | ('*', _, Dim::Time) => Dim::Time,
+                ('*', _, _) => Dim::Plain,
+                ('/', Dim::Time, Dim::Time) => Dim::Plain,
+                ('/', Dim::Time, Dim::Plain) => Dim::Time,
+                ('/', Dim::Plain, Dim::Time) => {
+                    return err(*col, "divides a plain number by a duration");
+                }
+                _ => Dim::Plain,
+            }
+        }
+    })
+}
+
+/// What an assertion reads its numbers from: a run's summaries answer each path (`warm.ttft.p50`,
+/// `c8.server.kv_cache_usage.max`, `all.error_rate`) with a value and its dimension, or `None`
+/// when the metric has no samples (or the phase does not exist).
+pub trait Lookup {
+    fn value(&self, path: &Path) -> Option<Value>;
+}
+
+/// Any function of a path is a lookup (tests, and callers with figures of their own).
+impl<F: Fn(&Path) -> Option<Value>> Lookup for F {
+    fn value(&self, path: &Path) -> Option<Value> {
+        self(path)
+    }
+}
+
+fn eval(n: &Node, lookup: &dyn Lookup) -> f64 {
+    match n {
+        Node::Num(v, _) => *v,
+        Node::Path(p) => lookup.value(p).map_or(f64::NAN, |v| v.value),
+        Node::Neg(a) => -eval(a, lookup),
+        Node::Bin(op, a, b, _) => {
+            let (a, b) = (eval(a, lookup), eval(b, lookup));
+            match op {
+                '+' => a + b,
+                '-' => a - b,
+                '*' => a * b,
+                _ => a / b,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

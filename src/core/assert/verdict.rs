@@ -1,0 +1,102 @@
+//! What an assertion decided, with the numbers that decided it, explained for people.
+
+use super::Cmp;
+use crate::core::catalog::{Dim, Value};
+use std::fmt;
+
+/// One metric value an assertion read.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Operand {
+    pub path: String,
+    pub value: Option<Value>,
+}
+
+/// The outcome of one assertion, with the numbers that decided it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Verdict {
+    pub source: String,
+    pub passed: bool,
+    pub lhs: Option<f64>,
+    pub rhs: Option<f64>,
+    pub dim: Dim,
+    pub operands: Vec<Operand>,
+    pub reason: Option<String>,
+    pub cmp: Cmp,
+    /// The client's own timing error (seconds, TTFT error p99 from a calibration), when the
+    /// experiment measured it.
+    pub noise_floor: Option<f64>,
+}
+
+/// Formats a value for people: durations in ms, other numbers with four significant digits.
+pub fn format_value(value: f64, dim: Dim) -> String {
+    match dim {
+        Dim::Time => format!("{:.3} ms", value * 1e3),
+        Dim::Plain => {
+            if value != 0.0 && (value.abs() >= 1e6 || value.abs() < 1e-3) {
+                format!("{value:.4e}")
+            } else {
+                let s = format!("{value:.4}");
+                let s = s.trim_end_matches('0').trim_end_matches('.');
+                s.to_string()
+            }
+        }
+    }
+}
+
+impl Verdict {
+    /// Whether the two sides of a time comparison differ by no more than the client's own
+    /// error: `None` without a calibration or for plain numbers.
+    pub fn within_noise_floor(&self) -> Option<bool> {
+        let floor = self.noise_floor?;
+        if self.dim != Dim::Time {
+            return None;
+        }
+        Some((self.lhs? - self.rhs?).abs() <= floor)
+    }
+}
+
+impl fmt::Display for Verdict {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let status = if self.passed { "ok    " } else { "FAILED" };
+        write!(f, "{status} {}", self.source)?;
+        for o in &self.operands {
+            match o.value {
+                Some(v) => write!(
+                    f,
+                    "\n         {} = {}",
+                    o.path,
+                    format_value(v.value, v.dim)
+                )?,
+                None => write!(f, "\n         {} = (no data)", o.path)?,
+            }
+        }
+        if let (Some(l), Some(r)) = (self.lhs, self.rhs) {
+            // The margin is the slack in the direction the comparison wants: positive passes.
+            let (label, margin) = match self.cmp {
+                Cmp::Le | Cmp::Lt => ("margin (right − left)", r - l),
+                Cmp::Ge | Cmp::Gt => ("margin (left − right)", l - r),
+                Cmp::Eq | Cmp::Ne => ("difference (left − right)", l - r),
+            };
+            write!(
+                f,
+                "\n         left {} {} right {}; {label} = {}",
+                format_value(l, self.dim),
+                self.cmp.symbol(),
+                format_value(r, self.dim),
+                format_value(margin, self.dim),
+            )?;
+        }
+        if let Some(reason) = &self.reason {
+            write!(f, "\n         {reason}")?;
+        }
+        if self.within_noise_floor() == Some(true) {
+            write!(
+                f,
+                "\n         note: the sides differ by no more than this machine's client error \
+                 (TTFT error p99 {}, from calibration): not a measured difference",
+                format_value(self.noise_floor.unwrap_or_default(), Dim::Time)
+            )?;
+        }
+        Ok(())
+    }
+}
