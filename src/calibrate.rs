@@ -107,6 +107,7 @@ impl Level {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Calibration {
+    pub schema_version: u32,
     pub cpus: usize,
     pub os: &'static str,
     pub client_runtime: String,
@@ -162,6 +163,7 @@ pub async fn calibrate(
         _ => format!("multi_thread({})", handle.metrics().num_workers()),
     };
     Ok(Calibration {
+        schema_version: crate::report::RESULTS_SCHEMA_VERSION,
         cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
         os: std::env::consts::OS,
         client_runtime: flavor,

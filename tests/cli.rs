@@ -219,6 +219,10 @@ fn calibrate_prints_the_table_and_writes_calibration_json() {
     let cal: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("out/calibration.json")).unwrap())
             .unwrap();
+    assert_eq!(
+        cal["schema_version"], 2,
+        "calibration.json carries its layout version"
+    );
     let levels = cal["levels"].as_array().unwrap();
     assert_eq!(levels.len(), 2);
     assert_eq!(levels[1]["concurrency"], 4);

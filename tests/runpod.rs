@@ -712,7 +712,8 @@ expr = "all.error_rate == 0"
     let rows: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(matrix_dir.join("matrix.json")).unwrap())
             .unwrap();
-    let rows = rows.as_array().unwrap();
+    assert_eq!(rows["schema_version"], 2);
+    let rows = rows["deployments"].as_array().unwrap();
     assert_eq!(rows.len(), 2);
     let ran: Vec<&serde_json::Value> = rows.iter().filter(|r| r["exit_code"] == 0).collect();
     assert_eq!(ran.len(), 1, "{text}");

@@ -2,6 +2,7 @@
 //! what assertions read through [`Lookup`]), the results directory (`results`), the
 //! deterministic snapshot view (`snapshot`) and the phase table (`text`).
 
+pub mod dto;
 mod results;
 mod snapshot;
 mod text;
@@ -19,7 +20,10 @@ use crate::core::server::ServerSummary;
 use serde::Serialize;
 use std::collections::BTreeMap;
 
-pub const RESULTS_SCHEMA_VERSION: u32 = 1;
+/// Version of every results file's layout: 2 names units in the experiment's fields
+/// (`duration_s`, `think_time_s`, `rate_per_s`, timeouts in `*_s`) and gives `calibration.json`
+/// and `matrix.json` a `schema_version` of their own.
+pub const RESULTS_SCHEMA_VERSION: u32 = 2;
 
 /// A phase's summary with its name, in schedule order.
 #[derive(Debug, Clone, Serialize)]

@@ -2,8 +2,9 @@
 //! token totals, error kinds and coarse figures, stable on a loaded machine.
 
 use super::RunSummary;
+use super::dto::WorkloadDto;
 use crate::core::server::ServerSummary;
-use crate::spec::{Experiment, RequestShape, Workload};
+use crate::spec::{Experiment, RequestShape};
 use serde::Serialize;
 use std::collections::BTreeMap;
 
@@ -23,7 +24,8 @@ pub struct SnapshotView {
 #[derive(Debug, Clone, Serialize)]
 pub struct SnapshotPhase {
     pub name: String,
-    pub workload: Workload,
+    /// The workload as results files describe it (units in the field names).
+    pub workload: WorkloadDto,
     pub request: RequestShape,
     pub warmup: u32,
     pub requests: u64,
@@ -89,7 +91,7 @@ pub fn snapshot_view(
                 let s = summary.phase(&p.name)?;
                 Some(SnapshotPhase {
                     name: p.name.clone(),
-                    workload: p.workload.clone(),
+                    workload: WorkloadDto::of(&p.workload),
                     request: p.request,
                     warmup: p.warmup,
                     requests: s.requests,

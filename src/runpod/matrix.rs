@@ -322,7 +322,7 @@ fn table(rows: &[Cell<'_>]) -> String {
 
 /// `matrix.json`: per deployment, what it was, its exit code, its pod and its trials.
 fn write_matrix(root: &Path, rows: &[Cell<'_>]) -> Result<PathBuf, String> {
-    let json: Vec<serde_json::Value> = rows
+    let deployments: Vec<serde_json::Value> = rows
         .iter()
         .map(|c| {
             let d = c.deployment;
@@ -338,6 +338,10 @@ fn write_matrix(root: &Path, rows: &[Cell<'_>]) -> Result<PathBuf, String> {
             })
         })
         .collect();
+    let json = serde_json::json!({
+        "schema_version": crate::report::RESULTS_SCHEMA_VERSION,
+        "deployments": deployments,
+    });
     let path = root.join("matrix.json");
     let text = serde_json::to_string_pretty(&json).map_err(|e| e.to_string())?;
     std::fs::create_dir_all(root)

@@ -64,7 +64,7 @@ pub fn parse_with(
 }
 
 /// A validated experiment.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct Experiment {
     /// The file stem; trials are `<name>::<target>`.
     pub name: String,
@@ -74,12 +74,10 @@ pub struct Experiment {
     pub model: String,
     /// The model's tokenizer, when the experiment names one: prompts are drawn from its
     /// vocabulary and counted with it.
-    #[serde(serialize_with = "ser_tokenizer")]
     pub tokenizer: Option<ModelTokenizer>,
     pub timeouts: Timeouts,
     pub phases: Vec<Phase>,
     pub slo: Slo,
-    #[serde(serialize_with = "ser_assertions")]
     pub assertions: Vec<Assertion>,
     pub snapshot: SnapshotOptions,
     pub observe: Observe,
@@ -89,27 +87,12 @@ pub struct Experiment {
 }
 
 /// Server-side observation settings.
-#[derive(Debug, Clone, Copy, Serialize)]
+#[derive(Debug, Clone, Copy)]
 pub struct Observe {
     /// Scrape the target's `/metrics` around and during each phase.
     pub metrics: bool,
     /// Time between periodic scrapes.
-    #[serde(serialize_with = "ser_secs")]
     pub interval: Duration,
-}
-
-fn ser_tokenizer<S: serde::Serializer>(
-    t: &Option<ModelTokenizer>,
-    s: S,
-) -> Result<S::Ok, S::Error> {
-    match t {
-        Some(t) => s.serialize_str(&t.file),
-        None => s.serialize_none(),
-    }
-}
-
-fn ser_assertions<S: serde::Serializer>(a: &[Assertion], s: S) -> Result<S::Ok, S::Error> {
-    s.collect_seq(a.iter().map(|a| a.source.as_str()))
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -121,23 +104,15 @@ pub struct TargetSpec {
 }
 
 /// Client timeouts; each failure kind is recorded separately.
-#[derive(Debug, Clone, Copy, Serialize)]
+#[derive(Debug, Clone, Copy)]
 pub struct Timeouts {
-    #[serde(serialize_with = "ser_secs")]
     pub connect: Duration,
     /// Send → response headers and the first body bytes.
-    #[serde(serialize_with = "ser_secs")]
     pub first_byte: Duration,
     /// Longest silence between two reads of the body.
-    #[serde(serialize_with = "ser_secs")]
     pub idle: Duration,
     /// Whole request.
-    #[serde(serialize_with = "ser_secs")]
     pub total: Duration,
-}
-
-fn ser_secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_f64(d.as_secs_f64())
 }
 
 impl Default for Timeouts {
@@ -152,7 +127,7 @@ impl Default for Timeouts {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct Phase {
     pub name: String,
     pub workload: Workload,
@@ -160,10 +135,6 @@ pub struct Phase {
     /// Requests sent one at a time before the measured ones, excluded from statistics.
     pub warmup: u32,
     /// Warm up for this long instead (at most `warmup` requests when both are given).
-    #[serde(
-        serialize_with = "ser_opt_secs",
-        skip_serializing_if = "Option::is_none"
-    )]
     pub warmup_duration: Option<Duration>,
     /// Per-request prompt lengths drawn from a distribution (instead of one `input_tokens`).
     pub input_lengths: Option<LengthDist>,
@@ -173,8 +144,7 @@ pub struct Phase {
     pub dataset: Option<Dataset>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Workload {
     /// One request at a time.
     Single { requests: u32, input_tokens: u32 },
@@ -184,10 +154,6 @@ pub enum Workload {
         concurrency: u32,
         requests: u32,
         input_tokens: u32,
-        #[serde(
-            serialize_with = "ser_opt_secs",
-            skip_serializing_if = "Option::is_none"
-        )]
         duration: Option<Duration>,
     },
     /// `groups` common prefixes of `prefix_tokens`, each followed by `suffixes` distinct
@@ -215,7 +181,6 @@ pub enum Workload {
         process: Arrival,
         rate: f64,
         requests: Option<u32>,
-        #[serde(serialize_with = "ser_opt_secs")]
         duration: Option<Duration>,
         max_concurrency: Option<u32>,
         input_tokens: u32,
@@ -231,7 +196,6 @@ pub enum Workload {
         first_tokens: u32,
         turn_tokens: u32,
         session_concurrency: u32,
-        #[serde(serialize_with = "ser_secs")]
         think_time: Duration,
     },
     /// Agent-like sessions: a task of `task_tokens`, then `steps` model calls, each followed by
@@ -245,7 +209,6 @@ pub enum Workload {
         tool_result_tokens: u32,
         parallel_calls: u32,
         session_concurrency: u32,
-        #[serde(serialize_with = "ser_secs")]
         think_time: Duration,
     },
     /// Open loop replaying a trace: each entry at its timestamp × `time_scale`, with its own
@@ -255,14 +218,12 @@ pub enum Workload {
         file: String,
         time_scale: f64,
         max_concurrency: Option<u32>,
-        #[serde(skip)]
         entries: Vec<TraceEntry>,
     },
     /// Open loop with a rate rising linearly from `from` to `to` per second over `duration`.
     Ramp {
         from: f64,
         to: f64,
-        #[serde(serialize_with = "ser_secs")]
         duration: Duration,
         max_concurrency: Option<u32>,
         input_tokens: u32,
@@ -310,12 +271,11 @@ impl LengthDist {
 }
 
 /// Prompts read from a file instead of generated.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Dataset {
     /// As written in the experiment (resolved against its directory).
     pub file: String,
     pub format: DatasetFormat,
-    #[serde(skip)]
     pub prompts: Vec<String>,
 }
 
@@ -357,13 +317,6 @@ pub enum Arrival {
     /// Gamma gaps with shape `burstiness` and scale 1/(rate·burstiness); 1 is Poisson, below 1
     /// burstier, above 1 more regular.
     Gamma { burstiness: f64 },
-}
-
-fn ser_opt_secs<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
-    match d {
-        Some(d) => s.serialize_f64(d.as_secs_f64()),
-        None => s.serialize_none(),
-    }
 }
 
 impl Workload {

@@ -5,6 +5,7 @@ use super::Mode;
 use crate::calibrate::Level;
 use crate::preflight::Preflight;
 use crate::replay::FixtureMeta;
+use crate::report::dto::ExperimentDto;
 use crate::spec::{Experiment, TargetSpec};
 use serde::Serialize;
 use std::time::SystemTime;
@@ -13,7 +14,7 @@ use std::time::SystemTime;
 pub struct Manifest<'a> {
     schema_version: u32,
     inferlab_version: &'static str,
-    experiment: &'a Experiment,
+    experiment: ExperimentDto<'a>,
     target: &'a TargetSpec,
     mode: Mode,
     url: String,
@@ -56,7 +57,7 @@ impl<'a> Manifest<'a> {
         Self {
             schema_version: crate::report::RESULTS_SCHEMA_VERSION,
             inferlab_version: env!("CARGO_PKG_VERSION"),
-            experiment: exp,
+            experiment: ExperimentDto::of(exp),
             target,
             mode: run.mode,
             url: run.url,
