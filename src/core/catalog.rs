@@ -6,6 +6,44 @@
 
 use serde::Serialize;
 
+/// Where a metric of an assertion path lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// The client's figures of the phase (`warm.ttft.p50`).
+    Client,
+    /// One turn (or agent step) of a conversation phase (`chat.turn2.ttft.p50`).
+    Turn(u32),
+    /// The server's `/metrics` over the phase (`warm.server.prefix_cache_hit_rate`).
+    Server,
+    /// GPU telemetry over the phase (`load.gpu.util.mean`).
+    Gpu,
+    /// How faithfully the phase's load was offered (`load.fidelity.achieved_rate`).
+    Fidelity,
+}
+
+impl Scope {
+    /// The scope a path part names; `None` for a part that is not a scope (a metric).
+    pub fn parse(part: &str) -> Option<Self> {
+        match part {
+            "server" => Some(Self::Server),
+            "gpu" => Some(Self::Gpu),
+            "fidelity" => Some(Self::Fidelity),
+            _ => part.strip_prefix("turn")?.parse().ok().map(Self::Turn),
+        }
+    }
+
+    /// The path part, `None` for the client's (which has none).
+    pub fn name(self) -> Option<String> {
+        match self {
+            Self::Client => None,
+            Self::Turn(n) => Some(format!("turn{n}")),
+            Self::Server => Some("server".into()),
+            Self::Gpu => Some("gpu".into()),
+            Self::Fidelity => Some("fidelity".into()),
+        }
+    }
+}
+
 /// A value an assertion can read: seconds for `Dim::Time`.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Value {
@@ -122,8 +160,9 @@ pub fn check_fidelity_metric(metric: &str, stat: Option<&str>) -> Result<(), Str
 
 /// Metrics assertions can read under `<phase>.server.` and `<phase>.gpu.`, and whether they
 /// take a gauge statistic (`mean`, `min`, `max`).
-pub fn check_server_metric(scope: &str, metric: &str, stat: Option<&str>) -> Result<(), String> {
-    let gauge_names: &[&str] = if scope == "gpu" {
+pub fn check_server_metric(gpu: bool, metric: &str, stat: Option<&str>) -> Result<(), String> {
+    let scope = if gpu { "gpu" } else { "server" };
+    let gauge_names: &[&str] = if gpu {
         &["util", "mem_used_mib", "mem_util", "power_w"]
     } else {
         &[
@@ -133,7 +172,7 @@ pub fn check_server_metric(scope: &str, metric: &str, stat: Option<&str>) -> Res
             "requests_waiting",
         ]
     };
-    let scalars: &[&str] = if scope == "gpu" {
+    let scalars: &[&str] = if gpu {
         &[]
     } else {
         &[
@@ -178,4 +217,25 @@ pub fn check_server_metric(scope: &str, metric: &str, stat: Option<&str>) -> Res
 /// Whether a server metric is a duration (its value is then in seconds).
 pub fn server_metric_is_time(metric: &str) -> bool {
     metric.ends_with("_mean") || metric == "network_overhead_ttft"
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scopes_read_and_write_their_path_part() {
+        for (part, scope) in [
+            ("server", Scope::Server),
+            ("gpu", Scope::Gpu),
+            ("fidelity", Scope::Fidelity),
+            ("turn3", Scope::Turn(3)),
+        ] {
+            assert_eq!(Scope::parse(part), Some(scope));
+            assert_eq!(scope.name().as_deref(), Some(part));
+        }
+        assert_eq!(Scope::parse("ttft"), None, "a metric, not a scope");
+        assert_eq!(Scope::parse("turnx"), None);
+        assert_eq!(Scope::Client.name(), None);
+    }
 }

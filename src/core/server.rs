@@ -411,7 +411,7 @@ pub fn summarize_server(
 
 impl ServerSummary {
     /// Reads `server.<metric>[.stat]` or `gpu.<metric>.<stat>`; durations in seconds.
-    pub fn value(&self, scope: &str, metric: &str, stat: Option<&str>) -> Option<f64> {
+    pub fn value(&self, gpu: bool, metric: &str, stat: Option<&str>) -> Option<f64> {
         let gauge = |name: &str| {
             let g = self.gauges.get(name)?;
             Some(match stat? {
@@ -420,7 +420,7 @@ impl ServerSummary {
                 _ => g.max,
             })
         };
-        if scope == "gpu" {
+        if gpu {
             return gauge(&format!("gpu_{metric}"));
         }
         let secs = |ms: Option<f64>| ms.map(|v| v / 1e3);
@@ -576,9 +576,9 @@ mod tests {
         // (0.5 + 0.5) s over 15 requests.
         assert!((s.server_ttft_mean_ms.unwrap() - 1000.0 / 15.0).abs() < 1e-9);
         assert!((s.network_overhead_ttft_ms.unwrap() - (60.0 - 1000.0 / 15.0)).abs() < 1e-9);
-        assert_eq!(s.value("server", "prefix_cache_hit_rate", None), Some(0.8));
-        assert_eq!(s.value("server", "kv_cache_usage", Some("max")), Some(0.6));
-        assert_eq!(s.value("gpu", "util", Some("mean")), None);
+        assert_eq!(s.value(false, "prefix_cache_hit_rate", None), Some(0.8));
+        assert_eq!(s.value(false, "kv_cache_usage", Some("max")), Some(0.6));
+        assert_eq!(s.value(true, "util", Some("mean")), None);
     }
 
     #[test]
@@ -591,19 +591,19 @@ mod tests {
 
     #[test]
     fn server_metric_paths() {
-        assert!(check_server_metric("server", "prefix_cache_hit_rate", None).is_ok());
-        assert!(check_server_metric("server", "kv_cache_usage", Some("max")).is_ok());
+        assert!(check_server_metric(false, "prefix_cache_hit_rate", None).is_ok());
+        assert!(check_server_metric(false, "kv_cache_usage", Some("max")).is_ok());
         assert!(
-            check_server_metric("server", "kv_cache_usage", None)
+            check_server_metric(false, "kv_cache_usage", None)
                 .unwrap_err()
                 .contains("add mean")
         );
-        assert!(check_server_metric("gpu", "util", Some("mean")).is_ok());
+        assert!(check_server_metric(true, "util", Some("mean")).is_ok());
         assert!(
-            check_server_metric("server", "hit_rate", None)
+            check_server_metric(false, "hit_rate", None)
                 .unwrap_err()
                 .contains("unknown server metric")
         );
-        assert!(check_server_metric("server", "preemptions", Some("p50")).is_err());
+        assert!(check_server_metric(false, "preemptions", Some("p50")).is_err());
     }
 }

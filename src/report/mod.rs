@@ -13,8 +13,8 @@ pub use snapshot::{
 };
 pub use text::{phase_table, verdict_lines};
 
-use crate::core::assert::{Lookup, Path as MetricPath, Verdict, turn_of};
-use crate::core::catalog::{Dim, Value, server_metric_is_time};
+use crate::core::assert::{Lookup, Path as MetricPath, Verdict};
+use crate::core::catalog::{Dim, Scope, Value, server_metric_is_time};
 use crate::core::metrics::PhaseSummary;
 use crate::core::server::ServerSummary;
 use serde::Serialize;
@@ -160,22 +160,24 @@ impl Lookup for RunSummary {
         let client = self.phase(&p.phase)?;
         // Turns and fidelity belong to a phase; `all` has neither.
         let named = self.phases.iter().find(|n| n.name == p.phase);
-        match p.scope.as_deref() {
-            None => client.value(&p.metric, p.stat.as_deref()).ok().flatten(),
-            Some(scope) if turn_of(scope).is_some() => named?
+        match p.scope {
+            Scope::Client => client.value(&p.metric, p.stat.as_deref()).ok().flatten(),
+            Scope::Turn(t) => named?
                 .by_turn
-                .get(&turn_of(scope)?)?
+                .get(&t)?
                 .value(&p.metric, p.stat.as_deref())
                 .ok()
                 .flatten(),
-            Some("fidelity") => Some(Value {
+            Scope::Fidelity => Some(Value {
                 value: named?.fidelity.value(&p.metric)?,
                 dim: Dim::Plain,
             }),
-            Some(scope) => Some(Value {
-                value: self
-                    .server(&p.phase)?
-                    .value(scope, &p.metric, p.stat.as_deref())?,
+            Scope::Server | Scope::Gpu => Some(Value {
+                value: self.server(&p.phase)?.value(
+                    p.scope == Scope::Gpu,
+                    &p.metric,
+                    p.stat.as_deref(),
+                )?,
                 dim: if server_metric_is_time(&p.metric) {
                     Dim::Time
                 } else {

@@ -17,7 +17,8 @@
 //! evaluation takes a lookup function so it never depends on how summaries are stored.
 
 use crate::core::catalog::{
-    Dim, Value, check_fidelity_metric, check_metric, check_server_metric, server_metric_is_time,
+    Dim, Scope, Value, check_fidelity_metric, check_metric, check_server_metric,
+    server_metric_is_time,
 };
 mod parse;
 mod verdict;
@@ -65,9 +66,7 @@ impl Cmp {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Path {
     pub phase: String,
-    /// `server` or `gpu` for server-side metrics, `fidelity` for the workload's, `turnN` for
-    /// one turn of a multi-turn or agentic phase; `None` for the client's.
-    pub scope: Option<String>,
+    pub scope: Scope,
     pub metric: String,
     pub stat: Option<String>,
     pub column: usize,
@@ -76,7 +75,7 @@ pub struct Path {
 impl fmt::Display for Path {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}.", self.phase)?;
-        if let Some(scope) = &self.scope {
+        if let Some(scope) = self.scope.name() {
             write!(f, "{scope}.")?;
         }
         write!(f, "{}", self.metric)?;
@@ -240,22 +239,16 @@ impl Assertion {
     }
 }
 
-/// `turn3` → 3: the scope of per-turn figures in multi-turn and agentic phases.
-pub fn turn_of(scope: &str) -> Option<u32> {
-    scope.strip_prefix("turn")?.parse().ok()
-}
-
 /// Checks a path and gives its dimension.
 fn path_dim(p: &Path) -> Result<Dim, String> {
-    match p.scope.as_deref() {
-        None => check_metric(&p.metric, p.stat.as_deref()),
-        Some(scope) if turn_of(scope).is_some() => check_metric(&p.metric, p.stat.as_deref()),
-        Some("fidelity") => {
+    match p.scope {
+        Scope::Client | Scope::Turn(_) => check_metric(&p.metric, p.stat.as_deref()),
+        Scope::Fidelity => {
             check_fidelity_metric(&p.metric, p.stat.as_deref())?;
             Ok(Dim::Plain)
         }
-        Some(scope) => {
-            check_server_metric(scope, &p.metric, p.stat.as_deref())?;
+        Scope::Server | Scope::Gpu => {
+            check_server_metric(p.scope == Scope::Gpu, &p.metric, p.stat.as_deref())?;
             Ok(if server_metric_is_time(&p.metric) {
                 Dim::Time
             } else {

@@ -1,7 +1,7 @@
 //! The expression parser: recursive descent over characters, every error at its column.
 
-use super::{Cmp, ExprError, Node, Path, turn_of};
-use crate::core::catalog::Dim;
+use super::{Cmp, ExprError, Node, Path};
+use crate::core::catalog::{Dim, Scope};
 
 pub(super) fn err<T>(column: usize, message: impl Into<String>) -> Result<T, ExprError> {
     Err(ExprError {
@@ -233,8 +233,13 @@ impl Parser<'_> {
         }
         let mut it = parts.into_iter().peekable();
         let phase = it.next();
-        let scope =
-            it.next_if(|p| p == "server" || p == "gpu" || p == "fidelity" || turn_of(p).is_some());
+        let scope = match it.peek().and_then(|p| Scope::parse(p)) {
+            Some(scope) => {
+                it.next();
+                scope
+            }
+            None => Scope::Client,
+        };
         let (Some(phase), Some(metric)) = (phase, it.next()) else {
             return err(
                 column,
