@@ -7,6 +7,7 @@
 use crate::calibrate::Level;
 use crate::client::Endpoint;
 use crate::probe::{self, Context, ServerInfo};
+use crate::report::PromptLengths;
 use crate::spec::Experiment;
 use crate::workload::Schedule;
 use std::time::Duration;
@@ -15,8 +16,7 @@ use std::time::Duration;
 #[derive(Debug, Clone)]
 pub struct Preflight {
     pub server: ServerInfo,
-    /// `exact: …` or `approximate: …`, in words for the summary.
-    pub prompt_lengths: String,
+    pub prompt_lengths: PromptLengths,
     pub calibration: Option<Level>,
 }
 
@@ -35,7 +35,7 @@ impl Preflight {
 #[derive(Debug, Clone)]
 pub struct Recorded {
     pub server: ServerInfo,
-    pub prompt_lengths: Option<String>,
+    pub prompt_lengths: Option<PromptLengths>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -70,9 +70,8 @@ pub async fn run(
     };
     let prompt_lengths = match (&exp.tokenizer, recorded_lengths) {
         (Some(t), _) => count_prompt_lengths(&t.file, |text| t.count(text), schedule),
-        (None, Some(recorded)) => {
-            recorded.unwrap_or_else(|| "approximate: not checked when recorded".to_string())
-        }
+        (None, Some(recorded)) => recorded
+            .unwrap_or_else(|| PromptLengths::Approximate("not checked when recorded".to_string())),
         (None, None) => check_prompt_lengths(http, ep, schedule).await,
     };
     Ok(Preflight {
@@ -141,7 +140,7 @@ pub fn count_prompt_lengths(
     tokenizer: &str,
     count: impl Fn(&str) -> Option<usize>,
     schedule: &Schedule,
-) -> String {
+) -> PromptLengths {
     let (mut checked, mut differ) = (0usize, Vec::new());
     for p in &schedule.phases {
         for r in p
@@ -158,22 +157,19 @@ pub fn count_prompt_lengths(
         }
     }
     if checked == 0 {
-        return format!(
-            "approximate: no single-prompt requests to count with tokenizer {} (conversations carry the server's chat template)",
-            tokenizer
-        );
+        return PromptLengths::Approximate(format!(
+            "no single-prompt requests to count with tokenizer {tokenizer} (conversations carry the server's chat template)"
+        ));
     }
     match differ.first() {
-        None => format!(
-            "exact: {checked} prompts have their declared lengths, counted with tokenizer {}",
-            tokenizer
-        ),
-        Some((phase, index, want, got)) => format!(
-            "approximate: {} of {checked} prompts differ from their declared lengths (tokenizer {}), e.g. {phase}[{index}]: declared {want}, counted {}",
+        None => PromptLengths::Exact(format!(
+            "{checked} prompts have their declared lengths, counted with tokenizer {tokenizer}"
+        )),
+        Some((phase, index, want, got)) => PromptLengths::Approximate(format!(
+            "{} of {checked} prompts differ from their declared lengths (tokenizer {tokenizer}), e.g. {phase}[{index}]: declared {want}, counted {}",
             differ.len(),
-            tokenizer,
             got.map_or("nothing".to_string(), |n| n.to_string())
-        ),
+        )),
     }
 }
 
@@ -183,30 +179,32 @@ async fn check_prompt_lengths(
     http: &reqwest::Client,
     ep: &Endpoint,
     schedule: &Schedule,
-) -> String {
+) -> PromptLengths {
     let sample = prompt_sample(schedule);
     if sample.is_empty() {
-        return "approximate: no generated prompts to check".to_string();
+        return PromptLengths::Approximate("no generated prompts to check".to_string());
     }
     let (mut declared, mut counted) = (0u64, 0u64);
     for (text, n_declared) in &sample {
         let Some(n) = probe::tokenize(http, ep, text).await else {
-            return "approximate: the server has no usable /tokenize endpoint".to_string();
+            return PromptLengths::Approximate(
+                "the server has no usable /tokenize endpoint".to_string(),
+            );
         };
         declared += n_declared;
         counted += n;
     }
     if declared == counted {
-        format!(
-            "exact: {} sampled prompts tokenize to their declared {declared} tokens (server /tokenize)",
+        PromptLengths::Exact(format!(
+            "{} sampled prompts tokenize to their declared {declared} tokens (server /tokenize)",
             sample.len()
-        )
+        ))
     } else {
-        format!(
-            "approximate: {} sampled prompts declared {declared} tokens, the server's tokenizer counts {counted} ({:.3}×)",
+        PromptLengths::Approximate(format!(
+            "{} sampled prompts declared {declared} tokens, the server's tokenizer counts {counted} ({:.3}×)",
             sample.len(),
             counted as f64 / declared as f64
-        )
+        ))
     }
 }
 
@@ -283,10 +281,14 @@ request = { api = "completions", output_tokens = 27 }
         let exact = count_prompt_lengths("w.json", words, &s);
         assert_eq!(
             exact,
-            "exact: 7 prompts have their declared lengths, counted with tokenizer w.json"
+            PromptLengths::Exact(
+                "7 prompts have their declared lengths, counted with tokenizer w.json".into()
+            )
         );
         let plus_one = |t: &str| Some(t.split_whitespace().count() + 1);
         let off = count_prompt_lengths("w.json", plus_one, &s);
+        assert!(!off.is_exact());
+        let off = off.to_string();
         assert!(
             off.starts_with("approximate: 7 of 7 prompts differ"),
             "{off}"
@@ -309,7 +311,7 @@ request = { api = "completions", output_tokens = 27 }
     fn the_noise_floor_is_the_calibrated_ttft_error_in_seconds() {
         let mut p = Preflight {
             server: ServerInfo::default(),
-            prompt_lengths: String::new(),
+            prompt_lengths: PromptLengths::Approximate(String::new()),
             calibration: None,
         };
         assert_eq!(p.noise_floor(), None, "not calibrated");

@@ -319,13 +319,13 @@ async fn prompt_lengths_are_checked_with_the_servers_tokenizer() {
     let exp = spec_io::parse("t.toml", "t", &src("llamacpp")).unwrap();
     let out = common::run_live(&exp, &server.url, "tokenize").await;
     assert_eq!(
-        out.summary.prompt_lengths,
+        out.summary.prompt_lengths.to_string(),
         "exact: 1 sampled prompts tokenize to their declared 12 tokens (server /tokenize)"
     );
     let exp = spec_io::parse("t.toml", "t", &src("openai")).unwrap();
     let out = common::run_live(&exp, &server.url, "tokenize").await;
     assert_eq!(
-        out.summary.prompt_lengths,
+        out.summary.prompt_lengths.to_string(),
         "approximate: the server has no usable /tokenize endpoint"
     );
 }

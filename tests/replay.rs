@@ -4,9 +4,10 @@
 mod common;
 
 use inferlab::replay::{Fixture, Source};
+use inferlab::report::Mode;
 use inferlab::spec::Experiment;
 use inferlab::spec_io;
-use inferlab::trial::{self, Mode, Plan, TrialOptions};
+use inferlab::trial::{self, Plan, TrialOptions};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 

@@ -90,7 +90,7 @@ async fn prompts_come_from_the_tokenizer_and_are_counted_exactly() {
     let out = common::run_live(&exp, &truth.url(), "tok").await;
     assert!(out.passed(), "{:?}", out.verdicts);
     assert!(
-        out.summary.prompt_lengths.starts_with(
+        out.summary.prompt_lengths.to_string().starts_with(
             "exact: 6 prompts have their declared lengths, counted with tokenizer tokenizer.json"
         ),
         "{}",

@@ -4,8 +4,9 @@
 //! per trial.
 
 use super::{Exit, Selection, discover, trials};
+use crate::report::Mode;
 use crate::spec::SpecError;
-use crate::trial::{self, Mode, Plan, TrialError, TrialOptions, TrialOutcome};
+use crate::trial::{self, Plan, TrialError, TrialOptions, TrialOutcome};
 use std::path::PathBuf;
 use tokio::sync::watch;
 

@@ -5,12 +5,14 @@
 pub mod dto;
 mod results;
 mod snapshot;
+mod status;
 mod text;
 
 pub use results::{RequestRow, RequestWriter, ResultsDir};
 pub use snapshot::{
     SnapshotAssertion, SnapshotFidelity, SnapshotPhase, SnapshotView, snapshot_view,
 };
+pub use status::{Mode, PromptLengths, ServerMetrics};
 pub use text::{phase_table, verdict_lines};
 
 use crate::core::assert::{Lookup, Path as MetricPath, Verdict};
@@ -84,15 +86,15 @@ pub struct RunSummary {
     pub schema_version: u32,
     pub experiment: String,
     pub target: String,
-    pub mode: String,
+    pub mode: Mode,
     /// Whether prompts have exactly their declared token lengths: checked against the server's
     /// tokenizer (`/tokenize`) on a sample of prompts when the engine has one.
-    pub prompt_lengths: String,
+    pub prompt_lengths: PromptLengths,
     pub phases: Vec<NamedSummary>,
     pub all: PhaseSummary,
     pub all_server: Option<ServerSummary>,
-    /// `scraped (…)`, `unavailable: <why>` or `off`.
-    pub server_metrics: String,
+    /// `scraped (…)`, `unavailable: <why>`, `none: …` or `off`.
+    pub server_metrics: ServerMetrics,
     /// The run was stopped (Ctrl-C) before its schedule ended: figures cover what completed.
     pub interrupted: bool,
     pub assertions: Vec<VerdictRow>,
@@ -217,8 +219,8 @@ mod tests {
             schema_version: RESULTS_SCHEMA_VERSION,
             experiment: "e".into(),
             target: "t".into(),
-            mode: "replay".into(),
-            prompt_lengths: String::new(),
+            mode: Mode::Replay,
+            prompt_lengths: PromptLengths::Approximate(String::new()),
             phases: vec![NamedSummary {
                 name: "warm".into(),
                 summary: empty.clone(),
@@ -228,7 +230,7 @@ mod tests {
             }],
             all: empty,
             all_server: None,
-            server_metrics: "off".into(),
+            server_metrics: ServerMetrics::Off,
             interrupted: false,
             assertions: Vec::new(),
             cost: None,

@@ -103,7 +103,7 @@ pub fn phase_table(summary: &RunSummary) -> String {
         }
     }
     out.push_str(&format!("prompt lengths: {}\n", summary.prompt_lengths));
-    if !summary.server_metrics.starts_with("scraped") {
+    if !summary.server_metrics.scraped() {
         out.push_str(&format!("server metrics: {}\n", summary.server_metrics));
     }
     out

@@ -1,10 +1,10 @@
 //! `manifest.json`: what ran, against what, from which code — written before the first request
 //! (so a killed run still says what it was) and again at the end with the counts.
 
-use super::Mode;
 use crate::calibrate::Level;
 use crate::preflight::Preflight;
 use crate::replay::FixtureMeta;
+use crate::report::Mode;
 use crate::report::dto::ExperimentDto;
 use crate::spec::{Experiment, TargetSpec};
 use serde::Serialize;

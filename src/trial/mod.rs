@@ -16,31 +16,10 @@ use crate::core::assert::Verdict;
 use crate::env::{TargetSource, target_var};
 use crate::observe::gpu::GpuSource;
 use crate::replay::{Fixture, fixture_dir};
-use crate::report::{RunSummary, SnapshotView};
+use crate::report::{Mode, RunSummary, SnapshotView};
 use crate::spec::{Experiment, TargetSpec};
-use serde::Serialize;
 use std::path::{Path, PathBuf};
 use tokio::sync::watch;
-
-/// How a trial runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Mode {
-    Live,
-    /// Live, and the exchanges are written as the target's fixture.
-    Record,
-    Replay,
-}
-
-impl Mode {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Mode::Live => "live",
-            Mode::Record => "record",
-            Mode::Replay => "replay",
-        }
-    }
-}
 
 /// What the environment and the fixtures say about a trial.
 #[derive(Debug, Clone)]

@@ -5,7 +5,7 @@
 use super::manifest::{self, Manifest};
 use super::summary::{self, Parts};
 use super::tally::Tally;
-use super::{Mode, Plan, TrialError, TrialOptions, TrialOutcome};
+use super::{Plan, TrialError, TrialOptions, TrialOutcome};
 use crate::client::{self, Endpoint};
 use crate::observe::gpu::GpuSource;
 use crate::observe::scrape::ScrapeRecord;
@@ -14,6 +14,7 @@ use crate::preflight::{self, Recorded};
 use crate::probe::ServerInfo;
 use crate::replay::{Fixture, FixtureMeta, Recorder, ReplayServer, Source, fixture_dir};
 use crate::report::{self, ResultsDir};
+use crate::report::{Mode, PromptLengths};
 use crate::run::{self, Completed};
 use crate::spec::{Experiment, TargetSpec};
 use crate::workload::{self, Schedule};
@@ -208,7 +209,7 @@ impl Resolved {
                 version: m.engine_version.clone(),
                 config: m.server_config.clone(),
             },
-            prompt_lengths: m.prompt_lengths.clone(),
+            prompt_lengths: m.prompt_lengths.as_deref().map(PromptLengths::parse),
         })
     }
 
@@ -251,7 +252,7 @@ impl Resolved {
             engine: target.kind.engine_name().to_string(),
             engine_version: pre.server.version.clone(),
             server_config: pre.server.config.clone(),
-            prompt_lengths: Some(pre.prompt_lengths.clone()),
+            prompt_lengths: Some(pre.prompt_lengths.to_string()),
             model: self.endpoint.model.clone(),
             model_details: self.model_details.clone(),
             recorded_at: crate::clock::utc_rfc3339(started),

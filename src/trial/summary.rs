@@ -2,20 +2,20 @@
 //! of a rented pod's share, serverless cold starts, and the verdicts of the experiment's
 //! assertions, which read the summary they are stored in.
 
-use super::Mode;
 use super::tally::Tallied;
 use crate::core::assert::Verdict;
 use crate::core::record::RequestRecord;
 use crate::observe::Health;
 use crate::observe::scrape::ScrapeRecord;
 use crate::report::{self, Cost, RunSummary, Serverless, ServerlessPhase, VerdictRow};
+use crate::report::{Mode, PromptLengths, ServerMetrics};
 use crate::spec::{Experiment, TargetSpec};
 use std::collections::{BTreeMap, HashMap};
 
 /// What the summary is made of besides the tally.
 pub struct Parts<'a> {
     pub mode: Mode,
-    pub prompt_lengths: String,
+    pub prompt_lengths: PromptLengths,
     pub scrapes: &'a [ScrapeRecord],
     pub health: BTreeMap<String, Health>,
     pub interrupted: bool,
@@ -42,7 +42,7 @@ pub fn summarize(
         schema_version: report::RESULTS_SCHEMA_VERSION,
         experiment: exp.name.clone(),
         target: target.name.clone(),
-        mode: parts.mode.as_str().to_string(),
+        mode: parts.mode,
         prompt_lengths: parts.prompt_lengths,
         cost: parts
             .cost_per_hour
@@ -118,27 +118,27 @@ fn serverless(
     }
 }
 
-/// Whether server metrics were collected, in words for the summary.
+/// Whether server metrics were collected.
 fn server_metrics_status(
     exp: &Experiment,
     target: &TargetSpec,
     scrapes: &[ScrapeRecord],
-) -> String {
+) -> ServerMetrics {
     if !target.kind.serves_metrics() {
-        return format!("none: {} targets have no /metrics", target.kind);
+        return ServerMetrics::NotServed(target.kind);
     }
     if !exp.observe.metrics {
-        return "off".to_string();
+        return ServerMetrics::Off;
     }
     let metrics: Vec<&ScrapeRecord> = scrapes.iter().filter(|r| !r.gpu).collect();
     let ok = metrics.iter().filter(|r| r.error.is_none()).count();
     if ok > 0 {
-        return format!("scraped ({ok} of {} scrapes succeeded)", metrics.len());
+        return ServerMetrics::Scraped {
+            ok,
+            of: metrics.len(),
+        };
     }
-    match metrics.iter().find_map(|r| r.error.as_deref()) {
-        Some(e) => format!("unavailable: {e}"),
-        None => "unavailable".to_string(),
-    }
+    ServerMetrics::Unavailable(metrics.iter().find_map(|r| r.error.clone()))
 }
 
 #[cfg(test)]
