@@ -6,7 +6,7 @@
 //! `cargo bench --bench pacer` prints the table. Under `cargo test --benches` it runs a short
 //! 100 req/s burst as a smoke test.
 
-#[path = "../tests/common/mod.rs"]
+#[path = "../tests/it/common/mod.rs"]
 mod common;
 
 use inferlab::client::{self, Endpoint};

@@ -3,7 +3,7 @@
 # and prints `N passed, M failed`. The logs of failed runs are kept for reading.
 #
 #   scripts/stress-test.sh 10                   # the whole suite, ten times
-#   scripts/stress-test.sh 5 --test truth       # extra arguments go to `cargo test`
+#   scripts/stress-test.sh 5 --test it -- truth::   # extra arguments go to `cargo test`
 #
 # Env: STRESS_LOOPS (busy loops beside the tests, default 2), STRESS_LOGS (where failed runs'
 # logs go, default target/stress-logs).

@@ -1,7 +1,7 @@
 //! Exact prompt lengths with a local tokenizer.json: prompts are drawn from its vocabulary and
 //! every planned prompt is counted with it; a bad tokenizer file is a clear error.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 

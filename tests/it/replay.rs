@@ -1,7 +1,7 @@
 //! Record → replay round trips through `trial::run_trial`, mode selection from the
 //! environment, and the ways a fixture can stop matching its experiment.
 
-mod common;
+use crate::common;
 
 use inferlab::replay::{Fixture, Source};
 use inferlab::report::Mode;

@@ -1,7 +1,7 @@
 //! Server metrics joined to a run: `/metrics` faults are recorded and reported, never fatal;
 //! counter resets are handled; a server-side assertion fails with its numbers.
 
-mod common;
+use crate::common;
 
 use inferlab::spec::Experiment;
 use inferlab::spec_io;

@@ -2,7 +2,7 @@
 //! successful requests. Streaming faults come from the scripted server, status codes and slow
 //! headers from wiremock.
 
-mod common;
+use crate::common;
 
 use inferlab::client::{self, Endpoint, Secret};
 use inferlab::core::engine::TargetKind;

@@ -3,7 +3,7 @@
 //! arrivals and cancels requests in flight — each counted, none lost. Bounds are generous: CI
 //! machines are noisy 2-core boxes.
 
-mod common;
+use crate::common;
 
 use inferlab::spec::Experiment;
 use inferlab::spec_io;

@@ -2,7 +2,7 @@
 //! Only gross properties are checked here: exact figures belong to `inferlab calibrate` and the
 //! calibration bench, not to a test on a loaded 2-core machine.
 
-mod common;
+use crate::common;
 
 use inferlab::calibrate;
 use inferlab::client::REQUEST_ID_HEADER;

@@ -829,7 +829,7 @@ request = { api = "completions", output_tokens = 2 }
 }
 
 /// Against the real API, read-only (creates nothing, spends nothing): the GPU catalog and the
-/// pod list parse. Run it with a key: `RUNPOD_API_KEY=… cargo test --test runpod -- --ignored`.
+/// pod list parse. Run it with a key: `RUNPOD_API_KEY=… cargo test --test it -- runpod:: --ignored`.
 #[tokio::test]
 #[ignore = "reaches api.runpod.io: needs RUNPOD_API_KEY and --ignored"]
 async fn live_smoke_reads_the_catalog_and_the_pod_list() {
