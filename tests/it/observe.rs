@@ -5,8 +5,7 @@ use crate::common;
 
 use inferlab::spec::Experiment;
 use inferlab::spec_io;
-use inferlab::trial::{self, TrialOptions, TrialOutcome};
-use std::path::PathBuf;
+use inferlab::trial::TrialOutcome;
 
 fn experiment(extra_assert: &str) -> Experiment {
     experiment_of(6, extra_assert)
@@ -129,25 +128,11 @@ async fn gpu_command_samples_join_phases_and_replay() {
     // ~300 ms of load: long enough for the sampler's shell to start and print on a loaded
     // machine (it prints every 20 ms).
     let exp = experiment_of(20, "load.gpu.util.mean > 0.5");
-    let root: PathBuf = std::env::temp_dir().join(format!("inferlab-gpu-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&root);
-    let target = exp.target("box").unwrap().clone();
-    let opts = TrialOptions {
-        results_root: root.join("results"),
-        fixtures_root: root.join("fixtures"),
-        salt: None,
-        interrupt: None,
-        cost_per_hour: None,
-    };
-    let url = server.url.clone();
-    let env = move |k: &str| match k {
-        "INFERLAB_BOX_URL" => Some(url.clone()),
-        "INFERLAB_BOX_GPU_COMMAND" => Some(FAKE_SMI.to_string()),
-        "INFERLAB_RECORD" => Some("1".to_string()),
-        _ => None,
-    };
-    let plan = trial::plan(&exp, &target, &env, &root.join("fixtures")).unwrap();
-    let live = trial::run_trial(&exp, &target, plan, &opts).await.unwrap();
+    let trial = common::TrialBuilder::new("gpu")
+        .url(&server.url)
+        .var("INFERLAB_BOX_GPU_COMMAND", FAKE_SMI)
+        .record();
+    let live = trial.run(&exp).await;
     assert!(
         live.passed(),
         "{}",
@@ -168,8 +153,7 @@ async fn gpu_command_samples_join_phases_and_replay() {
     );
 
     // Replayed: the recorded GPU samples come back as data.
-    let plan = trial::plan(&exp, &target, &|_: &str| None, &root.join("fixtures")).unwrap();
-    let replayed = trial::run_trial(&exp, &target, plan, &opts).await.unwrap();
+    let replayed = trial.replay(&exp).await;
     assert!(replayed.passed());
     assert_eq!(
         replayed.summary.server("load").unwrap().gauges["gpu_util"].mean,
@@ -177,17 +161,13 @@ async fn gpu_command_samples_join_phases_and_replay() {
     );
 
     // A GPU command that does not exist: recorded, the run completes.
-    let url = server.url.clone();
-    let env = move |k: &str| match k {
-        "INFERLAB_BOX_URL" => Some(url.clone()),
-        "INFERLAB_BOX_GPU_COMMAND" => Some("no-such-nvidia-smi-binary".to_string()),
-        _ => None,
-    };
-    let plan = trial::plan(&exp, &target, &env, &root.join("fixtures")).unwrap();
-    let out = trial::run_trial(&exp, &target, plan, &opts).await.unwrap();
+    let out = common::TrialBuilder::new("gpu-missing")
+        .url(&server.url)
+        .var("INFERLAB_BOX_GPU_COMMAND", "no-such-nvidia-smi-binary")
+        .run(&exp)
+        .await;
     assert_eq!(out.summary.phase("load").unwrap().succeeded, 20);
     assert!(!out.verdicts[1].passed);
     let lines = std::fs::read_to_string(out.dir.join("server_metrics.jsonl")).unwrap();
     assert!(lines.contains("GPU command ended"), "{lines}");
-    let _ = std::fs::remove_dir_all(&root);
 }

@@ -7,8 +7,7 @@ use crate::common;
 
 use inferlab::spec::Experiment;
 use inferlab::spec_io;
-use inferlab::trial::{self, TrialOptions, TrialOutcome};
-use std::path::PathBuf;
+use inferlab::trial::TrialOutcome;
 
 fn experiment(phases: &str, asserts: &str) -> Experiment {
     let src = format!(
@@ -169,30 +168,14 @@ async fn sweeps_become_named_phases() {
 /// Records a run into a scratch fixture and returns the request bodies in order.
 async fn recorded_bodies(exp: &Experiment, tag: &str) -> (TrialOutcome, Vec<serde_json::Value>) {
     let server = common::start().await;
-    let root: PathBuf =
-        std::env::temp_dir().join(format!("inferlab-sessions-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&root);
-    let target = exp.target("box").unwrap().clone();
-    let url = server.url.clone();
-    let env = move |k: &str| match k {
-        "INFERLAB_BOX_URL" => Some(url.clone()),
-        "INFERLAB_RECORD" => Some("1".to_string()),
-        _ => None,
-    };
-    let opts = TrialOptions {
-        results_root: root.join("results"),
-        fixtures_root: root.join("fixtures"),
-        salt: None,
-        interrupt: None,
-        cost_per_hour: None,
-    };
-    let plan = trial::plan(exp, &target, &env, &root.join("fixtures")).unwrap();
-    let out = trial::run_trial(exp, &target, plan, &opts).await.unwrap();
+    let trial = common::TrialBuilder::new(&format!("sessions-{tag}"))
+        .url(&server.url)
+        .record();
+    let out = trial.run(exp).await;
     let fixture = inferlab::replay::Fixture::load(out.fixture_written.as_ref().unwrap()).unwrap();
     let bodies = fixture.exchanges.iter().map(|e| e.body.clone()).collect();
     // The recording replays: every conversation turn matches its recorded exchange.
-    let plan = trial::plan(exp, &target, &|_: &str| None, &root.join("fixtures")).unwrap();
-    let replayed = trial::run_trial(exp, &target, plan, &opts).await.unwrap();
+    let replayed = trial.replay(exp).await;
     assert!(
         replayed.replay_unmatched.is_empty(),
         "{:?}",
@@ -339,22 +322,8 @@ async fn requests_that_cannot_fit_the_servers_context_are_refused_before_sending
     };
     let server = common::start().await;
     let exp = spec_io::parse("t.toml", "t", &src(100)).unwrap();
-    let target = exp.target("box").unwrap().clone();
-    let url = server.url.clone();
-    let env = move |k: &str| (k == "INFERLAB_BOX_URL").then(|| url.clone());
-    let root = std::env::temp_dir().join(format!("inferlab-ctx-{}", std::process::id()));
-    let opts = TrialOptions {
-        results_root: root.join("results"),
-        fixtures_root: root.join("fixtures"),
-        salt: None,
-        interrupt: None,
-        cost_per_hour: None,
-    };
-    let plan = trial::plan(&exp, &target, &env, &root.join("fixtures")).unwrap();
-    let err = trial::run_trial(&exp, &target, plan, &opts)
-        .await
-        .unwrap_err()
-        .to_string();
+    let trial = common::TrialBuilder::new("ctx").url(&server.url);
+    let err = trial.try_run(&exp).await.unwrap_err().to_string();
     assert!(
         err.contains("phase `long` plans a request of 100 prompt + 5 output tokens, more than the server's context of 64 tokens (max_model_len from /v1/models)"),
         "{err}"

@@ -33,10 +33,7 @@ expr = "warm.output_tokens == 20"
 "#;
 
 fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("inferlab-test-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+    common::scratch(&format!("test-{name}"))
 }
 
 fn experiment(src: &str) -> Experiment {

@@ -173,10 +173,7 @@ fn deployment(provision: &str, ready: &str) -> Deployment {
 }
 
 fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("inferlab-runpod-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+    crate::common::scratch(&format!("runpod-{name}"))
 }
 
 /// A fake API with pods reporting `statuses`, and an empty ledger in a scratch directory.
@@ -767,26 +764,13 @@ request = { api = "completions", output_tokens = 2 }
 expr = "all.error_rate == 0"
 "#;
     let exp = inferlab::spec_io::parse("serverless.toml", "serverless", src).unwrap();
-    let target = exp.target("sl").unwrap().clone();
     let base = format!("{}/v2/{{endpoint}}", mock.uri());
-    let env = move |k: &str| match k {
-        "INFERLAB_SL_RUNPOD_ENDPOINT" => Some("ep1".to_string()),
-        "RUNPOD_API_KEY" => Some(KEY.to_string()),
-        "INFERLAB_RUNPOD_SERVERLESS" => Some(base.clone()),
-        _ => None,
-    };
-    let dir = scratch("serverless");
-    let plan = inferlab::trial::plan(&exp, &target, &env, &dir.join("fixtures")).unwrap();
-    let opts = inferlab::trial::TrialOptions {
-        results_root: dir.join("results"),
-        fixtures_root: dir.join("fixtures"),
-        salt: None,
-        interrupt: None,
-        cost_per_hour: None,
-    };
-    let out = inferlab::trial::run_trial(&exp, &target, plan, &opts)
-        .await
-        .unwrap();
+    let trial = crate::common::TrialBuilder::new("runpod-serverless")
+        .target("sl")
+        .var("INFERLAB_SL_RUNPOD_ENDPOINT", "ep1")
+        .var("RUNPOD_API_KEY", KEY)
+        .var("INFERLAB_RUNPOD_SERVERLESS", &base);
+    let out = trial.run(&exp).await;
     assert!(out.passed(), "{:?}", out.verdicts);
     let sl = out.summary.serverless.as_ref().expect("a serverless block");
     assert!(sl.note.contains("re-chunks"));
@@ -800,7 +784,7 @@ expr = "all.error_rate == 0"
         out.summary.server_metrics,
         inferlab::report::ServerMetrics::NotServed(_)
     ));
-    assert!(!all_text(&dir).contains(KEY));
+    assert!(!all_text(trial.root()).contains(KEY));
     let table = inferlab::report::phase_table(&out.summary);
     assert!(table.contains("serverless: first request"), "{table}");
 }

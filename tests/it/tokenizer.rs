@@ -6,10 +6,7 @@ use crate::common;
 use std::path::{Path, PathBuf};
 
 fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("inferlab-tok-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+    common::scratch(&format!("tok-{name}"))
 }
 
 /// A word-level tokenizer over `n` made-up words (`ba`, `bb`, … `zz` style), whitespace

@@ -2,6 +2,12 @@
 //! by the request's prompt (`ok`, `reset`, `stall`, …) so one schedule can exercise every fault.
 #![allow(dead_code)]
 
+mod builders;
+
+// The benches include this module for its server and use neither.
+#[allow(unused_imports)]
+pub use builders::{TrialBuilder, scratch};
+
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::http::{HeaderMap, StatusCode, header};
@@ -266,20 +272,7 @@ pub async fn run_live(
     url: &str,
     tag: &str,
 ) -> inferlab::trial::TrialOutcome {
-    use inferlab::trial::{self, TrialOptions};
-    let root = std::env::temp_dir().join(format!("inferlab-{tag}-{}", std::process::id()));
-    let target = exp.target("box").expect("a target named box").clone();
-    let url = url.to_string();
-    let env = move |k: &str| (k == "INFERLAB_BOX_URL").then(|| url.clone());
-    let plan = trial::plan(exp, &target, &env, &root.join("fixtures")).unwrap();
-    let opts = TrialOptions {
-        results_root: root.join("results"),
-        fixtures_root: root.join("fixtures"),
-        salt: None,
-        interrupt: None,
-        cost_per_hour: None,
-    };
-    trial::run_trial(exp, &target, plan, &opts).await.unwrap()
+    TrialBuilder::new(tag).url(url).run(exp).await
 }
 
 /// Short timeouts so stalls fail fast.
