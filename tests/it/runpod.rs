@@ -306,75 +306,48 @@ async fn a_storm_longer_than_the_bound_is_an_error_that_names_it() {
     );
 }
 
+/// A pod that never gets ready, or whose run panics, is released and leaves the ledger; the
+/// report says why (`why`), and the pod's logs or the lifecycle's log say more (`detail`).
+#[rstest::rstest]
+#[case::stuck_provisioning(vec!["PROVISIONING"], "300ms", "5s", 200, false, "not RUNNING after", "")]
+#[case::pod_in_error(vec!["PROVISIONING", "ERROR"], "5s", "5s", 200, false, "pod pod1 is ERROR", "CUDA out of memory")]
+#[case::never_healthy(vec!["RUNNING"], "5s", "300ms", 503, false, "did not answer", "HTTP 503")]
+#[case::run_panics(vec!["RUNNING"], "5s", "5s", 200, true, "", "")]
 #[tokio::test]
-async fn a_pod_stuck_provisioning_is_released() {
-    let (fake, ledger) = setup(vec!["PROVISIONING"], "stuck").await;
-    let (ended, report, _) = lifecycle_run(
-        &fake,
-        &deployment("300ms", "5s"),
-        200,
-        &ledger,
-        None,
-        |_| async {},
-    )
-    .await;
-    assert!(matches!(ended, Ended::NotReady), "{ended:?}");
-    assert!(report.error.unwrap().contains("not RUNNING after"));
-    assert_eq!(fake.counts(), (1, 1));
-    assert!(ledger.entries().unwrap().is_empty());
-}
-
-#[tokio::test]
-async fn a_pod_in_error_is_released_with_its_logs() {
-    let (fake, ledger) = setup(vec!["PROVISIONING", "ERROR"], "error").await;
-    let (ended, report, _) = lifecycle_run(
-        &fake,
-        &deployment("5s", "5s"),
-        200,
-        &ledger,
-        None,
-        |_| async {},
-    )
-    .await;
-    assert!(matches!(ended, Ended::NotReady));
-    assert_eq!(report.error.as_deref(), Some("pod pod1 is ERROR"));
-    assert!(report.logs.unwrap().contains("CUDA out of memory"));
-    assert_eq!(fake.counts(), (1, 1));
-}
-
-#[tokio::test]
-async fn an_engine_that_never_becomes_healthy_is_released() {
-    let (fake, ledger) = setup(vec!["RUNNING"], "unhealthy").await;
+async fn a_pod_that_fails_is_released(
+    #[case] statuses: Vec<&'static str>,
+    #[case] provision: &str,
+    #[case] ready: &str,
+    #[case] health: u16,
+    #[case] panics: bool,
+    #[case] why: &str,
+    #[case] detail: &str,
+) {
+    let (fake, ledger) = setup(statuses, &format!("fails-{why}-{panics}")).await;
     let (ended, report, log) = lifecycle_run(
         &fake,
-        &deployment("5s", "300ms"),
-        503,
+        &deployment(provision, ready),
+        health,
         &ledger,
         None,
-        |_| async {},
+        move |_| async move {
+            if panics {
+                panic!("the experiment code broke");
+            }
+        },
     )
     .await;
-    assert!(matches!(ended, Ended::NotReady));
-    assert!(report.error.unwrap().contains("did not answer"), "{log:?}");
-    assert!(log.iter().any(|l| l.contains("HTTP 503")), "{log:?}");
-    assert_eq!(fake.counts(), (1, 1));
-}
-
-#[tokio::test]
-async fn a_panic_in_the_run_still_releases_the_pod() {
-    let (fake, ledger) = setup(vec!["RUNNING"], "panic").await;
-    let (ended, _, _) = lifecycle_run(
-        &fake,
-        &deployment("5s", "5s"),
-        200,
-        &ledger,
-        None,
-        |_| async { panic!("the experiment code broke") },
-    )
-    .await;
-    assert!(matches!(ended, Ended::Panicked(_)));
-    assert_eq!(fake.counts(), (1, 1));
+    assert_eq!(fake.counts(), (1, 1), "created once, deleted once");
     assert!(ledger.entries().unwrap().is_empty());
+    if panics {
+        assert!(matches!(ended, Ended::Panicked(_)), "{ended:?}");
+        return;
+    }
+    assert!(matches!(ended, Ended::NotReady), "{ended:?}");
+    let error = report.error.unwrap_or_default();
+    assert!(error.contains(why), "{error}");
+    let said = format!("{}\n{}", report.logs.unwrap_or_default(), log.join("\n"));
+    assert!(said.contains(detail), "{said}");
 }
 
 #[tokio::test]
