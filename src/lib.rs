@@ -1,19 +1,22 @@
 //! inferlab: controlled, repeatable experiments against LLM inference servers.
 //!
-//! Data flow: `spec` (TOML → `Experiment`) → `workload` (pure, seeded → `Schedule`) → `run`
-//! (executes against a live URL or the `replay` server, through `client`) → `record`
-//! (`RequestRecord`s, instants as data) → `metrics` (pure `PhaseSummary`) → `assert` (verdicts)
-//! and `report` (results directory, snapshot view). `trial` ties one experiment × target
-//! together for the CLI and the generated tests, so both do exactly the same thing, as named
-//! stages: resolve the target → `preflight` (server facts through `probe`, context and
-//! prompt-length checks, calibration) → `observe::Observer` around `run`'s phases → tally →
-//! summary and verdicts → results → `replay::Recorder` (live runs recorded as fixtures) →
-//! snapshot. `harness` discovers and selects the trials.
+//! Data flow: `spec_io` reads experiment files (and the datasets, traces and tokenizer they
+//! name) → `spec` (TOML → `Experiment`, pure) → `workload` (pure, seeded → `Schedule`) → `run`
+//! (executes against a live URL or the `replay` server, through `client`) → `core::record`
+//! (`RequestRecord`s, instants as data) → `core::metrics` (pure `PhaseSummary`) →
+//! `core::assert` (verdicts) and `report` (the summary, results directory, snapshot view, on-disk
+//! shapes in `report::dto`). `trial` ties one experiment × target together for the CLI and
+//! the generated tests, so both do exactly the same thing, as named stages: resolve the target
+//! → `preflight` (server facts through `probe`, context and prompt-length checks, calibration)
+//! → `observe::Observer` around `run`'s phases → tally → summary and verdicts → results →
+//! `replay::Recorder` (live runs recorded as fixtures) → snapshot. `harness` discovers,
+//! selects and runs the trials (for `inferlab run`, `run --deploy` through `runpod::matrix`,
+//! and `tests/experiments.rs`); the binary only parses, dispatches and prints.
 //!
 //! Leaves under everything: `core` (pure: `diag` locates input mistakes, `units` formats,
 //! `catalog` names what assertions may read), `env` (the only reader of the environment),
-//! `clock` (wall-clock labels) and `cpu` (CPU time). `tests/layering.rs` keeps `core` pure and
-//! the module graph free of cycles.
+//! `clock` (wall-clock labels) and `cpu` (CPU time). `tests/it/layering.rs` keeps `core` pure
+//! and the module graph free of cycles.
 
 pub mod calibrate;
 pub mod client;
