@@ -63,10 +63,60 @@ pub const LATENCY_METRICS: &[&str] = &[
     "token_itl",
 ];
 
-/// Statistics that can follow a latency metric in an assertion (`warm.ttft.p50`).
-pub const STATS: &[&str] = &[
-    "p50", "p90", "p95", "p99", "p999", "mean", "min", "max", "stddev", "count",
-];
+/// A statistic that follows a distribution or a gauge in an assertion (`warm.ttft.p50`,
+/// `load.server.kv_cache_usage.max`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stat {
+    P50,
+    P90,
+    P95,
+    P99,
+    P999,
+    Mean,
+    Min,
+    Max,
+    Stddev,
+    Count,
+}
+
+impl Stat {
+    pub const ALL: [Stat; 10] = [
+        Stat::P50,
+        Stat::P90,
+        Stat::P95,
+        Stat::P99,
+        Stat::P999,
+        Stat::Mean,
+        Stat::Min,
+        Stat::Max,
+        Stat::Stddev,
+        Stat::Count,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Stat::P50 => "p50",
+            Stat::P90 => "p90",
+            Stat::P95 => "p95",
+            Stat::P99 => "p99",
+            Stat::P999 => "p999",
+            Stat::Mean => "mean",
+            Stat::Min => "min",
+            Stat::Max => "max",
+            Stat::Stddev => "stddev",
+            Stat::Count => "count",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|x| x.name() == s)
+    }
+
+    /// Every statistic's name, for messages.
+    pub fn names() -> String {
+        Self::ALL.map(Stat::name).join(", ")
+    }
+}
 
 /// Scalar metrics and whether they are durations.
 pub const SCALAR_METRICS: &[(&str, Dim)] = &[
@@ -97,26 +147,23 @@ pub enum Dim {
 }
 
 /// Where a metric path is wrong, in words for the user.
-pub fn check_metric(metric: &str, stat: Option<&str>) -> Result<Dim, String> {
+pub fn check_metric(metric: &str, stat: Option<Stat>) -> Result<Dim, String> {
     if LATENCY_METRICS.contains(&metric) {
         return match stat {
             None => Err(format!(
                 "`{metric}` is a distribution: add a statistic ({})",
-                STATS.join(", ")
+                Stat::names()
             )),
-            Some("count") => Ok(Dim::Plain),
-            Some(s) if STATS.contains(&s) => Ok(Dim::Time),
-            Some(s) => Err(format!(
-                "unknown statistic `{s}` (expected one of {})",
-                STATS.join(", ")
-            )),
+            Some(Stat::Count) => Ok(Dim::Plain),
+            Some(_) => Ok(Dim::Time),
         };
     }
     if let Some((_, dim)) = SCALAR_METRICS.iter().find(|(m, _)| *m == metric) {
         return match stat {
             None => Ok(*dim),
             Some(s) => Err(format!(
-                "`{metric}` is a single number; `.{s}` does not apply"
+                "`{metric}` is a single number; `.{}` does not apply",
+                s.name()
             )),
         };
     }
@@ -143,7 +190,7 @@ pub const FIDELITY_METRICS: &[&str] = &[
 ];
 
 /// Checks a `fidelity.<metric>` path.
-pub fn check_fidelity_metric(metric: &str, stat: Option<&str>) -> Result<(), String> {
+pub fn check_fidelity_metric(metric: &str, stat: Option<Stat>) -> Result<(), String> {
     if !FIDELITY_METRICS.contains(&metric) {
         return Err(format!(
             "unknown fidelity metric `{metric}` (expected one of {})",
@@ -153,14 +200,15 @@ pub fn check_fidelity_metric(metric: &str, stat: Option<&str>) -> Result<(), Str
     match stat {
         None => Ok(()),
         Some(s) => Err(format!(
-            "`fidelity.{metric}` is a single number; `.{s}` does not apply"
+            "`fidelity.{metric}` is a single number; `.{}` does not apply",
+            s.name()
         )),
     }
 }
 
 /// Metrics assertions can read under `<phase>.server.` and `<phase>.gpu.`, and whether they
 /// take a gauge statistic (`mean`, `min`, `max`).
-pub fn check_server_metric(gpu: bool, metric: &str, stat: Option<&str>) -> Result<(), String> {
+pub fn check_server_metric(gpu: bool, metric: &str, stat: Option<Stat>) -> Result<(), String> {
     let scope = if gpu { "gpu" } else { "server" };
     let gauge_names: &[&str] = if gpu {
         &["util", "mem_used_mib", "mem_util", "power_w"]
@@ -190,9 +238,10 @@ pub fn check_server_metric(gpu: bool, metric: &str, stat: Option<&str>) -> Resul
     };
     if gauge_names.contains(&metric) {
         return match stat {
-            Some("mean" | "min" | "max") => Ok(()),
+            Some(Stat::Mean | Stat::Min | Stat::Max) => Ok(()),
             Some(s) => Err(format!(
-                "`{scope}.{metric}` takes mean, min or max, not `{s}`"
+                "`{scope}.{metric}` takes mean, min or max, not `{}`",
+                s.name()
             )),
             None => Err(format!(
                 "`{scope}.{metric}` is a gauge: add mean, min or max"
@@ -203,7 +252,8 @@ pub fn check_server_metric(gpu: bool, metric: &str, stat: Option<&str>) -> Resul
         return match stat {
             None => Ok(()),
             Some(s) => Err(format!(
-                "`{scope}.{metric}` is a single number; `.{s}` does not apply"
+                "`{scope}.{metric}` is a single number; `.{}` does not apply",
+                s.name()
             )),
         };
     }

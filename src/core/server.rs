@@ -5,6 +5,7 @@
 //! restarted: the new value counts from zero); gauges become mean, min and max. Histograms are
 //! read as `_sum` / `_count` so their means over a phase are Δsum/Δcount.
 
+use crate::core::catalog::Stat;
 use crate::core::engine::TargetKind;
 use crate::core::prom::{Exposition, Sample};
 use serde::{Deserialize, Serialize};
@@ -411,12 +412,12 @@ pub fn summarize_server(
 
 impl ServerSummary {
     /// Reads `server.<metric>[.stat]` or `gpu.<metric>.<stat>`; durations in seconds.
-    pub fn value(&self, gpu: bool, metric: &str, stat: Option<&str>) -> Option<f64> {
+    pub fn value(&self, gpu: bool, metric: &str, stat: Option<Stat>) -> Option<f64> {
         let gauge = |name: &str| {
             let g = self.gauges.get(name)?;
             Some(match stat? {
-                "mean" => g.mean,
-                "min" => g.min,
+                Stat::Mean => g.mean,
+                Stat::Min => g.min,
                 _ => g.max,
             })
         };
@@ -577,8 +578,8 @@ mod tests {
         assert!((s.server_ttft_mean_ms.unwrap() - 1000.0 / 15.0).abs() < 1e-9);
         assert!((s.network_overhead_ttft_ms.unwrap() - (60.0 - 1000.0 / 15.0)).abs() < 1e-9);
         assert_eq!(s.value(false, "prefix_cache_hit_rate", None), Some(0.8));
-        assert_eq!(s.value(false, "kv_cache_usage", Some("max")), Some(0.6));
-        assert_eq!(s.value(true, "util", Some("mean")), None);
+        assert_eq!(s.value(false, "kv_cache_usage", Some(Stat::Max)), Some(0.6));
+        assert_eq!(s.value(true, "util", Some(Stat::Mean)), None);
     }
 
     #[test]
@@ -592,18 +593,18 @@ mod tests {
     #[test]
     fn server_metric_paths() {
         assert!(check_server_metric(false, "prefix_cache_hit_rate", None).is_ok());
-        assert!(check_server_metric(false, "kv_cache_usage", Some("max")).is_ok());
+        assert!(check_server_metric(false, "kv_cache_usage", Some(Stat::Max)).is_ok());
         assert!(
             check_server_metric(false, "kv_cache_usage", None)
                 .unwrap_err()
                 .contains("add mean")
         );
-        assert!(check_server_metric(true, "util", Some("mean")).is_ok());
+        assert!(check_server_metric(true, "util", Some(Stat::Mean)).is_ok());
         assert!(
             check_server_metric(false, "hit_rate", None)
                 .unwrap_err()
                 .contains("unknown server metric")
         );
-        assert!(check_server_metric(false, "preemptions", Some("p50")).is_err());
+        assert!(check_server_metric(false, "preemptions", Some(Stat::P50)).is_err());
     }
 }

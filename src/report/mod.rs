@@ -163,11 +163,11 @@ impl Lookup for RunSummary {
         // Turns and fidelity belong to a phase; `all` has neither.
         let named = self.phases.iter().find(|n| n.name == p.phase);
         match p.scope {
-            Scope::Client => client.value(&p.metric, p.stat.as_deref()).ok().flatten(),
+            Scope::Client => client.value(&p.metric, p.stat).ok().flatten(),
             Scope::Turn(t) => named?
                 .by_turn
                 .get(&t)?
-                .value(&p.metric, p.stat.as_deref())
+                .value(&p.metric, p.stat)
                 .ok()
                 .flatten(),
             Scope::Fidelity => Some(Value {
@@ -175,11 +175,9 @@ impl Lookup for RunSummary {
                 dim: Dim::Plain,
             }),
             Scope::Server | Scope::Gpu => Some(Value {
-                value: self.server(&p.phase)?.value(
-                    p.scope == Scope::Gpu,
-                    &p.metric,
-                    p.stat.as_deref(),
-                )?,
+                value: self
+                    .server(&p.phase)?
+                    .value(p.scope == Scope::Gpu, &p.metric, p.stat)?,
                 dim: if server_metric_is_time(&p.metric) {
                     Dim::Time
                 } else {

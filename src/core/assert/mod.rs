@@ -17,7 +17,7 @@
 //! evaluation takes a lookup function so it never depends on how summaries are stored.
 
 use crate::core::catalog::{
-    Dim, Scope, Value, check_fidelity_metric, check_metric, check_server_metric,
+    Dim, Scope, Stat, Value, check_fidelity_metric, check_metric, check_server_metric,
     server_metric_is_time,
 };
 mod parse;
@@ -68,7 +68,7 @@ pub struct Path {
     pub phase: String,
     pub scope: Scope,
     pub metric: String,
-    pub stat: Option<String>,
+    pub stat: Option<Stat>,
     pub column: usize,
 }
 
@@ -79,8 +79,8 @@ impl fmt::Display for Path {
             write!(f, "{scope}.")?;
         }
         write!(f, "{}", self.metric)?;
-        if let Some(s) = &self.stat {
-            write!(f, ".{s}")?;
+        if let Some(s) = self.stat {
+            write!(f, ".{}", s.name())?;
         }
         Ok(())
     }
@@ -242,13 +242,13 @@ impl Assertion {
 /// Checks a path and gives its dimension.
 fn path_dim(p: &Path) -> Result<Dim, String> {
     match p.scope {
-        Scope::Client | Scope::Turn(_) => check_metric(&p.metric, p.stat.as_deref()),
+        Scope::Client | Scope::Turn(_) => check_metric(&p.metric, p.stat),
         Scope::Fidelity => {
-            check_fidelity_metric(&p.metric, p.stat.as_deref())?;
+            check_fidelity_metric(&p.metric, p.stat)?;
             Ok(Dim::Plain)
         }
         Scope::Server | Scope::Gpu => {
-            check_server_metric(p.scope == Scope::Gpu, &p.metric, p.stat.as_deref())?;
+            check_server_metric(p.scope == Scope::Gpu, &p.metric, p.stat)?;
             Ok(if server_metric_is_time(&p.metric) {
                 Dim::Time
             } else {

@@ -1,7 +1,7 @@
 //! The expression parser: recursive descent over characters, every error at its column.
 
 use super::{Cmp, ExprError, Node, Path};
-use crate::core::catalog::{Dim, Scope};
+use crate::core::catalog::{Dim, Scope, Stat};
 
 pub(super) fn err<T>(column: usize, message: impl Into<String>) -> Result<T, ExprError> {
     Err(ExprError {
@@ -246,7 +246,21 @@ impl Parser<'_> {
                 "a metric path is `phase.metric[.stat]` or `phase.server.metric[.stat]`, e.g. `warm.ttft.p50`, `all.error_rate`, `warm.server.prefix_cache_hit_rate`",
             );
         };
-        let stat = it.next();
+        let stat = match it.next() {
+            None => None,
+            Some(s) => match Stat::parse(&s) {
+                Some(stat) => Some(stat),
+                None => {
+                    return err(
+                        column,
+                        format!(
+                            "unknown statistic `{s}` (expected one of {})",
+                            Stat::names()
+                        ),
+                    );
+                }
+            },
+        };
         if let Some(extra) = it.next() {
             return err(column, format!("too many parts in the path (`.{extra}`)"));
         }

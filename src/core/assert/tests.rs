@@ -77,6 +77,7 @@ fn evaluates(#[case] src: &str, #[case] passed: bool) {
 #[case("warm <= 1", 1, "phase.metric")]
 #[case("(warm.ttft.p50 <= 1s", 16, "expected `)`")]
 #[case("warm.ttft.p50 <= 1s 2", 21, "unexpected `2`")]
+#[case("warm.ttft.p50 <= cold.ttft.p42", 18, "unknown statistic `p42`")]
 fn syntax_errors_point_at_the_column(
     #[case] src: &str,
     #[case] column: usize,
