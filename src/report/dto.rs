@@ -194,6 +194,15 @@ pub enum WorkloadDto {
 
 impl WorkloadDto {
     pub fn of(w: &Workload) -> Self {
+        match w {
+            Workload::Rate { .. } | Workload::Trace { .. } | Workload::Ramp { .. } => Self::open(w),
+            Workload::MultiTurn { .. } | Workload::Agentic { .. } => Self::session(w),
+            _ => Self::closed(w),
+        }
+    }
+
+    /// Closed loops and batches.
+    fn closed(w: &Workload) -> Self {
         match *w {
             Workload::Single {
                 requests,
@@ -237,6 +246,13 @@ impl WorkloadDto {
                 batches,
                 input_tokens,
             },
+            _ => unreachable!("closed workloads only"),
+        }
+    }
+
+    /// Open loops: arrivals at a rate, from a trace, or on a ramp.
+    fn open(w: &Workload) -> Self {
+        match *w {
             Workload::Rate {
                 process,
                 rate,
@@ -252,6 +268,37 @@ impl WorkloadDto {
                 max_concurrency,
                 input_tokens,
             },
+            Workload::Trace {
+                ref file,
+                time_scale,
+                max_concurrency,
+                ref entries,
+            } => Self::Trace {
+                file: file.clone(),
+                time_scale,
+                max_concurrency,
+                entries: entries.len(),
+            },
+            Workload::Ramp {
+                from,
+                to,
+                duration,
+                max_concurrency,
+                input_tokens,
+            } => Self::Ramp {
+                from_per_s: from,
+                to_per_s: to,
+                duration_s: secs(duration),
+                max_concurrency,
+                input_tokens,
+            },
+            _ => unreachable!("open workloads only"),
+        }
+    }
+
+    /// Conversations.
+    fn session(w: &Workload) -> Self {
+        match *w {
             Workload::MultiTurn {
                 sessions,
                 turns,
@@ -288,30 +335,7 @@ impl WorkloadDto {
                 session_concurrency,
                 think_time_s: secs(think_time),
             },
-            Workload::Trace {
-                ref file,
-                time_scale,
-                max_concurrency,
-                ref entries,
-            } => Self::Trace {
-                file: file.clone(),
-                time_scale,
-                max_concurrency,
-                entries: entries.len(),
-            },
-            Workload::Ramp {
-                from,
-                to,
-                duration,
-                max_concurrency,
-                input_tokens,
-            } => Self::Ramp {
-                from_per_s: from,
-                to_per_s: to,
-                duration_s: secs(duration),
-                max_concurrency,
-                input_tokens,
-            },
+            _ => unreachable!("session workloads only"),
         }
     }
 }
