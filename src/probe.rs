@@ -120,10 +120,11 @@ pub async fn context(
 fn tokenize_body(ep: &Endpoint, text: &str) -> Option<Value> {
     match ep.kind {
         TargetKind::Llamacpp => Some(serde_json::json!({ "content": text, "add_special": false })),
-        TargetKind::Vllm => Some(
+        // SGLang 0.5.21's /tokenize takes vLLM's request (and answers with `count` too).
+        TargetKind::Vllm | TargetKind::Sglang => Some(
             serde_json::json!({ "model": ep.model, "prompt": text, "add_special_tokens": false }),
         ),
-        TargetKind::Sglang | TargetKind::Openai | TargetKind::RunpodServerless => None,
+        TargetKind::Openai | TargetKind::RunpodServerless => None,
     }
 }
 
@@ -160,6 +161,15 @@ mod tests {
             Some(json!({"block_size": "128", "enable_prefix_caching": "True"}))
         );
         assert_eq!(cache_config_labels("vllm:num_requests_running 0\n"), None);
+    }
+
+    #[test]
+    fn a_recorded_vllm_exposition_says_its_block_size() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("wiremock-fixtures/metrics/vllm-0.32.0.prom");
+        let config = cache_config_labels(&std::fs::read_to_string(path).unwrap()).unwrap();
+        assert_eq!(config["block_size"], "128", "vLLM's CPU KV block");
+        assert_eq!(config["enable_prefix_caching"], "True");
     }
 
     #[test]

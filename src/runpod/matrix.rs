@@ -98,6 +98,8 @@ pub async fn run(
     let root = results_root(path, &args.results, matrix);
     let ran = futures_util::future::join_all(cells.iter().map(|d| {
         let mut cell_args = args.clone();
+        // A pod serves one target: only that target's trials run on it.
+        cell_args.selection.target = Some(d.serves.clone());
         if matrix {
             cell_args.results = root.join(&d.name);
         }

@@ -54,7 +54,7 @@ fn validate_reports_file_line_column_and_field_with_exit_2() {
     let t = text(&out);
     assert!(t.contains("ok  experiments/good.toml"), "{t}");
     assert!(
-        t.contains("experiments/bad.toml:15:47: phase[0].workload.groups: invalid type: string \"four\", expected u32"),
+        t.contains("experiments/bad.toml:17:47: phase[0].workload.groups: invalid type: string \"four\", expected u32"),
         "{t}"
     );
     let _ = std::fs::remove_dir_all(&dir);
@@ -78,7 +78,17 @@ fn a_failed_assertion_exits_1_and_shows_the_numbers() {
         text(&out)
     );
 
-    let out = inferlab(&dir, &["run", "prefix_cache", "--results", "out"]);
+    let out = inferlab(
+        &dir,
+        &[
+            "run",
+            "prefix_cache",
+            "--target",
+            "llamacpp",
+            "--results",
+            "out",
+        ],
+    );
     let t = text(&out);
     assert_eq!(out.status.code(), Some(1), "{t}");
     assert!(t.contains("== prefix_cache::llamacpp [replay]"), "{t}");

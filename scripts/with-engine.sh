@@ -1,0 +1,106 @@
+#!/usr/bin/env bash
+# Runs a command next to a real engine on 127.0.0.1 serving a tiny generated model, with
+# INFERLAB_<ENGINE>_URL (and _MODEL_DETAILS) set; stops the engine when the command ends,
+# however it ends, and fails naming the engine's log if the engine died.
+#
+#   scripts/with-engine.sh vllm cargo test --test experiments            # live trials on vLLM
+#   scripts/with-engine.sh sglang cargo run --release -- run prefix_cache
+#   INFERLAB_RECORD=1 scripts/with-engine.sh vllm cargo run --release -- run --target vllm
+#   scripts/with-engine.sh llamacpp …                                   # = with-llama-server.sh
+#
+# vLLM 0.32.0 and SGLang 0.5.21 run on the CPU from the venv of scripts/engines-venv.sh; the
+# model (scripts/make-tiny-hf-model.py) and every cache stay under $INFERLAB_CACHE
+# (default ~/.cache/inferlab). One engine at a time: each takes ~3.3 GB and most of a 2-core box.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+log() { printf 'with-engine: %s\n' "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+[ $# -gt 1 ] || die "usage: $0 vllm|sglang|llamacpp COMMAND [ARGS...]"
+ENGINE=$1
+shift
+case "$ENGINE" in
+  llamacpp) exec "$here/with-llama-server.sh" "$@" ;;
+  vllm | sglang) ;;
+  *) die "unknown engine \`$ENGINE\` (vllm, sglang or llamacpp)" ;;
+esac
+
+CACHE=${INFERLAB_CACHE:-$HOME/.cache/inferlab}
+VENV=$("$here/engines-venv.sh")
+PY=$VENV/bin/python
+WORK=$CACHE/engine-work
+mkdir -p "$WORK/tmp" "$WORK/hf" "$CACHE/logs" "$CACHE/models"
+# Nothing reaches a model hub, and every cache and temp dir is the work dir's.
+export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 VLLM_NO_USAGE_STATS=1 DO_NOT_TRACK=1
+export XDG_CACHE_HOME=$WORK TMPDIR=$WORK/tmp HF_HOME=$WORK/hf
+export VLLM_CACHE_ROOT=$WORK/vllm TORCHINDUCTOR_CACHE_DIR=$WORK/inductor
+unset SGLANG_USE_CPU_ENGINE
+
+MODEL_SEED=20261201
+GEN_KEY=$( (cat "$here/make-tiny-hf-model.py" "$here/../src/workload/words.rs"; echo "$MODEL_SEED") | sha256sum | cut -c1-12)
+MODEL=$CACHE/models/tiny-llama-hf-$GEN_KEY
+if [ ! -f "$MODEL/.complete" ]; then
+  rm -rf "$MODEL"
+  "$PY" "$here/make-tiny-hf-model.py" "$MODEL" --seed "$MODEL_SEED" || die "model generation failed"
+  touch "$MODEL/.complete"
+fi
+NAME=tiny-llama
+
+PORT=$("$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+LOG=$CACHE/logs/$ENGINE-$PORT.log
+case "$ENGINE" in
+  vllm)
+    FLAGS="--dtype float32 --enforce-eager --max-model-len 4096 --kv-cache-memory-bytes 268435456"
+    # shellcheck disable=SC2086
+    setsid "$PY" -m vllm.entrypoints.openai.api_server --model "$MODEL" --served-model-name "$NAME" \
+      --host 127.0.0.1 --port "$PORT" $FLAGS >"$LOG" 2>&1 &
+    ;;
+  sglang)
+    FLAGS="--device cpu --attention-backend torch_native --sampling-backend pytorch --disable-cuda-graph --disable-overlap-schedule --skip-server-warmup --enable-metrics --enable-cache-report --max-total-tokens 32768 --dtype float32"
+    # shellcheck disable=SC2086
+    setsid "$PY" -m sglang.launch_server --model-path "$MODEL" --served-model-name "$NAME" \
+      --host 127.0.0.1 --port "$PORT" $FLAGS >"$LOG" 2>&1 &
+    ;;
+esac
+PID=$!
+cleanup() {
+  # The engines start worker processes of their own: stop the whole group (setsid made one).
+  kill -- "-$PID" 2>/dev/null || kill "$PID" 2>/dev/null || true
+  pkill -P "$PID" 2>/dev/null || true
+  wait "$PID" 2>/dev/null || true
+}
+trap cleanup EXIT INT TERM
+
+URL=http://127.0.0.1:$PORT
+healthy() { "$PY" -c "import urllib.request,sys; sys.exit(0 if urllib.request.urlopen('$URL/health', timeout=2).status==200 else 1)" 2>/dev/null; }
+# 40–80 s to start here; 300 s is the bound.
+for _ in $(seq 1 600); do
+  kill -0 "$PID" 2>/dev/null || { tail -n 30 "$LOG" >&2 || true; die "$ENGINE exited during startup; log: $LOG"; }
+  healthy && break
+  sleep 0.5
+done
+healthy || die "$ENGINE did not become healthy within 300 s; log: $LOG"
+# The first requests after start are slow (lazy initialisation): warm up once.
+"$PY" - "$URL" "$NAME" <<'PY' >/dev/null || die "warm-up request failed; log: $LOG"
+import json, sys, urllib.request
+body = json.dumps({"model": sys.argv[2], "prompt": "the of and", "max_tokens": 4}).encode()
+req = urllib.request.Request(sys.argv[1] + "/v1/completions", data=body, headers={"content-type": "application/json"})
+urllib.request.urlopen(req, timeout=120).read()
+PY
+log "$ENGINE on $URL (pid $PID, log $LOG)"
+
+VAR=$(echo "$ENGINE" | tr '[:lower:]' '[:upper:]')
+export "INFERLAB_${VAR}_URL=$URL"
+export "INFERLAB_${VAR}_MODEL=$NAME"
+DETAILS=$("$PY" -c 'import json,sys; d=json.load(open(sys.argv[1])); d["server_flags"]=sys.argv[2]; d["hardware"]="CPU"; print(json.dumps(d))' "$MODEL/inferlab-model.json" "$FLAGS")
+export "INFERLAB_${VAR}_MODEL_DETAILS=$DETAILS"
+set +e
+"$@"
+status=$?
+set -e
+if ! kill -0 "$PID" 2>/dev/null; then
+  tail -n 20 "$LOG" >&2 || true
+  log "$ENGINE died during the run; log: $LOG"
+  [ "$status" -ne 0 ] || status=1
+fi
+exit "$status"
