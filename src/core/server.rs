@@ -390,7 +390,13 @@ pub fn summarize_server(
         }
     }
     for &c in COUNTERS {
-        let v: Vec<f64> = ok.iter().filter_map(|x| x.get(c).copied()).collect();
+        let mut v: Vec<f64> = ok.iter().filter_map(|x| x.get(c).copied()).collect();
+        // A counter the phase's first scrape lacks appeared during the phase: engines create
+        // some series at their first event (SGLang its cache and ITL series), so it counted
+        // from zero.
+        if !v.is_empty() && ok.first().is_some_and(|x| !x.contains_key(c)) {
+            v.insert(0, 0.0);
+        }
         if v.len() >= 2 {
             let (d, resets) = delta(&v);
             s.deltas.insert(c.to_string(), d);
@@ -579,6 +585,20 @@ mod tests {
 
     fn canon(pairs: &[(&str, f64)]) -> Canonical {
         pairs.iter().map(|(k, v)| (k.to_string(), *v)).collect()
+    }
+
+    #[test]
+    fn a_counter_that_appears_during_a_phase_counts_from_zero() {
+        let first = canon(&[("prompt_tokens", 10.0)]);
+        let later = canon(&[("prompt_tokens", 30.0), ("server_itl_count", 7.0)]);
+        let s = summarize_server(&[Some(&first), Some(&later)], None);
+        assert_eq!(s.deltas["server_itl_count"], 7.0);
+        assert_eq!(s.deltas["prompt_tokens"], 20.0);
+        let s = summarize_server(&[Some(&first)], None);
+        assert!(
+            !s.deltas.contains_key("server_itl_count"),
+            "never seen: no figure"
+        );
     }
 
     #[test]

@@ -27,7 +27,7 @@ pub struct ExperimentDto<'a> {
     pub timeouts: TimeoutsDto,
     pub phases: Vec<PhaseDto<'a>>,
     pub slo: &'a Slo,
-    pub assertions: Vec<&'a str>,
+    pub assertions: Vec<AssertionDto<'a>>,
     pub snapshot: &'a SnapshotOptions,
     pub observe: ObserveDto,
     pub calibrate: bool,
@@ -45,7 +45,14 @@ impl<'a> ExperimentDto<'a> {
             timeouts: TimeoutsDto::of(&e.timeouts),
             phases: e.phases.iter().map(PhaseDto::of).collect(),
             slo: &e.slo,
-            assertions: e.assertions.iter().map(|a| a.source.as_str()).collect(),
+            assertions: e
+                .assertions
+                .iter()
+                .map(|a| AssertionDto {
+                    expr: &a.source,
+                    targets: &a.targets,
+                })
+                .collect(),
             snapshot: &e.snapshot,
             observe: ObserveDto {
                 metrics: e.observe.metrics,
@@ -54,6 +61,14 @@ impl<'a> ExperimentDto<'a> {
             calibrate: e.calibrate,
         }
     }
+}
+
+/// An assertion and the targets it is checked on (absent: all).
+#[derive(Debug, Serialize)]
+pub struct AssertionDto<'a> {
+    pub expr: &'a str,
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    pub targets: &'a [String],
 }
 
 #[derive(Debug, Serialize)]

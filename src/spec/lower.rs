@@ -26,7 +26,7 @@ pub(super) fn lower(
     let timeouts = lower_timeouts(loc, raw.timeouts)?;
     let slo = lower_slo(loc, raw.slo)?;
     let (phases, phase_spans) = super::phase::lower_phases(loc, raw.phase, files)?;
-    let assertions = lower_assertions(loc, raw.assertions, &phases, &slo)?;
+    let assertions = lower_assertions(loc, raw.assertions, &phases, &slo, &targets)?;
     let observe = lower_observe(loc, raw.observe)?;
     let tokenizer = match &raw.model.tokenizer {
         None => None,
@@ -164,6 +164,7 @@ fn lower_assertions(
     raw: Vec<RawAssert>,
     phases: &[Phase],
     slo: &Slo,
+    targets: &[TargetSpec],
 ) -> Result<Vec<Assertion>, SpecError> {
     let phase_names: Vec<&str> = phases.iter().map(|p| p.name.as_str()).collect();
     let mut assertions = Vec::new();
@@ -179,6 +180,31 @@ fn lower_assertions(
                 field,
                 "`goodput` needs an `[slo]` section (e.g. `ttft = \"200ms\"`)",
             ));
+        }
+        let mut parsed = parsed;
+        if let Some(only) = a.targets {
+            let span = only.span();
+            let field = format!("assert[{i}].targets");
+            let only = only.into_inner();
+            if only.is_empty() {
+                return Err(loc.error(
+                    Some(span),
+                    field,
+                    "name at least one target, or leave `targets` out for all",
+                ));
+            }
+            if let Some(unknown) = only.iter().find(|t| !targets.iter().any(|x| x.name == **t)) {
+                let known: Vec<&str> = targets.iter().map(|t| t.name.as_str()).collect();
+                return Err(loc.error(
+                    Some(span),
+                    field,
+                    format!(
+                        "unknown target `{unknown}` (the experiment's targets: {})",
+                        known.join(", ")
+                    ),
+                ));
+            }
+            parsed.targets = only;
         }
         assertions.push(parsed);
     }

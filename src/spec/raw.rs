@@ -102,6 +102,8 @@ pub(super) struct RawSlo {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawAssert {
     pub(super) expr: Spanned<String>,
+    /// Only on these targets (every target when absent).
+    pub(super) targets: Option<Spanned<Vec<String>>>,
 }
 
 #[derive(Deserialize)]

@@ -57,6 +57,17 @@ fn parses_a_complete_file() {
     }
     assert_eq!(e.slo.ttft, Some(Duration::from_millis(200)));
     assert_eq!(e.assertions.len(), 1);
+    assert!(
+        e.assertions[0].applies_to("mine"),
+        "no `targets`: every target"
+    );
+    let only = GOOD.replace(
+        "0.5 * cold.ttft.p50\"\n",
+        "0.5 * cold.ttft.p50\"\ntargets = [\"llamacpp\"]\n",
+    );
+    let e = parse("x.toml", "x", &only).unwrap();
+    assert!(e.assertions[0].applies_to("llamacpp"));
+    assert!(!e.assertions[0].applies_to("mine"));
     assert!(e.snapshot.enabled);
 }
 
@@ -122,6 +133,16 @@ fn parses_a_complete_file() {
     "0.5 * cold",
     "0.5 ** cold",
     "x.toml:26:31: assert[0].expr: expected a number"
+)]
+#[case::assert_unknown_target(
+    "0.5 * cold.ttft.p50\"\n",
+    "0.5 * cold.ttft.p50\"\ntargets = [\"llamacpp\", \"nope\"]\n",
+    "x.toml:27:11: assert[0].targets: unknown target `nope` (the experiment's targets: llamacpp, mine)"
+)]
+#[case::assert_no_target(
+    "0.5 * cold.ttft.p50\"\n",
+    "0.5 * cold.ttft.p50\"\ntargets = []\n",
+    "x.toml:27:11: assert[0].targets: name at least one target"
 )]
 #[case::assert_unknown_phase(
     "0.5 * cold",

@@ -62,6 +62,7 @@ pub fn summarize(
     let verdicts: Vec<Verdict> = exp
         .assertions
         .iter()
+        .filter(|a| a.applies_to(&target.name))
         .map(|a| Verdict {
             noise_floor: parts.noise_floor,
             ..a.evaluate(&summary)

@@ -98,6 +98,9 @@ enum Node {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Assertion {
     pub source: String,
+    /// The targets it is checked on; empty: every target of the experiment (an engine whose
+    /// behaviour differs gets an assertion of its own).
+    pub targets: Vec<String>,
     lhs: Node,
     cmp: Cmp,
     cmp_column: usize,
@@ -135,11 +138,17 @@ impl Assertion {
         }
         Ok(Self {
             source: source.to_string(),
+            targets: Vec::new(),
             lhs,
             cmp,
             cmp_column,
             rhs,
         })
+    }
+
+    /// Whether it is checked on target `name`.
+    pub fn applies_to(&self, name: &str) -> bool {
+        self.targets.is_empty() || self.targets.iter().any(|t| t == name)
     }
 
     /// Every metric path in order of appearance.
