@@ -15,6 +15,8 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 log() { printf 'with-engine: %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
+# shellcheck source=scripts/serve-lib.sh
+. "$here/serve-lib.sh"
 
 [ $# -gt 1 ] || die "usage: $0 vllm|sglang|llamacpp COMMAND [ARGS...]"
 ENGINE=$1
@@ -72,21 +74,9 @@ cleanup() {
 trap cleanup EXIT INT TERM
 
 URL=http://127.0.0.1:$PORT
-healthy() { "$PY" -c "import urllib.request,sys; sys.exit(0 if urllib.request.urlopen('$URL/health', timeout=2).status==200 else 1)" 2>/dev/null; }
-# 40–80 s to start here; 300 s is the bound.
-for _ in $(seq 1 600); do
-  kill -0 "$PID" 2>/dev/null || { tail -n 30 "$LOG" >&2 || true; die "$ENGINE exited during startup; log: $LOG"; }
-  healthy && break
-  sleep 0.5
-done
-healthy || die "$ENGINE did not become healthy within 300 s; log: $LOG"
-# The first requests after start are slow (lazy initialisation): warm up once.
-"$PY" - "$URL" "$NAME" <<'PY' >/dev/null || die "warm-up request failed; log: $LOG"
-import json, sys, urllib.request
-body = json.dumps({"model": sys.argv[2], "prompt": "the of and", "max_tokens": 4}).encode()
-req = urllib.request.Request(sys.argv[1] + "/v1/completions", data=body, headers={"content-type": "application/json"})
-urllib.request.urlopen(req, timeout=120).read()
-PY
+# 20–80 s to start here; 300 s is the bound.
+wait_healthy "$ENGINE" "$PID" "$LOG" "$URL" 300
+warm_up "$ENGINE" "$LOG" "$URL" "{\"model\": \"$NAME\", \"prompt\": \"the of and\", \"max_tokens\": 4}"
 log "$ENGINE on $URL (pid $PID, log $LOG)"
 
 VAR=$(echo "$ENGINE" | tr '[:lower:]' '[:upper:]')
@@ -94,13 +84,6 @@ export "INFERLAB_${VAR}_URL=$URL"
 export "INFERLAB_${VAR}_MODEL=$NAME"
 DETAILS=$("$PY" -c 'import json,sys; d=json.load(open(sys.argv[1])); d["server_flags"]=sys.argv[2]; d["hardware"]="CPU"; print(json.dumps(d))' "$MODEL/inferlab-model.json" "$FLAGS")
 export "INFERLAB_${VAR}_MODEL_DETAILS=$DETAILS"
-set +e
-"$@"
-status=$?
-set -e
-if ! kill -0 "$PID" 2>/dev/null; then
-  tail -n 20 "$LOG" >&2 || true
-  log "$ENGINE died during the run; log: $LOG"
-  [ "$status" -ne 0 ] || status=1
-fi
+status=0
+run_beside "$ENGINE" "$PID" "$LOG" "$@" || status=$?
 exit "$status"

@@ -12,6 +12,8 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 log() { printf 'with-llama-server: %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
+# shellcheck source=scripts/serve-lib.sh
+. "$here/serve-lib.sh"
 
 [ $# -gt 0 ] || die "usage: $0 COMMAND [ARGS...]"
 CACHE=${INFERLAB_CACHE:-$HOME/.cache/inferlab}
@@ -50,35 +52,12 @@ cleanup() {
 trap cleanup EXIT INT TERM
 
 URL=http://127.0.0.1:$PORT
-for _ in $(seq 1 300); do
-  if ! kill -0 "$PID" 2>/dev/null; then
-    tail -n 20 "$LOG" >&2 || true
-    die "llama-server exited during startup; log: $LOG"
-  fi
-  if python3 -c "import urllib.request,sys; sys.exit(0 if urllib.request.urlopen('$URL/health', timeout=1).status==200 else 1)" 2>/dev/null; then
-    break
-  fi
-  sleep 0.2
-done
-python3 -c "import urllib.request; urllib.request.urlopen('$URL/health', timeout=2)" 2>/dev/null \
-  || die "llama-server did not become healthy within 60 s; log: $LOG"
-# The first request after start is about twice as slow: warm the server up once.
-python3 - "$URL" <<'PY' >/dev/null || die "warm-up request failed; log: $LOG"
-import json, sys, urllib.request
-body = json.dumps({"prompt": "the of and", "max_tokens": 4, "ignore_eos": True}).encode()
-urllib.request.urlopen(urllib.request.Request(sys.argv[1] + "/v1/completions", data=body), timeout=60).read()
-PY
+wait_healthy llama-server "$PID" "$LOG" "$URL" 60
+warm_up llama-server "$LOG" "$URL" '{"prompt": "the of and", "max_tokens": 4, "ignore_eos": true}'
 log "llama-server $(basename "$(dirname "$BIN")") on $URL (pid $PID, log $LOG)"
 
 export INFERLAB_LLAMACPP_URL=$URL
 export INFERLAB_LLAMACPP_MODEL_DETAILS="{\"architecture\":\"llama\",\"layers\":4,\"hidden\":512,\"heads\":8,\"ffn\":1536,\"parameters_m\":46.4,\"dtype\":\"F16\",\"weights\":\"random, seed $MODEL_SEED, non-text tokens suppressed so every request runs to max_tokens\",\"tokenizer\":\"Llama-2 SentencePiece (32000) from llama.cpp models/ggml-vocab-llama-spm.gguf\",\"generator\":\"scripts/make-tiny-model.py\",\"server_flags\":\"-np $SLOTS -c 16384 -t $THREADS --metrics\",\"hardware\":\"CPU\"}"
-set +e
-"$@"
-status=$?
-set -e
-if ! kill -0 "$PID" 2>/dev/null; then
-  tail -n 20 "$LOG" >&2 || true
-  log "llama-server died during the run; log: $LOG"
-  [ "$status" -ne 0 ] || status=1
-fi
+status=0
+run_beside llama-server "$PID" "$LOG" "$@" || status=$?
 exit "$status"
