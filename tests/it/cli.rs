@@ -7,9 +7,9 @@ fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// A scratch directory with an `experiments/` folder.
 fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("inferlab-cli-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    let dir = crate::common::scratch(&format!("cli-{name}"));
     std::fs::create_dir_all(dir.join("experiments")).unwrap();
     dir
 }

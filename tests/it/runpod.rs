@@ -307,12 +307,13 @@ async fn a_storm_longer_than_the_bound_is_an_error_that_names_it() {
 }
 
 /// A pod that never gets ready, or whose run panics, is released and leaves the ledger; the
-/// report says why (`why`), and the pod's logs or the lifecycle's log say more (`detail`).
+/// report says why (`why`), and where there is more to say, the pod's logs or the lifecycle's
+/// log say it (`detail`).
 #[rstest::rstest]
-#[case::stuck_provisioning(vec!["PROVISIONING"], "300ms", "5s", 200, false, "not RUNNING after", "")]
-#[case::pod_in_error(vec!["PROVISIONING", "ERROR"], "5s", "5s", 200, false, "pod pod1 is ERROR", "CUDA out of memory")]
-#[case::never_healthy(vec!["RUNNING"], "5s", "300ms", 503, false, "did not answer", "HTTP 503")]
-#[case::run_panics(vec!["RUNNING"], "5s", "5s", 200, true, "", "")]
+#[case::stuck_provisioning(vec!["PROVISIONING"], "300ms", "5s", 200, false, "not RUNNING after", None)]
+#[case::pod_in_error(vec!["PROVISIONING", "ERROR"], "5s", "5s", 200, false, "pod pod1 is ERROR", Some("CUDA out of memory"))]
+#[case::never_healthy(vec!["RUNNING"], "5s", "300ms", 503, false, "did not answer", Some("HTTP 503"))]
+#[case::run_panics(vec!["RUNNING"], "5s", "5s", 200, true, "", None)]
 #[tokio::test]
 async fn a_pod_that_fails_is_released(
     #[case] statuses: Vec<&'static str>,
@@ -321,7 +322,7 @@ async fn a_pod_that_fails_is_released(
     #[case] health: u16,
     #[case] panics: bool,
     #[case] why: &str,
-    #[case] detail: &str,
+    #[case] detail: Option<&str>,
 ) {
     let (fake, ledger) = setup(statuses, &format!("fails-{why}-{panics}")).await;
     let (ended, report, log) = lifecycle_run(
@@ -346,8 +347,10 @@ async fn a_pod_that_fails_is_released(
     assert!(matches!(ended, Ended::NotReady), "{ended:?}");
     let error = report.error.unwrap_or_default();
     assert!(error.contains(why), "{error}");
-    let said = format!("{}\n{}", report.logs.unwrap_or_default(), log.join("\n"));
-    assert!(said.contains(detail), "{said}");
+    if let Some(detail) = detail {
+        let said = format!("{}\n{}", report.logs.unwrap_or_default(), log.join("\n"));
+        assert!(said.contains(detail), "{said}");
+    }
 }
 
 #[tokio::test]
