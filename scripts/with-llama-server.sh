@@ -43,7 +43,7 @@ PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); pr
 mkdir -p "$CACHE/logs"
 LOG=$CACHE/logs/llama-server-$PORT.log
 "$BIN" -m "$MODEL" --host 127.0.0.1 --port "$PORT" -np "$SLOTS" -c 16384 -t "$THREADS" \
-  --metrics --no-webui >"$LOG" 2>&1 &
+  --alias tiny-llama --metrics --no-webui >"$LOG" 2>&1 &
 PID=$!
 cleanup() {
   kill "$PID" 2>/dev/null || true
@@ -57,7 +57,7 @@ warm_up llama-server "$LOG" "$URL" '{"prompt": "the of and", "max_tokens": 4, "i
 log "llama-server $(basename "$(dirname "$BIN")") on $URL (pid $PID, log $LOG)"
 
 export INFERLAB_LLAMACPP_URL=$URL
-export INFERLAB_LLAMACPP_MODEL_DETAILS="{\"architecture\":\"llama\",\"layers\":4,\"hidden\":512,\"heads\":8,\"ffn\":1536,\"parameters_m\":46.4,\"dtype\":\"F16\",\"weights\":\"random, seed $MODEL_SEED, non-text tokens suppressed so every request runs to max_tokens\",\"tokenizer\":\"Llama-2 SentencePiece (32000) from llama.cpp models/ggml-vocab-llama-spm.gguf\",\"generator\":\"scripts/make-tiny-model.py\",\"server_flags\":\"-np $SLOTS -c 16384 -t $THREADS --metrics\",\"hardware\":\"CPU\"}"
+export INFERLAB_LLAMACPP_MODEL_DETAILS="{\"architecture\":\"llama\",\"layers\":4,\"hidden\":512,\"heads\":8,\"ffn\":1536,\"parameters_m\":46.4,\"dtype\":\"F16\",\"weights\":\"random, seed $MODEL_SEED, non-text tokens suppressed so every request runs to max_tokens\",\"tokenizer\":\"Llama-2 SentencePiece (32000) from llama.cpp models/ggml-vocab-llama-spm.gguf\",\"generator\":\"scripts/make-tiny-model.py\",\"server_flags\":\"-np $SLOTS -c 16384 -t $THREADS --alias tiny-llama --metrics\",\"hardware\":\"CPU\"}"
 status=0
 run_beside llama-server "$PID" "$LOG" "$@" || status=$?
 exit "$status"

@@ -55,13 +55,17 @@ pub async fn server_info(http: &reqwest::Client, ep: &Endpoint) -> ServerInfo {
 }
 
 /// The fields of a server-info document that describe the engine's configuration.
+/// A local path (llama.cpp's `model_path`) is kept as its file name: results and fixtures are
+/// shared, and a path names a user and a machine.
 fn config_of(kind: TargetKind, doc: &Value) -> Value {
-    Value::Object(
+    let mut config = Value::Object(
         kind.config_pointers()
             .iter()
             .filter_map(|(name, ptr)| Some((name.to_string(), doc.pointer(ptr)?.clone())))
             .collect(),
-    )
+    );
+    crate::core::privacy::scrub_paths(&mut config);
+    config
 }
 
 /// vLLM carries its cache configuration in the labels of `vllm:cache_config_info`.

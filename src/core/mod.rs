@@ -6,13 +6,14 @@
 //! times), `engine` (per-engine knowledge), `catalog` (the names assertions may use); then
 //! `assert` (expressions over them), `record` (what one request did, as offsets), the wire
 //! formats `sse` and `prom`, `server` (an engine's `/metrics` → canonical series and per-phase
-//! figures), and `metrics` (records → per-phase summaries).
+//! figures), and `metrics` (records → per-phase summaries); `privacy` (what a recording must not keep).
 
 pub mod assert;
 pub mod catalog;
 pub mod diag;
 pub mod engine;
 pub mod metrics;
+pub mod privacy;
 pub mod prom;
 pub mod record;
 pub mod server;

@@ -4,9 +4,11 @@
 
 use super::{Exchange, Fixture, FixtureMeta, RecordedGpu, RecordedScrape};
 use crate::client::Capture;
+use crate::core::privacy::scrub_model_field;
 use crate::core::record::RequestRecord;
 use crate::observe::scrape::ScrapeRecord;
 use serde_json::Value;
+use std::borrow::Cow;
 use std::time::Duration;
 
 /// Collects a recording's exchanges while the run goes on.
@@ -21,11 +23,22 @@ fn ms(d: Duration) -> u64 {
 
 impl Recorder {
     /// Keeps one completed request. A request that never got a response (connect failure,
-    /// no headers) cannot be replayed and is left out.
+    /// no headers) cannot be replayed and is left out. A model named by its local path in the
+    /// response is kept as its file name.
     pub fn add(&mut self, record: &RequestRecord, path: &str, body: Value, capture: &Capture) {
-        if let Some(ex) = Exchange::from_capture(&record.phase, record.index, path, body, capture) {
-            self.exchanges.push(ex);
+        let Some(mut ex) = Exchange::from_capture(&record.phase, record.index, path, body, capture)
+        else {
+            return;
+        };
+        for e in &mut ex.events {
+            if let Cow::Owned(data) = scrub_model_field(&e.data) {
+                e.data = data;
+            }
         }
+        if let Some(Cow::Owned(text)) = ex.body_text.as_deref().map(scrub_model_field) {
+            ex.body_text = Some(text);
+        }
+        self.exchanges.push(ex);
     }
 
     /// The fixture: exchanges in the order of `phases` (then by index), the scrapes that

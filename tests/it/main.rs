@@ -4,6 +4,7 @@
 mod cli;
 mod common;
 mod faults;
+mod fixtures;
 mod layering;
 mod observe;
 mod pacing;
