@@ -134,6 +134,8 @@ pub const SCALAR_METRICS: &[(&str, Dim)] = &[
     ("output_tokens", Dim::Plain),
     ("cached_tokens", Dim::Plain),
     ("cached_token_ratio", Dim::Plain),
+    ("cached_tokens_min", Dim::Plain),
+    ("cached_tokens_max", Dim::Plain),
     ("dropped", Dim::Plain),
     ("cancelled", Dim::Plain),
     ("late_sends", Dim::Plain),

@@ -95,6 +95,11 @@ pub struct PhaseSummary {
     pub cached_tokens: u64,
     /// cached ÷ prompt tokens, from server usage.
     pub cached_token_ratio: Option<f64>,
+    /// The fewest and most cached prompt tokens of one request, where the server reports cached
+    /// tokens (a request it reports none for had none: SGLang leaves `prompt_tokens_details`
+    /// out when nothing was cached).
+    pub cached_tokens_min: Option<u64>,
+    pub cached_tokens_max: Option<u64>,
     /// Output chunks received by the client (a chunk can hold several tokens).
     pub output_chunks: u64,
     /// Successful requests whose stream carried no usage (their token counts are the client's).
@@ -184,6 +189,8 @@ impl PhaseSummary {
             "output_tokens" => Some(self.output_tokens as f64),
             "cached_tokens" => Some(self.cached_tokens as f64),
             "cached_token_ratio" => self.cached_token_ratio,
+            "cached_tokens_min" => self.cached_tokens_min.map(|v| v as f64),
+            "cached_tokens_max" => self.cached_tokens_max.map(|v| v as f64),
             "dropped" => Some(self.dropped as f64),
             "cancelled" => Some(self.cancelled as f64),
             "late_sends" => Some(self.late_sends as f64),
@@ -274,6 +281,8 @@ pub struct Summarizer {
     good: u64,
     e2e_sum: Duration,
     cached_reported: bool,
+    /// The fewest and most cached tokens of a request with usage (none reported = 0).
+    cached_range: Option<(u64, u64)>,
 }
 
 impl Summarizer {
@@ -301,6 +310,8 @@ impl Summarizer {
                 output_tokens: 0,
                 cached_tokens: 0,
                 cached_token_ratio: None,
+                cached_tokens_min: None,
+                cached_tokens_max: None,
                 output_chunks: 0,
                 usage_missing: 0,
                 tokens_per_chunk_unknown: 0,
@@ -320,6 +331,7 @@ impl Summarizer {
             good: 0,
             e2e_sum: Duration::ZERO,
             cached_reported: false,
+            cached_range: None,
         }
     }
 
@@ -373,6 +385,11 @@ impl Summarizer {
                     s.cached_tokens += c;
                     self.cached_reported = true;
                 }
+                let c = u.cached_tokens.unwrap_or(0);
+                self.cached_range = Some(
+                    self.cached_range
+                        .map_or((c, c), |(a, b)| (a.min(c), b.max(c))),
+                );
             }
             None => s.usage_missing += 1,
         }
@@ -409,6 +426,7 @@ impl Summarizer {
             good,
             e2e_sum,
             cached_reported,
+            cached_range,
         } = self;
         if s.requests > 0 {
             s.error_rate = s.failed as f64 / s.requests as f64;
@@ -428,6 +446,10 @@ impl Summarizer {
         }
         if cached_reported && s.prompt_tokens > 0 {
             s.cached_token_ratio = Some(s.cached_tokens as f64 / s.prompt_tokens as f64);
+        }
+        if cached_reported {
+            s.cached_tokens_min = cached_range.map(|r| r.0);
+            s.cached_tokens_max = cached_range.map(|r| r.1);
         }
         s.ttft = samples["ttft"].stats();
         s.ttft_scheduled = samples["ttft_scheduled"].stats();
@@ -502,6 +524,24 @@ mod tests {
         assert_eq!(r.ntpot(), Some(Duration::from_nanos(43_333_333)));
         let one = rec(0, &[50], 1);
         assert_eq!(one.tpot(), None, "TPOT is undefined for one token");
+    }
+
+    #[test]
+    fn cached_tokens_per_request_range() {
+        let mut none = rec(0, &[10, 20], 2);
+        none.usage.as_mut().unwrap().cached_tokens = None;
+        let mut more = rec(0, &[10, 20], 2);
+        more.usage.as_mut().unwrap().cached_tokens = Some(96);
+        // A request the server reported no cached tokens for (SGLang: none cached) counts as 0.
+        let (s, _) = summarize(&[rec(0, &[10, 20], 2), none.clone(), more], &Slo::default());
+        assert_eq!(
+            (s.cached_tokens_min, s.cached_tokens_max),
+            (Some(0), Some(96))
+        );
+        assert_eq!(s.cached_tokens, 136);
+        // A server that never reports cached tokens has no range.
+        let (s, _) = summarize(&[none], &Slo::default());
+        assert_eq!((s.cached_tokens_min, s.cached_tokens_max), (None, None));
     }
 
     #[test]
