@@ -7,6 +7,10 @@
 #   scripts/with-engine.sh sglang cargo run --release -- run prefix_cache
 #   INFERLAB_RECORD=1 scripts/with-engine.sh vllm cargo run --release -- run --target vllm
 #   scripts/with-engine.sh llamacpp …                                   # = with-llama-server.sh
+#   scripts/with-engine.sh vllm_small_kv cargo test --test experiments -- ::vllm_small_kv
+#
+# `vllm_small_kv` and `sglang_small_kv` start the same engines with a KV cache of 1024 tokens
+# (for kv_pressure) and set INFERLAB_VLLM_SMALL_KV_URL / INFERLAB_SGLANG_SMALL_KV_URL.
 #
 # vLLM 0.32.0 and SGLang 0.5.21 run on the CPU from the venv of scripts/engines-venv.sh; the
 # model (scripts/make-tiny-hf-model.py) and every cache stay under $INFERLAB_CACHE
@@ -18,13 +22,14 @@ die() { log "error: $*"; exit 1; }
 # shellcheck source=scripts/serve-lib.sh
 . "$here/serve-lib.sh"
 
-[ $# -gt 1 ] || die "usage: $0 vllm|sglang|llamacpp COMMAND [ARGS...]"
-ENGINE=$1
+[ $# -gt 1 ] || die "usage: $0 vllm|sglang|llamacpp|vllm_small_kv|sglang_small_kv COMMAND [ARGS...]"
+TARGET=$1
 shift
-case "$ENGINE" in
+case "$TARGET" in
   llamacpp) exec "$here/with-llama-server.sh" "$@" ;;
-  vllm | sglang) ;;
-  *) die "unknown engine \`$ENGINE\` (vllm, sglang or llamacpp)" ;;
+  vllm | sglang) ENGINE=$TARGET KV_TOKENS= ;;
+  vllm_small_kv | sglang_small_kv) ENGINE=${TARGET%_small_kv} KV_TOKENS=1024 ;;
+  *) die "unknown engine \`$TARGET\` (vllm, sglang, llamacpp, vllm_small_kv or sglang_small_kv)" ;;
 esac
 
 CACHE=${INFERLAB_CACHE:-$HOME/.cache/inferlab}
@@ -49,16 +54,28 @@ fi
 NAME=tiny-llama
 
 PORT=$("$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-LOG=$CACHE/logs/$ENGINE-$PORT.log
+LOG=$CACHE/logs/$TARGET-$PORT.log
 case "$ENGINE" in
   vllm)
-    FLAGS="--dtype float32 --enforce-eager --max-model-len 4096 --kv-cache-memory-bytes 268435456"
+    # float32 KV of this model: 4 layers × 2 KV heads × 64 × 2 × 4 bytes = 4 KiB a token; vLLM
+    # keeps one 128-token block for itself.
+    if [ -n "$KV_TOKENS" ]; then
+      KV="--max-model-len $KV_TOKENS --kv-cache-memory-bytes $(((KV_TOKENS + 128) * 4096))"
+    else
+      KV="--max-model-len 4096 --kv-cache-memory-bytes 268435456"
+    fi
+    FLAGS="--dtype float32 --enforce-eager $KV --enable-prompt-tokens-details"
     # shellcheck disable=SC2086
     setsid "$PY" -m vllm.entrypoints.openai.api_server --model "$MODEL" --served-model-name "$NAME" \
       --host 127.0.0.1 --port "$PORT" $FLAGS >"$LOG" 2>&1 &
     ;;
   sglang)
-    FLAGS="--device cpu --attention-backend torch_native --sampling-backend pytorch --disable-cuda-graph --disable-overlap-schedule --skip-server-warmup --enable-metrics --enable-cache-report --max-total-tokens 32768 --dtype float32"
+    if [ -n "$KV_TOKENS" ]; then
+      KV="--max-total-tokens $KV_TOKENS --context-length $KV_TOKENS"
+    else
+      KV="--max-total-tokens 32768"
+    fi
+    FLAGS="--device cpu --attention-backend torch_native --sampling-backend pytorch --disable-cuda-graph --disable-overlap-schedule --skip-server-warmup --enable-metrics --enable-cache-report $KV --dtype float32"
     # shellcheck disable=SC2086
     setsid "$PY" -m sglang.launch_server --model-path "$MODEL" --served-model-name "$NAME" \
       --host 127.0.0.1 --port "$PORT" $FLAGS >"$LOG" 2>&1 &
@@ -79,7 +96,7 @@ wait_healthy "$ENGINE" "$PID" "$LOG" "$URL" 300
 warm_up "$ENGINE" "$LOG" "$URL" "{\"model\": \"$NAME\", \"prompt\": \"the of and\", \"max_tokens\": 4}"
 log "$ENGINE on $URL (pid $PID, log $LOG)"
 
-VAR=$(echo "$ENGINE" | tr '[:lower:]' '[:upper:]')
+VAR=$(echo "$TARGET" | tr '[:lower:]' '[:upper:]')
 export "INFERLAB_${VAR}_URL=$URL"
 export "INFERLAB_${VAR}_MODEL=$NAME"
 DETAILS=$("$PY" -c 'import json,sys; d=json.load(open(sys.argv[1])); d["server_flags"]=sys.argv[2]; d["hardware"]="CPU"; print(json.dumps(d))' "$MODEL/inferlab-model.json" "$FLAGS")

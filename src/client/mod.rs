@@ -9,7 +9,7 @@ mod send;
 mod stream;
 
 use crate::core::engine::TargetKind;
-use crate::core::record::RequestRecord;
+use crate::core::record::{RequestRecord, TokenCounting};
 use crate::spec::{Api, Timeouts};
 use crate::workload::PlannedRequest;
 use serde_json::{Value, json};
@@ -215,10 +215,12 @@ pub async fn execute(
         headers: headers.map(|(h, _)| h - origin),
         end: end - origin,
     };
+    let token_counting = state.token_counting(ep.kind.streams_one_token_per_event());
     let record = record(
         phase,
         req,
         state,
+        token_counting,
         times,
         headers.map(|(_, s)| s),
         sent.attempts,
@@ -237,12 +239,12 @@ struct Times {
 fn record(
     phase: &str,
     req: &PlannedRequest,
-    mut state: StreamState,
+    state: StreamState,
+    token_counting: TokenCounting,
     t: Times,
     status: Option<u16>,
     send_attempts: u32,
 ) -> RequestRecord {
-    let token_counting = state.token_counting();
     RequestRecord {
         phase: phase.to_string(),
         index: req.index,

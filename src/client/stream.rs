@@ -177,7 +177,13 @@ impl StreamState {
             self.timings = Some(t);
         }
         let usage = chunk.usage.as_ref().map(Usage::from);
-        if has_output {
+        // vLLM sends an event per token, and a token that ends inside a UTF-8 character has empty
+        // text: with cumulative usage on every event, it is a token arrival all the same.
+        let token_without_text = !has_output
+            && !chunk.choices.is_empty()
+            && self.all_chunks_had_usage
+            && usage.is_some_and(|u| u.completion_tokens > self.last_cumulative);
+        if has_output || token_without_text {
             self.output_chars += chars;
             let tokens = match usage {
                 Some(u) => {
@@ -235,8 +241,10 @@ impl StreamState {
         (has_output, chars)
     }
 
-    /// Decides how tokens per chunk are known, and fixes the per-chunk counts accordingly.
-    pub(super) fn token_counting(&mut self) -> TokenCounting {
+    /// Decides how tokens per chunk are known, and fixes the per-chunk counts accordingly. One
+    /// token per chunk is inferred (from the final usage matching the chunk count) only where
+    /// `events_are_tokens`: a server that groups tokens into chunks may match by chance.
+    pub(super) fn token_counting(&mut self, events_are_tokens: bool) -> TokenCounting {
         let n = self.chunks.len() as u64;
         if n > 0 && self.all_chunks_had_usage {
             return TokenCounting::Exact;
@@ -245,7 +253,7 @@ impl StreamState {
             c.tokens = None;
         }
         match self.usage {
-            Some(u) if u.completion_tokens == n && n > 0 => {
+            Some(u) if events_are_tokens && u.completion_tokens == n && n > 0 => {
                 for c in &mut self.chunks {
                     c.tokens = Some(1);
                 }
@@ -480,6 +488,7 @@ fn captured(ev: SseEvent<'_>, offset: Duration) -> CapturedEvent {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::engine::TargetKind;
 
     fn state() -> StreamState {
         StreamState::new()
@@ -526,7 +535,7 @@ mod tests {
         assert_eq!(s.output_chars, 5);
         assert!(s.done && s.finished);
         assert_eq!(s.usage.unwrap().cached_tokens, Some(3));
-        assert_eq!(s.token_counting(), TokenCounting::OnePerChunk);
+        assert_eq!(s.token_counting(true), TokenCounting::OnePerChunk);
         assert_eq!(s.chunks[1].tokens, Some(1));
     }
 
@@ -581,9 +590,127 @@ mod tests {
             r#"{"choices":[],"usage":{"prompt_tokens":5,"completion_tokens":4}}"#,
             4,
         );
-        assert_eq!(s.token_counting(), TokenCounting::Exact);
+        assert_eq!(s.token_counting(true), TokenCounting::Exact);
         let t: Vec<_> = s.chunks.iter().map(|c| c.tokens).collect();
         assert_eq!(t, [Some(1), Some(3)]);
+    }
+
+    /// Every stream of the fixtures recorded from one engine, as (its event data, in order).
+    fn recorded_streams(engine: &str) -> Vec<Vec<String>> {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("wiremock-fixtures");
+        let mut streams = Vec::new();
+        for dir in std::fs::read_dir(&root).unwrap() {
+            let file = dir.unwrap().path().join(engine).join("exchanges.jsonl");
+            let Ok(text) = std::fs::read_to_string(&file) else {
+                continue;
+            };
+            for line in text.lines() {
+                let x: Value = serde_json::from_str(line).unwrap();
+                let events = x["events"].as_array().into_iter().flatten();
+                streams.push(
+                    events
+                        .map(|e| e["data"].as_str().unwrap().to_string())
+                        .collect(),
+                );
+            }
+        }
+        assert!(
+            streams.len() >= 10,
+            "{engine}: {} recorded streams",
+            streams.len()
+        );
+        streams
+    }
+
+    fn read_all(events: &[String], events_are_tokens: bool) -> (StreamState, TokenCounting) {
+        let mut s = state();
+        for (i, data) in events.iter().enumerate() {
+            feed(&mut s, data, i as u64);
+        }
+        assert!(s.failure.is_none(), "{:?}", s.failure);
+        let counting = s.token_counting(events_are_tokens);
+        (s, counting)
+    }
+
+    /// Reads each recorded stream of `engine` with continuous usage: tokens per chunk exact,
+    /// summing to the final usage, every chunk at least one token. Returns (chunks, tokens,
+    /// chunks with empty text, chunks of more than one token).
+    fn exact_from_recordings(engine: &str, kind: TargetKind) -> (u64, u64, u64, u64) {
+        let (mut chunks, mut tokens, mut empty, mut grouped) = (0, 0, 0, 0);
+        for events in recorded_streams(engine) {
+            let (s, counting) = read_all(&events, kind.streams_one_token_per_event());
+            let completion = s.usage.unwrap().completion_tokens;
+            assert_eq!(counting, TokenCounting::Exact);
+            let per: Vec<u64> = s
+                .chunks
+                .iter()
+                .map(|c| u64::from(c.tokens.unwrap()))
+                .collect();
+            assert_eq!(per.iter().sum::<u64>(), completion);
+            assert!(per.iter().all(|&n| n >= 1), "{per:?}");
+            chunks += per.len() as u64;
+            tokens += completion;
+            grouped += per.iter().filter(|&&n| n > 1).count() as u64;
+            empty += events
+                .iter()
+                .filter(|d| d.contains(r#""text":"","#) && !d.contains(r#""choices":[]"#))
+                .count() as u64;
+        }
+        (chunks, tokens, empty, grouped)
+    }
+
+    #[test]
+    fn vllm_tokens_with_empty_text_are_arrivals() {
+        // Recorded from vLLM 0.32.0 with continuous usage: an event per token (two of ~8500
+        // carried two), 1-6 % of them with empty text (a token ending inside a UTF-8
+        // character): each is a chunk with its token.
+        let (chunks, tokens, empty, grouped) = exact_from_recordings("vllm", TargetKind::Vllm);
+        assert!(empty > 0, "the recordings hold empty-text token events");
+        assert!(
+            chunks + grouped >= tokens && grouped * 100 < chunks,
+            "{chunks} {tokens}"
+        );
+    }
+
+    #[test]
+    fn sglang_chunks_carry_their_token_counts() {
+        // Recorded from SGLang 0.5.21, which honours continuous usage too: its chunks group
+        // tokens (up to dozens under load), and a chunk with empty text can carry tokens.
+        let (chunks, tokens, _, grouped) = exact_from_recordings("sglang", TargetKind::Sglang);
+        assert!(
+            grouped > 0 && chunks < tokens,
+            "{chunks} chunks, {tokens} tokens"
+        );
+    }
+
+    #[test]
+    fn sglang_without_per_chunk_usage_leaves_tokens_per_chunk_unknown() {
+        // The same streams with usage only on the last record (continuous usage off): a chunk
+        // count that matches the token count would be chance, so nothing is inferred.
+        let mut matched = 0;
+        for events in recorded_streams("sglang") {
+            let last = events.len().saturating_sub(2);
+            let stripped: Vec<String> = events
+                .iter()
+                .enumerate()
+                .map(|(i, d)| match serde_json::from_str::<Value>(d) {
+                    Ok(mut v) if i < last && v.get("usage").is_some() => {
+                        v["usage"] = Value::Null;
+                        v.to_string()
+                    }
+                    _ => d.clone(),
+                })
+                .collect();
+            let (s, counting) =
+                read_all(&stripped, TargetKind::Sglang.streams_one_token_per_event());
+            assert_eq!(counting, TokenCounting::Unknown);
+            assert!(s.chunks.iter().all(|c| c.tokens.is_none()));
+            matched += u64::from(s.usage.unwrap().completion_tokens == s.chunks.len() as u64);
+        }
+        assert!(
+            matched > 0,
+            "some streams match by chance, and are still not inferred"
+        );
     }
 
     #[test]
@@ -596,7 +723,7 @@ mod tests {
             r#"{"choices":[{"text":"b","finish_reason":"length"}],"usage":{"prompt_tokens":5,"completion_tokens":2},"timings":{"cache_n":3,"prompt_n":2}}"#,
             2,
         );
-        assert_eq!(s.token_counting(), TokenCounting::OnePerChunk);
+        assert_eq!(s.token_counting(true), TokenCounting::OnePerChunk);
         assert_eq!(s.timings.unwrap().cache_n, Some(3));
         let mut s = state();
         feed(&mut s, r#"{"choices":[{"text":"ab"}]}"#, 1);
@@ -605,7 +732,7 @@ mod tests {
             r#"{"choices":[{"text":"c","finish_reason":"length"}],"usage":{"prompt_tokens":5,"completion_tokens":3}}"#,
             2,
         );
-        assert_eq!(s.token_counting(), TokenCounting::Unknown);
+        assert_eq!(s.token_counting(true), TokenCounting::Unknown);
         assert!(s.chunks.iter().all(|c| c.tokens.is_none()));
     }
 

@@ -42,6 +42,13 @@ impl TargetKind {
         matches!(self, Self::Vllm | Self::Sglang)
     }
 
+    /// Whether each stream event carries exactly one token, so that a final usage equal to the
+    /// event count means one token per event. SGLang groups tokens into chunks (32 tokens came
+    /// as 31 chunks) and RunPod's worker re-chunks, so a match there would be chance.
+    pub fn streams_one_token_per_event(self) -> bool {
+        matches!(self, Self::Vllm | Self::Llamacpp | Self::Openai)
+    }
+
     /// Whether the target scales to zero, so the first request after idle is a cold start.
     pub fn is_serverless(self) -> bool {
         matches!(self, Self::RunpodServerless)
