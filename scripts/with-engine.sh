@@ -99,6 +99,8 @@ log "$ENGINE on $URL (pid $PID, log $LOG)"
 VAR=$(echo "$TARGET" | tr '[:lower:]' '[:upper:]')
 export "INFERLAB_${VAR}_URL=$URL"
 export "INFERLAB_${VAR}_MODEL=$NAME"
+# For the engines' own benchmark clients (scripts/cross-check.sh), which need the tokenizer.
+export INFERLAB_ENGINE_MODEL_DIR=$MODEL INFERLAB_ENGINE_PYTHON=$PY
 DETAILS=$("$PY" -c 'import json,sys; d=json.load(open(sys.argv[1])); d["server_flags"]=sys.argv[2]; d["hardware"]="CPU"; print(json.dumps(d))' "$MODEL/inferlab-model.json" "$FLAGS")
 export "INFERLAB_${VAR}_MODEL_DETAILS=$DETAILS"
 status=0

@@ -177,8 +177,8 @@ impl StreamState {
             self.timings = Some(t);
         }
         let usage = chunk.usage.as_ref().map(Usage::from);
-        // vLLM sends an event per token, and a token that ends inside a UTF-8 character has empty
-        // text: with cumulative usage on every event, it is a token arrival all the same.
+        // A token that ends inside a UTF-8 character comes with empty text (vLLM: 1-6 % of its
+        // events; SGLang too): with cumulative usage on every event, it is a token arrival.
         let token_without_text = !has_output
             && !chunk.choices.is_empty()
             && self.all_chunks_had_usage

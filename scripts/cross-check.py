@@ -1,0 +1,163 @@
+"""Cross-checks inferlab's figures against the engine's own benchmark client on one live server.
+
+Run by scripts/cross-check.sh inside scripts/with-engine.sh (which sets INFERLAB_<ENGINE>_URL,
+INFERLAB_ENGINE_MODEL_DIR and INFERLAB_ENGINE_PYTHON). Each round runs, in an order rotated
+from round to round: the engine's client (`vllm.benchmarks.serve` or
+`sglang.benchmark.serving`) and inferlab with /metrics scraped every 500 ms, every 2 s (the
+default) and never, all on the same workload: 256 prompt tokens, 64 output tokens, EOS
+ignored, 4 in flight, 48 requests. Around every run it reads the server's own TTFT histogram
+and inter-token latency histograms (two scrapes, outside the measured window), so each tool's
+client-side figures can be set beside what the server measured during that tool's run.
+
+Writes DIR/cross-check-<engine>.md (the tables) and .json (every figure); exits 1 when a median
+of inferlab (500 ms) and of the engine's client differ by more than 30 % (a definition bug),
+and 2 when a run fails.
+"""
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+METRICS = ["ttft", "tpot", "itl", "e2e", "out_tok_s"]
+LABELS = {
+    "ttft": "TTFT p50 (ms)",
+    "tpot": "TPOT p50 (ms)",
+    "itl": "ITL p50 (ms)",
+    "e2e": "E2E p50 (ms)",
+    "out_tok_s": "output tok/s",
+    "server_ttft": "server TTFT mean (ms)",
+    "server_itl": "server ITL mean (ms)",
+}
+SCRAPE = {"500ms": "xcheck_scrape_500ms", "2s": "xcheck_scrape_2s", "never": "xcheck_scrape_never"}
+
+
+def server_histograms(url, engine):
+    """{metric: (sum, count)} of the server's TTFT and inter-token latency histograms."""
+    with urllib.request.urlopen(url + "/metrics", timeout=10) as r:
+        text = r.read().decode()
+    out = {}
+    for key, family in [("server_ttft", "time_to_first_token_seconds"), ("server_itl", "inter_token_latency_seconds")]:
+        name = f"{engine}:{family}"
+        total, count = 0.0, 0.0
+        for line in text.splitlines():
+            if line.startswith(name + "_sum"):
+                total += float(line.rsplit(" ", 1)[1])
+            elif line.startswith(name + "_count"):
+                count += float(line.rsplit(" ", 1)[1])
+        out[key] = (total, count)
+    return out
+
+
+def run(cmd, log):
+    with open(log, "w") as f:
+        p = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT)
+    if p.returncode != 0:
+        sys.stderr.write(Path(log).read_text()[-3000:])
+        sys.exit(f"cross-check: `{' '.join(cmd[:4])} …` failed ({p.returncode}); log: {log}")
+
+
+def peer(engine, url, model_dir, py, out, tag):
+    common = ["--model", "tiny-llama", "--tokenizer", model_dir, "--num-prompts", "48",
+              "--max-concurrency", "4", "--random-input-len", "256", "--random-output-len", "64"]
+    if engine == "vllm":
+        code = ("import sys; from vllm.utils.argparse_utils import FlexibleArgumentParser; "
+                "from vllm.benchmarks.serve import add_cli_args, main; "
+                "p = FlexibleArgumentParser(); add_cli_args(p); main(p.parse_args(sys.argv[1:]))")
+        result = out / f"{tag}.json"
+        run([py, "-c", code, "--backend", "openai", "--base-url", url, "--endpoint", "/v1/completions",
+             "--dataset-name", "random", "--random-range-ratio", "0", "--ignore-eos", "--temperature", "0",
+             "--percentile-metrics", "ttft,tpot,itl,e2el", "--save-result", "--result-dir", str(out),
+             "--result-filename", result.name, *common], out / f"{tag}.log")
+        r = json.loads(result.read_text())
+        return {"ttft": r["median_ttft_ms"], "tpot": r["median_tpot_ms"], "itl": r["median_itl_ms"],
+                "e2e": r["median_e2el_ms"], "out_tok_s": r["output_throughput"]}
+    result = out / f"{tag}.jsonl"
+    # sglang.benchmark.serving imports Hugging Face `datasets` for its hub datasets; the engines'
+    # venv has no such package and `random-ids` never calls it, so an empty module stands in.
+    code = ("import sys, types; m = types.ModuleType('datasets'); m.load_dataset = None; "
+            "sys.modules['datasets'] = m; sys.argv[0] = 'sglang.benchmark.serving'; "
+            "from sglang.benchmark.serving import cli_main; cli_main()")
+    run([py, "-c", code, "--backend", "sglang-oai", "--base-url", url,
+         "--dataset-name", "random-ids", "--random-range-ratio", "1", "--output-file", str(result),
+         *common], out / f"{tag}.log")
+    r = json.loads(result.read_text().splitlines()[-1])
+    return {"ttft": r["median_ttft_ms"], "tpot": r["median_tpot_ms"], "itl": r["median_itl_ms"],
+            "e2e": r["median_e2e_latency_ms"], "out_tok_s": r["output_throughput"]}
+
+
+def inferlab(engine, experiment, here, out, tag):
+    results = out / tag
+    run([str(here.parent / "target/release/inferlab"), "run", "--experiments", str(here / "cross-check"),
+         "--results", str(results), "--target", engine, experiment], out / f"{tag}.log")
+    summary = next(results.glob("*/*/summary.json"))
+    p = json.loads(summary.read_text())["phases"][0]
+    return {"ttft": p["ttft"]["p50_ms"], "tpot": p["tpot"]["p50_ms"], "itl": p["chunk_itl"]["p50_ms"],
+            "e2e": p["e2e"]["p50_ms"], "out_tok_s": p["output_throughput"]}
+
+
+def main():
+    engine, rounds, out = sys.argv[1], int(sys.argv[2]), Path(sys.argv[3])
+    here = Path(__file__).resolve().parent
+    var = engine.upper()
+    url = os.environ[f"INFERLAB_{var}_URL"]
+    model_dir = os.environ["INFERLAB_ENGINE_MODEL_DIR"]
+    py = os.environ["INFERLAB_ENGINE_PYTHON"]
+    out.mkdir(parents=True, exist_ok=True)
+    tools = ["peer", "500ms", "2s", "never"]
+    rows = []
+    for n in range(rounds):
+        order = tools[n % len(tools):] + tools[: n % len(tools)]
+        for tool in order:
+            tag = f"r{n}-{tool}"
+            before = server_histograms(url, engine)
+            t0 = time.time()
+            if tool == "peer":
+                figures = peer(engine, url, model_dir, py, out, tag)
+            else:
+                figures = inferlab(engine, SCRAPE[tool], here, out, tag)
+            after = server_histograms(url, engine)
+            for key, (total, count) in after.items():
+                dn = count - before[key][1]
+                figures[key] = (total - before[key][0]) / dn * 1000 if dn else None
+            rows.append({"round": n, "tool": tool, "wall_s": round(time.time() - t0, 1), **figures})
+            print(f"cross-check: round {n} {tool}: " + ", ".join(
+                f"{k} {v:.1f}" for k, v in figures.items() if v is not None), flush=True)
+    peer_name = {"vllm": "vllm bench serve", "sglang": "sglang.benchmark.serving"}[engine]
+    names = {"peer": peer_name, "500ms": "inferlab, /metrics every 500 ms",
+             "2s": "inferlab, /metrics every 2 s", "never": "inferlab, no /metrics"}
+    med = {t: {m: statistics.median(r[m] for r in rows if r["tool"] == t and r[m] is not None)
+               for m in METRICS + ["server_ttft", "server_itl"]} for t in tools}
+    cols = METRICS + ["server_ttft", "server_itl"]
+    lines = [f"## {engine}: medians over {rounds} interleaved rounds (each a median of 48 requests)", "",
+             "| client | " + " | ".join(LABELS[c] for c in cols) + " |", "|---" * (len(cols) + 1) + "|"]
+    for t in tools:
+        lines.append(f"| {names[t]} | " + " | ".join(f"{med[t][c]:.1f}" for c in cols) + " |")
+    lines += ["", "Per round:", "", "| round | client | " + " | ".join(LABELS[c] for c in cols) + " |",
+              "|---" * (len(cols) + 2) + "|"]
+    for r in rows:
+        lines.append(f"| {r['round']} | {names[r['tool']]} | " + " | ".join(
+            "–" if r[c] is None else f"{r[c]:.1f}" for c in cols) + " |")
+    gross, differs = [], []
+    for m in METRICS:
+        a, b = med["500ms"][m], med["peer"][m]
+        rel = (a - b) / b if b else 0.0
+        if abs(a - b) > max(0.10 * b, 2.0 if m != "out_tok_s" else 0.0):
+            differs.append(f"{LABELS[m]}: inferlab {a:.1f} vs {b:.1f} ({rel:+.0%})")
+        if abs(rel) > 0.30:
+            gross.append(m)
+    lines += ["", "Differences beyond max(10 %, 2 ms): " + ("; ".join(differs) if differs else "none")]
+    text = "\n".join(lines) + "\n"
+    (out / f"cross-check-{engine}.md").write_text(text)
+    (out / f"cross-check-{engine}.json").write_text(json.dumps({"rows": rows, "medians": med}, indent=1))
+    print(text)
+    if gross:
+        sys.exit(f"cross-check: {engine}: inferlab and {peer_name} disagree by more than 30 % on {gross}")
+
+
+if __name__ == "__main__":
+    main()
