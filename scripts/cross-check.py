@@ -16,6 +16,7 @@ and 2 when a run fails.
 
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -69,6 +70,7 @@ def peer(engine, url, model_dir, py, out, tag):
                 "from vllm.benchmarks.serve import add_cli_args, main; "
                 "p = FlexibleArgumentParser(); add_cli_args(p); main(p.parse_args(sys.argv[1:]))")
         result = out / f"{tag}.json"
+        result.unlink(missing_ok=True)
         run([py, "-c", code, "--backend", "openai", "--base-url", url, "--endpoint", "/v1/completions",
              "--dataset-name", "random", "--random-range-ratio", "0", "--ignore-eos", "--temperature", "0",
              "--percentile-metrics", "ttft,tpot,itl,e2el", "--save-result", "--result-dir", str(out),
@@ -77,6 +79,7 @@ def peer(engine, url, model_dir, py, out, tag):
         return {"ttft": r["median_ttft_ms"], "tpot": r["median_tpot_ms"], "itl": r["median_itl_ms"],
                 "e2e": r["median_e2el_ms"], "out_tok_s": r["output_throughput"]}
     result = out / f"{tag}.jsonl"
+    result.unlink(missing_ok=True)  # the client appends to it
     # sglang.benchmark.serving imports Hugging Face `datasets` for its hub datasets; the engines'
     # venv has no such package and `random-ids` never calls it, so an empty module stands in.
     code = ("import sys, types; m = types.ModuleType('datasets'); m.load_dataset = None; "
@@ -92,6 +95,7 @@ def peer(engine, url, model_dir, py, out, tag):
 
 def inferlab(engine, experiment, here, out, tag):
     results = out / tag
+    shutil.rmtree(results, ignore_errors=True)  # an earlier run's summary must not be read
     run([str(here.parent / "target/release/inferlab"), "run", "--experiments", str(here / "cross-check"),
          "--results", str(results), "--target", engine, experiment], out / f"{tag}.log")
     summary = next(results.glob("*/*/summary.json"))
