@@ -6,8 +6,9 @@ from round to round: the engine's client (`vllm.benchmarks.serve` or
 `sglang.benchmark.serving`) and inferlab with /metrics scraped every 500 ms, every 2 s (the
 default) and never, all on the same workload: 256 prompt tokens, 64 output tokens, EOS
 ignored, 4 in flight, 48 requests. Around every run it reads the server's own TTFT histogram
-and inter-token latency histograms (two scrapes, outside the measured window), so each tool's
-client-side figures can be set beside what the server measured during that tool's run.
+and inter-token latency histograms and its prompt-token counter (two scrapes, outside the
+measured window), so each tool's client-side figures can be set beside what the server measured
+and how long the prompts were to the server during that tool's run.
 
 Writes DIR/cross-check-<engine>.md (the tables) and .json (every figure); exits 1 when a median
 of inferlab (500 ms) and of the engine's client differ by more than 30 % (a definition bug),
@@ -25,6 +26,7 @@ import urllib.request
 from pathlib import Path
 
 METRICS = ["ttft", "tpot", "itl", "e2e", "out_tok_s"]
+SERVER = ["server_ttft", "server_itl", "server_prompt"]
 LABELS = {
     "ttft": "TTFT p50 (ms)",
     "tpot": "TPOT p50 (ms)",
@@ -33,6 +35,7 @@ LABELS = {
     "out_tok_s": "output tok/s",
     "server_ttft": "server TTFT mean (ms)",
     "server_itl": "server ITL mean (ms)",
+    "server_prompt": "server prompt tokens / request (SGLang: prefilled only)",
 }
 SCRAPE = {"500ms": "xcheck_scrape_500ms", "2s": "xcheck_scrape_2s", "never": "xcheck_scrape_never"}
 
@@ -51,6 +54,11 @@ def server_histograms(url, engine):
             elif line.startswith(name + "_count"):
                 count += float(line.rsplit(" ", 1)[1])
         out[key] = (total, count)
+    # Prompt tokens as the server counted them (a client's own count can differ: SGLang's
+    # `random-ids` prompts are token ids decoded to text, which the server re-tokenizes).
+    prompt = sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                 if line.startswith(f"{engine}:prompt_tokens_total"))
+    out["server_prompt"] = (prompt, out["server_ttft"][1])
     return out
 
 
@@ -127,25 +135,29 @@ def main():
             after = server_histograms(url, engine)
             for key, (total, count) in after.items():
                 dn = count - before[key][1]
-                figures[key] = (total - before[key][0]) / dn * 1000 if dn else None
+                scale = 1 if key == "server_prompt" else 1000
+                figures[key] = (total - before[key][0]) / dn * scale if dn else None
             rows.append({"round": n, "tool": tool, "wall_s": round(time.time() - t0, 1), **figures})
             print(f"cross-check: round {n} {tool}: " + ", ".join(
                 f"{k} {v:.1f}" for k, v in figures.items() if v is not None), flush=True)
     peer_name = {"vllm": "vllm bench serve", "sglang": "sglang.benchmark.serving"}[engine]
     names = {"peer": peer_name, "500ms": "inferlab, /metrics every 500 ms",
              "2s": "inferlab, /metrics every 2 s", "never": "inferlab, no /metrics"}
-    med = {t: {m: statistics.median(r[m] for r in rows if r["tool"] == t and r[m] is not None)
-               for m in METRICS + ["server_ttft", "server_itl"]} for t in tools}
-    cols = METRICS + ["server_ttft", "server_itl"]
+    def median(t, m):
+        values = [r[m] for r in rows if r["tool"] == t and r[m] is not None]
+        return statistics.median(values) if values else None
+
+    med = {t: {m: median(t, m) for m in METRICS + SERVER} for t in tools}
+    cell = lambda v: "–" if v is None else f"{v:.1f}"
+    cols = METRICS + SERVER
     lines = [f"## {engine}: medians over {rounds} interleaved rounds (each a median of 48 requests)", "",
              "| client | " + " | ".join(LABELS[c] for c in cols) + " |", "|---" * (len(cols) + 1) + "|"]
     for t in tools:
-        lines.append(f"| {names[t]} | " + " | ".join(f"{med[t][c]:.1f}" for c in cols) + " |")
+        lines.append(f"| {names[t]} | " + " | ".join(cell(med[t][c]) for c in cols) + " |")
     lines += ["", "Per round:", "", "| round | client | " + " | ".join(LABELS[c] for c in cols) + " |",
               "|---" * (len(cols) + 2) + "|"]
     for r in rows:
-        lines.append(f"| {r['round']} | {names[r['tool']]} | " + " | ".join(
-            "–" if r[c] is None else f"{r[c]:.1f}" for c in cols) + " |")
+        lines.append(f"| {r['round']} | {names[r['tool']]} | " + " | ".join(cell(r[c]) for c in cols) + " |")
     gross, differs = [], []
     for m in METRICS:
         a, b = med["500ms"][m], med["peer"][m]
