@@ -15,12 +15,22 @@ wait_healthy() {
   die "$name did not become healthy within $seconds s; log: $logfile"
 }
 
-# warm_up NAME LOG URL BODY_JSON: one completion request (the first after start is slow).
+# warm_up NAME LOG URL BODY [CONCURRENCY]: sends BODY once, then (with CONCURRENCY) that many at
+# once, so that the engine's first batched steps (kernels built on first use for each batch
+# shape, into caches that are empty on a new machine) happen before any trial measures.
 warm_up() {
-  python3 - "$3" "$4" <<'PY' >/dev/null || die "$1: warm-up request failed; log: $2"
+  python3 - "$3" "$4" "${5:-1}" <<'PY' >/dev/null || die "$1: warm-up request failed; log: $2"
 import sys, urllib.request
-req = urllib.request.Request(sys.argv[1] + "/v1/completions", data=sys.argv[2].encode(), headers={"content-type": "application/json"})
-urllib.request.urlopen(req, timeout=120).read()
+from concurrent.futures import ThreadPoolExecutor
+def send(_):
+    req = urllib.request.Request(sys.argv[1] + "/v1/completions", data=sys.argv[2].encode(), headers={"content-type": "application/json"})
+    return urllib.request.urlopen(req, timeout=120).read()
+send(0)
+n = int(sys.argv[3])
+if n > 1:
+    for width in (2, n):
+        with ThreadPoolExecutor(width) as pool:
+            list(pool.map(send, range(width)))
 PY
 }
 

@@ -93,7 +93,7 @@ trap cleanup EXIT INT TERM
 URL=http://127.0.0.1:$PORT
 # 20–80 s to start here; 300 s is the bound.
 wait_healthy "$ENGINE" "$PID" "$LOG" "$URL" 300
-warm_up "$ENGINE" "$LOG" "$URL" "{\"model\": \"$NAME\", \"prompt\": \"the of and\", \"max_tokens\": 4}"
+warm_up "$ENGINE" "$LOG" "$URL" "{\"model\": \"$NAME\", \"prompt\": \"the of and\", \"max_tokens\": 16, \"ignore_eos\": true}" 8
 log "$ENGINE on $URL (pid $PID, log $LOG)"
 
 VAR=$(echo "$TARGET" | tr '[:lower:]' '[:upper:]')
