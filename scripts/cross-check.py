@@ -112,6 +112,18 @@ def inferlab(engine, experiment, here, out, tag):
             "e2e": p["e2e"]["p50_ms"], "out_tok_s": p["output_throughput"]}
 
 
+def explained_by_server(a, b):
+    """Whether inferlab's TTFT (`a`) sits where the server's own figures put it: no earlier than
+    the server's TTFT (5 ms of slack) and no further above it than the other client's TTFT sits
+    above the server's during its runs (30 % or 5 ms of slack). Then a TTFT difference comes from
+    the server (noisy on a shared 2-core box) or from the other client's own overhead (vLLM's
+    Python client adds ~10 ms here, inferlab ~2 ms), not from a definition or clock bug."""
+    if a["server_ttft"] is None or b["server_ttft"] is None:
+        return False
+    oa, ob = a["ttft"] - a["server_ttft"], b["ttft"] - b["server_ttft"]
+    return -5.0 <= oa <= max(ob, 0.0) + max(0.30 * abs(ob), 5.0)
+
+
 def main():
     engine, rounds, out = sys.argv[1], int(sys.argv[2]), Path(sys.argv[3])
     here = Path(__file__).resolve().parent
@@ -164,7 +176,7 @@ def main():
         rel = (a - b) / b if b else 0.0
         if abs(a - b) > max(0.10 * b, 2.0 if m != "out_tok_s" else 0.0):
             differs.append(f"{LABELS[m]}: inferlab {a:.1f} vs {b:.1f} ({rel:+.0%})")
-        if abs(rel) > 0.30:
+        if abs(rel) > 0.30 and not (m == "ttft" and explained_by_server(med["500ms"], med["peer"])):
             gross.append(m)
     lines += ["", "Differences beyond max(10 %, 2 ms): " + ("; ".join(differs) if differs else "none")]
     text = "\n".join(lines) + "\n"
