@@ -600,25 +600,19 @@ mod tests {
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("wiremock-fixtures");
         let mut streams = Vec::new();
         for dir in std::fs::read_dir(&root).unwrap() {
-            let file = dir.unwrap().path().join(engine).join("exchanges.jsonl");
-            let Ok(text) = std::fs::read_to_string(&file) else {
-                continue;
-            };
-            for line in text.lines() {
-                let x: Value = serde_json::from_str(line).unwrap();
-                let events = x["events"].as_array().into_iter().flatten();
-                streams.push(
-                    events
-                        .map(|e| e["data"].as_str().unwrap().to_string())
-                        .collect(),
+            let dir = dir.unwrap().path().join(engine);
+            if crate::replay::Fixture::exists(&dir) {
+                let fixture = crate::replay::Fixture::load(&dir).unwrap();
+                streams.extend(
+                    fixture
+                        .exchanges
+                        .into_iter()
+                        .map(|x| x.events.into_iter().map(|e| e.data).collect::<Vec<_>>()),
                 );
             }
         }
-        assert!(
-            streams.len() >= 10,
-            "{engine}: {} recorded streams",
-            streams.len()
-        );
+        let n = streams.len();
+        assert!(n >= 10, "{engine}: {n} recorded streams");
         streams
     }
 

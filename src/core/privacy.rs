@@ -6,10 +6,8 @@
 use serde_json::Value;
 use std::borrow::Cow;
 
-/// The file name of `s` when `s` is an absolute local path (`/…/name`, `~/…`, `C:\…\name`);
-/// `None` for anything else (relative paths, URLs, URL paths like `/v1/completions` are not
-/// told apart from local ones by shape alone, so a path needs a directory that holds users' or
-/// machines' files: see [`is_local_path`]).
+/// The file name of `s` when [`is_local_path`] says it is an absolute local path; `None` for
+/// anything else.
 pub fn local_path_file_name(s: &str) -> Option<&str> {
     if !is_local_path(s) {
         return None;
@@ -38,7 +36,8 @@ const LOCAL_ROOTS: &[&str] = &[
 ];
 
 /// Whether `s` is an absolute path on a local file system: `~/…`, a drive path, or a path
-/// under one of the directories where users' and machines' files live.
+/// under one of the directories where users' and machines' files live. Shape alone cannot tell
+/// `/srv/models/m` from a URL path like `/v1/completions`, hence the list of roots.
 pub fn is_local_path(s: &str) -> bool {
     if s.is_empty() || s.chars().any(char::is_whitespace) {
         return false;

@@ -23,28 +23,30 @@ fn ms(d: Duration) -> u64 {
 
 impl Recorder {
     /// Keeps one completed request. A request that never got a response (connect failure,
-    /// no headers) cannot be replayed and is left out. A model named by its local path in the
-    /// response is kept as its file name.
+    /// no headers) cannot be replayed and is left out.
     pub fn add(&mut self, record: &RequestRecord, path: &str, body: Value, capture: &Capture) {
-        let Some(mut ex) = Exchange::from_capture(&record.phase, record.index, path, body, capture)
-        else {
-            return;
-        };
-        for e in &mut ex.events {
-            if let Cow::Owned(data) = scrub_model_field(&e.data) {
-                e.data = data;
-            }
+        if let Some(ex) = Exchange::from_capture(&record.phase, record.index, path, body, capture) {
+            self.exchanges.push(ex);
         }
-        if let Some(Cow::Owned(text)) = ex.body_text.as_deref().map(scrub_model_field) {
-            ex.body_text = Some(text);
-        }
-        self.exchanges.push(ex);
     }
 
     /// The fixture: exchanges in the order of `phases` (then by index), the scrapes that
-    /// kept their text, and the GPU samples.
+    /// kept their text, and the GPU samples. A model that the responses named by its local
+    /// path is kept as its file name (done here, after the run, not while it measures).
     pub fn finish(self, meta: FixtureMeta, phases: &[&str], scrapes: &[ScrapeRecord]) -> Fixture {
         let mut exchanges = self.exchanges;
+        for ex in &mut exchanges {
+            let records = ex
+                .events
+                .iter_mut()
+                .map(|e| &mut e.data)
+                .chain(ex.body_text.as_mut());
+            for data in records {
+                if let Cow::Owned(scrubbed) = scrub_model_field(data) {
+                    *data = scrubbed;
+                }
+            }
+        }
         exchanges.sort_by_key(|e| {
             let phase = phases.iter().position(|p| *p == e.phase);
             (phase.unwrap_or(usize::MAX), e.index)
@@ -173,5 +175,29 @@ mod tests {
         assert_eq!(f.gpu.len(), 1);
         let back = f.gpu[0].to_record();
         assert_eq!((back.in_phase, back.gpu), (Duration::from_millis(40), true));
+    }
+
+    #[test]
+    fn a_model_named_by_its_local_path_is_kept_as_its_file_name() {
+        let mut rec = Recorder::default();
+        let mut c = capture(Some(200));
+        let data = r#"{"choices":[{"text":"a"}],"model":"/home/alice/models/m.gguf"}"#;
+        c.events.push(crate::client::CapturedEvent {
+            offset: Duration::from_millis(5),
+            event: None,
+            data: data.into(),
+        });
+        c.body_text = Some(r#"{"error":"x","model":"/root/m.gguf"}"#.into());
+        rec.add(&record("cold", 0), "/v1/completions", Value::Null, &c);
+        let f = rec.finish(meta(), &["cold"], &[]);
+        let ex = &f.exchanges[0];
+        assert_eq!(
+            ex.events[0].data,
+            r#"{"choices":[{"text":"a"}],"model":"m.gguf"}"#
+        );
+        assert_eq!(
+            ex.body_text.as_deref(),
+            Some(r#"{"error":"x","model":"m.gguf"}"#)
+        );
     }
 }

@@ -2,20 +2,10 @@
 //! absolute local path (a user's home, a machine's directories) anywhere — meta, request and
 //! response bodies, the SSE records inside them, recorded `/metrics` text.
 
+use crate::common::files_under;
 use inferlab::core::privacy::is_local_path;
 use serde_json::Value;
-use std::path::{Path, PathBuf};
-
-fn files(dir: &Path, out: &mut Vec<PathBuf>) {
-    for e in std::fs::read_dir(dir).unwrap() {
-        let p = e.unwrap().path();
-        if p.is_dir() {
-            files(&p, out);
-        } else {
-            out.push(p);
-        }
-    }
-}
+use std::path::Path;
 
 /// Every string in `v`, and in the JSON records and text carried inside its strings, split
 /// at the characters that end a path in JSON, Prometheus text and CSV.
@@ -40,8 +30,7 @@ fn words(v: &Value, out: &mut Vec<String>) {
 fn no_fixture_holds_a_local_path() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("wiremock-fixtures");
     let home = std::env::var("HOME").ok().filter(|h| h.len() > 1);
-    let mut all = Vec::new();
-    files(&root, &mut all);
+    let all = files_under(&root);
     assert!(all.len() > 20, "{} fixture files", all.len());
     let mut found = Vec::new();
     for path in &all {
@@ -77,8 +66,7 @@ fn no_fixture_holds_a_local_path() {
 #[test]
 fn every_fixture_says_where_it_came_from() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("wiremock-fixtures");
-    let mut all = Vec::new();
-    files(&root, &mut all);
+    let all = files_under(&root);
     let metas: Vec<_> = all.iter().filter(|p| p.ends_with("meta.json")).collect();
     assert!(metas.len() >= 10);
     for p in metas {

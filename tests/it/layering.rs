@@ -10,15 +10,10 @@ fn src() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("src")
 }
 
-fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
-    for e in std::fs::read_dir(dir).unwrap() {
-        let p = e.unwrap().path();
-        if p.is_dir() {
-            rust_files(&p, out);
-        } else if p.extension().is_some_and(|x| x == "rs") {
-            out.push(p);
-        }
-    }
+fn rust_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files = crate::common::files_under(dir);
+    files.retain(|p| p.extension().is_some_and(|x| x == "rs"));
+    files
 }
 
 /// The code of a file without its `#[cfg(test)]` tail and without comments.
@@ -68,8 +63,7 @@ const IMPURE: &[&str] = &[
 
 #[test]
 fn the_core_is_pure_and_depends_only_on_itself() {
-    let mut files = Vec::new();
-    rust_files(&src().join("core"), &mut files);
+    let files = rust_files(&src().join("core"));
     assert!(!files.is_empty(), "no files under src/core");
     let mut found = Vec::new();
     for f in &files {
@@ -101,8 +95,7 @@ fn the_core_is_pure_and_depends_only_on_itself() {
 
 #[test]
 fn the_library_has_no_import_cycles() {
-    let mut files = Vec::new();
-    rust_files(&src(), &mut files);
+    let mut files = rust_files(&src());
     // The binary's own modules are not the library's.
     files.retain(|f| {
         let m = module_of(f);
