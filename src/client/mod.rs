@@ -114,6 +114,9 @@ pub fn http_client(timeouts: &Timeouts, pool: usize) -> reqwest::Result<reqwest:
 /// The JSON body for `req`, with the target's quirks. Keys are sorted (serde_json's map), so
 /// the same request always serialises to the same bytes: replay matches on them.
 pub fn request_body(ep: &Endpoint, req: &PlannedRequest) -> Value {
+    if req.api == Api::Generate {
+        return generate_body(req);
+    }
     let mut body = json!({
         "model": ep.model,
         "max_tokens": req.max_tokens,
@@ -129,12 +132,26 @@ pub fn request_body(ep: &Endpoint, req: &PlannedRequest) -> Value {
     }
     match (req.api, &req.messages) {
         (Api::Chat, Some(messages)) => body["messages"] = json!(messages.as_slice()),
-        (Api::Completions, _) => body["prompt"] = json!(req.prompt),
+        (Api::Completions | Api::Generate, _) => body["prompt"] = json!(req.prompt),
         (Api::Chat, None) => {
             body["messages"] = json!([{ "role": "user", "content": req.prompt }]);
         }
     }
     body
+}
+
+/// SGLang's native `/generate` body: the prompt as text and its own sampling parameters (the
+/// spec allows this API on SGLang targets only, which all take `ignore_eos`).
+fn generate_body(req: &PlannedRequest) -> Value {
+    json!({
+        "text": req.prompt,
+        "stream": true,
+        "sampling_params": {
+            "max_new_tokens": req.max_tokens,
+            "temperature": req.temperature,
+            "ignore_eos": req.ignore_eos,
+        },
+    })
 }
 
 /// One event as the server sent it, with its offset from the request's send.

@@ -26,6 +26,22 @@ struct StreamChunk<'a> {
     #[serde(borrow)]
     message: Option<Cow<'a, str>>,
     timings: Option<ServerTimings>,
+    /// SGLang's `/generate`: the whole text so far (each chunk repeats what came before).
+    #[serde(borrow)]
+    text: Option<Cow<'a, str>>,
+    /// SGLang's `/generate`: cumulative counts on every chunk.
+    meta_info: Option<MetaInfo>,
+}
+
+#[derive(Deserialize)]
+struct MetaInfo {
+    #[serde(default)]
+    prompt_tokens: u64,
+    #[serde(default)]
+    completion_tokens: u64,
+    cached_tokens: Option<u64>,
+    /// `null` until the last chunk, then `{"type": "length", …}`.
+    finish_reason: Option<IgnoredAny>,
 }
 
 #[derive(Deserialize)]
@@ -114,6 +130,8 @@ pub(super) struct StreamState {
     /// The answer's text (completion text or chat content), when the caller needs it.
     pub(super) text: Option<String>,
     pub(super) events: u32,
+    /// Bytes of `/generate`'s cumulative text already counted.
+    generated_len: usize,
     pub(super) done: bool,
     pub(super) finished: bool,
     pub(super) failure: Option<Failure>,
@@ -130,6 +148,7 @@ impl StreamState {
             output_chars: 0,
             text: None,
             events: 0,
+            generated_len: 0,
             done: false,
             finished: false,
             failure: None,
@@ -172,6 +191,10 @@ impl StreamState {
             });
             return;
         }
+        if let Some(meta) = &chunk.meta_info {
+            self.on_generate_chunk(chunk.text.as_deref().unwrap_or(""), meta, at);
+            return;
+        }
         let (has_output, chars) = self.output(&chunk);
         if let Some(t) = chunk.timings {
             self.timings = Some(t);
@@ -201,6 +224,40 @@ impl StreamState {
         if usage.is_some() {
             self.usage = usage;
         }
+    }
+
+    /// A chunk of SGLang's `/generate`: the text and the token count are cumulative, so the new
+    /// text is what follows the part already seen and the new tokens are the count's growth
+    /// (exact tokens per chunk, though SGLang groups tokens into chunks).
+    fn on_generate_chunk(&mut self, text: &str, meta: &MetaInfo, at: Duration) {
+        let new_text = match text.get(self.generated_len..) {
+            Some(t) => {
+                self.generated_len = text.len();
+                t
+            }
+            // Shorter than before, or cut inside a character: not a continuation of what came.
+            None => "",
+        };
+        let tokens = meta.completion_tokens.saturating_sub(self.last_cumulative);
+        if tokens > 0 || !new_text.is_empty() {
+            self.output_chars += new_text.chars().count() as u64;
+            if let Some(t) = self.text.as_mut() {
+                t.push_str(new_text);
+            }
+            self.last_cumulative = meta.completion_tokens;
+            self.chunks.push(ChunkTime {
+                at,
+                tokens: Some(u32::try_from(tokens).unwrap_or(u32::MAX)),
+            });
+        }
+        if meta.finish_reason.is_some() {
+            self.finished = true;
+        }
+        self.usage = Some(Usage {
+            prompt_tokens: meta.prompt_tokens,
+            completion_tokens: meta.completion_tokens,
+            cached_tokens: meta.cached_tokens,
+        });
     }
 
     /// Whether the chunk carries output (text, reasoning or a tool call) and how many
@@ -595,8 +652,14 @@ mod tests {
         assert_eq!(t, [Some(1), Some(3)]);
     }
 
-    /// Every stream of the fixtures recorded from one engine, as (its event data, in order).
+    /// Every OpenAI-API stream of the fixtures recorded from one engine, as (its event data, in
+    /// order).
     fn recorded_streams(engine: &str) -> Vec<Vec<String>> {
+        recorded_streams_at(engine, |path| path.starts_with("/v1/"))
+    }
+
+    /// The streams of `engine`'s recorded exchanges whose path `keep` accepts.
+    fn recorded_streams_at(engine: &str, keep: impl Fn(&str) -> bool) -> Vec<Vec<String>> {
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("wiremock-fixtures");
         let mut streams = Vec::new();
         for dir in std::fs::read_dir(&root).unwrap() {
@@ -607,6 +670,7 @@ mod tests {
                     fixture
                         .exchanges
                         .into_iter()
+                        .filter(|x| keep(&x.path))
                         .map(|x| x.events.into_iter().map(|e| e.data).collect::<Vec<_>>()),
                 );
             }
@@ -705,6 +769,58 @@ mod tests {
             matched > 0,
             "some streams match by chance, and are still not inferred"
         );
+    }
+
+    #[test]
+    fn generate_chunks_give_new_text_and_tokens_from_cumulative_counts() {
+        // The shape of SGLang's /generate stream (synthetic values): the whole text so far and
+        // cumulative counts on every chunk, `finish_reason` set on the last.
+        let mut s = state();
+        s.text = Some(String::new());
+        let chunk = |text: &str, n: u64, finish: &str| {
+            format!(
+                r#"{{"text":"{text}","output_ids":[],"meta_info":{{"id":"x","finish_reason":{finish},"prompt_tokens":9,"completion_tokens":{n},"cached_tokens":4}}}}"#
+            )
+        };
+        feed(&mut s, &chunk("ab", 1, "null"), 1);
+        feed(&mut s, &chunk("ab\u{e9}", 3, "null"), 2);
+        // A token ending inside a character: no new text, one more token.
+        feed(&mut s, &chunk("ab\u{e9}", 4, "null"), 3);
+        feed(
+            &mut s,
+            &chunk("ab\u{e9}cd", 6, r#"{"type":"length","length":6}"#),
+            4,
+        );
+        feed(&mut s, "[DONE]", 5);
+        assert!(s.failure.is_none(), "{:?}", s.failure);
+        assert!(s.finished && s.done);
+        assert_eq!(s.token_counting(false), TokenCounting::Exact);
+        let t: Vec<_> = s.chunks.iter().map(|c| c.tokens).collect();
+        assert_eq!(t, [Some(1), Some(2), Some(1), Some(2)]);
+        assert_eq!(s.output_chars, 5);
+        assert_eq!(s.text.as_deref(), Some("ab\u{e9}cd"));
+        let u = s.usage.unwrap();
+        assert_eq!(
+            (u.prompt_tokens, u.completion_tokens, u.cached_tokens),
+            (9, 6, Some(4))
+        );
+    }
+
+    #[test]
+    fn sglang_generate_streams_have_exact_tokens_per_chunk() {
+        // Recorded from SGLang 0.5.21's /generate (`sglang_native`): every chunk's token count
+        // from the growth of `completion_tokens`, summing to the final count.
+        let streams = recorded_streams_at("sglang", |path| path == "/generate");
+        for events in &streams {
+            let (s, counting) = read_all(events, false);
+            assert!(s.finished && s.done);
+            assert_eq!(counting, TokenCounting::Exact);
+            let per: Vec<u32> = s.chunks.iter().map(|c| c.tokens.unwrap()).collect();
+            let completion = s.usage.unwrap().completion_tokens;
+            assert_eq!(per.iter().map(|&n| u64::from(n)).sum::<u64>(), completion);
+            assert!(per.iter().all(|&n| n >= 1), "{per:?}");
+            assert!(s.output_chars > 0);
+        }
     }
 
     #[test]

@@ -60,6 +60,7 @@ impl ReplayServer {
         let app = Router::new()
             .route("/v1/completions", post(stream_handler))
             .route("/v1/chat/completions", post(stream_handler))
+            .route("/generate", post(stream_handler))
             .route("/v1/models", get(models))
             .route("/metrics", get(metrics))
             .route("/health", get(|| async { "{\"status\":\"ok\"}" }))

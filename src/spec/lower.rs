@@ -3,7 +3,7 @@
 
 use super::raw::{RawAssert, RawExperiment, RawObserve, RawSlo, RawTarget, RawTimeouts};
 use super::{
-    Experiment, Files, Observe, Phase, SCHEMA_VERSION, SnapshotOptions, SpecError, TargetSpec,
+    Api, Experiment, Files, Observe, Phase, SCHEMA_VERSION, SnapshotOptions, SpecError, TargetSpec,
     Timeouts, is_identifier,
 };
 use crate::core::assert::Assertion;
@@ -37,6 +37,7 @@ pub(super) fn lower(
         ),
     };
     check_serverless_warmups(loc, &targets, &phases, &phase_spans)?;
+    check_native_api(loc, &targets, &phases, &phase_spans)?;
     Ok(Experiment {
         name: name.to_string(),
         description: raw.description,
@@ -118,6 +119,30 @@ fn lower_targets(
         ));
     }
     Ok(targets)
+}
+
+/// SGLang's native `/generate` exists only on SGLang: a phase that uses it needs every target of
+/// the experiment to be one.
+fn check_native_api(
+    loc: &Locator<'_>,
+    targets: &[TargetSpec],
+    phases: &[Phase],
+    spans: &[Range<usize>],
+) -> Result<(), SpecError> {
+    let Some(i) = phases.iter().position(|p| p.request.api == Api::Generate) else {
+        return Ok(());
+    };
+    match targets.iter().find(|t| t.kind != TargetKind::Sglang) {
+        None => Ok(()),
+        Some(t) => Err(loc.error(
+            spans.get(i).cloned(),
+            format!("phase[{i}].request.api"),
+            format!(
+                "api = \"generate\" is SGLang's native API, but target `{}` is {}: give this experiment sglang targets only, or use api = \"completions\"",
+                t.name, t.kind
+            ),
+        )),
+    }
 }
 
 /// A duration field: `default` when absent; zero is refused.

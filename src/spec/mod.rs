@@ -17,7 +17,7 @@
 //! [[phase]]
 //! name = "cold"
 //! workload = { kind = "shared_prefix", groups = 4, prefix_tokens = 1500, suffixes = 1, suffix_tokens = 24 }
-//! request = { api = "completions", output_tokens = 8, ignore_eos = true }
+//! request = { api = "completions", output_tokens = 8, ignore_eos = true }  # or chat; generate (SGLang)
 //! [[assert]]
 //! expr = "warm.ttft.p50 <= 0.5 * cold.ttft.p50"
 //! ```
@@ -360,6 +360,9 @@ pub enum Api {
     #[default]
     Completions,
     Chat,
+    /// SGLang's native `/generate`: the prompt as text, sampling parameters of its own, and
+    /// cumulative text and token counts on every chunk (SGLang targets only).
+    Generate,
 }
 
 impl Api {
@@ -367,6 +370,7 @@ impl Api {
         match self {
             Api::Completions => "/v1/completions",
             Api::Chat => "/v1/chat/completions",
+            Api::Generate => "/generate",
         }
     }
 }

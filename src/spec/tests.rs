@@ -71,6 +71,19 @@ fn parses_a_complete_file() {
     assert!(e.snapshot.enabled);
 }
 
+#[test]
+fn sglang_targets_may_use_the_native_api() {
+    let only_sglang = GOOD
+        .replace(
+            "[targets.llamacpp]\n[targets.mine]\nkind = \"openai\"",
+            "[targets.sglang]",
+        )
+        .replace("api = \"chat\"", "api = \"generate\"");
+    let e = parse("x.toml", "x", &only_sglang).unwrap();
+    assert_eq!(e.phases[1].request.api, Api::Generate);
+    assert_eq!(Api::Generate.path(), "/generate");
+}
+
 /// (replacement applied to GOOD, expected `line:column: field: message` fragment)
 #[rstest]
 #[case::syntax("seed = 7\n", "seed = = 7\n", "x.toml:3:8: (syntax):")]
@@ -121,8 +134,13 @@ fn parses_a_complete_file() {
 )]
 #[case::bad_api(
     "api = \"chat\"",
+    "api = \"generated\"",
+    "x.toml:20:19: phase[1].request.api: unknown variant `generated`"
+)]
+#[case::generate_on_another_engine(
+    "api = \"chat\"",
     "api = \"generate\"",
-    "x.toml:20:19: phase[1].request.api: unknown variant `generate`"
+    "phase[1].request.api: api = \"generate\" is SGLang's native API, but target `llamacpp` is llamacpp"
 )]
 #[case::dup_phase(
     "name = \"warm\"",
