@@ -196,7 +196,7 @@ async fn check_prompt_lengths(
     }
     if declared == counted {
         PromptLengths::Exact(format!(
-            "{} sampled prompts tokenize to their declared {declared} tokens (server /tokenize)",
+            "{} sampled prompts tokenize to exactly the {declared} tokens declared for them in all (server /tokenize)",
             sample.len()
         ))
     } else {

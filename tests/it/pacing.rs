@@ -303,7 +303,7 @@ async fn prompt_lengths_are_checked_with_the_servers_tokenizer() {
     let out = common::run_live(&exp, &server.url, "tokenize").await;
     assert_eq!(
         out.summary.prompt_lengths.to_string(),
-        "exact: 1 sampled prompts tokenize to their declared 12 tokens (server /tokenize)"
+        "exact: 1 sampled prompts tokenize to exactly the 12 tokens declared for them in all (server /tokenize)"
     );
     let exp = spec_io::parse("t.toml", "t", &src("openai")).unwrap();
     let out = common::run_live(&exp, &server.url, "tokenize").await;
