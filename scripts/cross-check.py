@@ -4,9 +4,10 @@ Run by scripts/cross-check.sh inside scripts/with-engine.sh (which sets INFERLAB
 INFERLAB_ENGINE_MODEL_DIR and INFERLAB_ENGINE_PYTHON). Each round runs, in an order rotated
 from round to round: the engine's client (`vllm.benchmarks.serve` or
 `sglang.benchmark.serving`) and inferlab with /metrics scraped every 500 ms, every 2 s (the
-default) and never, all on the same workload: 256 prompt tokens, 64 output tokens, EOS
-ignored, 4 in flight, 48 requests. Around every run it reads the server's own TTFT histogram
-and inter-token latency histograms and its prompt-token counter (two scrapes, outside the
+default) and never, and once more every 2 s without asking for usage on every chunk (as the
+engines' clients do not), all on the same workload: 256 prompt tokens, 64 output tokens, EOS
+ignored, 4 in flight, 48 requests. Around every run it reads the server's own TTFT, inter-token
+and end-to-end latency histograms and its prompt-token counter (two scrapes, outside the
 measured window), so each tool's client-side figures can be set beside what the server measured
 and how long the prompts were to the server during that tool's run.
 
@@ -39,7 +40,8 @@ LABELS = {
     "server_e2e": "server E2E mean (ms)",
     "server_prompt": "server prompt tokens / request (SGLang: prefilled only)",
 }
-SCRAPE = {"500ms": "xcheck_scrape_500ms", "2s": "xcheck_scrape_2s", "never": "xcheck_scrape_never"}
+SCRAPE = {"500ms": "xcheck_scrape_500ms", "2s": "xcheck_scrape_2s", "never": "xcheck_scrape_never",
+          "no-usage": "xcheck_no_usage"}
 
 
 def server_histograms(url, engine):
@@ -189,7 +191,7 @@ def main():
     model_dir = os.environ["INFERLAB_ENGINE_MODEL_DIR"]
     py = os.environ["INFERLAB_ENGINE_PYTHON"]
     out.mkdir(parents=True, exist_ok=True)
-    tools = ["peer", "500ms", "2s", "never"]
+    tools = ["peer", "500ms", "2s", "never", "no-usage"]
     rows = []
     for n in range(rounds):
         order = tools[n % len(tools):] + tools[: n % len(tools)]
@@ -211,7 +213,8 @@ def main():
                 f"{k} {v:.1f}" for k, v in figures.items() if v is not None), flush=True)
     peer_name = {"vllm": "vllm bench serve", "sglang": "sglang.benchmark.serving"}[engine]
     names = {"peer": peer_name, "500ms": "inferlab, /metrics every 500 ms",
-             "2s": "inferlab, /metrics every 2 s", "never": "inferlab, no /metrics"}
+             "2s": "inferlab, /metrics every 2 s", "never": "inferlab, no /metrics",
+             "no-usage": "inferlab, /metrics every 2 s, no per-chunk usage"}
     def median(t, m):
         values = [r[m] for r in rows if r["tool"] == t and r[m] is not None]
         return statistics.median(values) if values else None
