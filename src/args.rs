@@ -56,6 +56,25 @@ pub enum Command {
         #[arg(long, requires = "deploy")]
         keep: bool,
     },
+    /// Compare runs of one experiment side by side, per phase, with ratios to the first and
+    /// intervals for medians. Each RUN is a run directory or an experiment's name (the latest
+    /// finished run of each of its targets).
+    Compare {
+        #[arg(required = true)]
+        runs: Vec<String>,
+        /// JSON instead of Markdown.
+        #[arg(long)]
+        json: bool,
+        /// Compare runs of different experiments or seeds anyway.
+        #[arg(long)]
+        force: bool,
+        /// The target the ratios are to (default: the first run).
+        #[arg(long)]
+        reference: Option<String>,
+        /// Where experiments' runs are.
+        #[arg(long, default_value = "results", env = "INFERLAB_RESULTS_DIR")]
+        results: PathBuf,
+    },
     /// Print a deployment's memory arithmetic; with RUNPOD_API_KEY, the cheapest GPU that fits.
     Plan { deployment: PathBuf },
     /// Create a deployment's pod, wait until its engine is healthy, and leave it running.

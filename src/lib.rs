@@ -11,7 +11,9 @@
 //! → `observe::Observer` around `run`'s phases → tally → summary and verdicts → results →
 //! `replay::Recorder` (live runs recorded as fixtures) → snapshot. `harness` discovers,
 //! selects and runs the trials (for `inferlab run`, `run --deploy` through `runpod::matrix`,
-//! and `tests/experiments.rs`); the binary only parses, dispatches and prints.
+//! and `tests/experiments.rs`); the binary only parses, dispatches and prints. Afterwards,
+//! `report::load` reads finished run directories back and `core::compare` sets them side by
+//! side (`inferlab compare`).
 //!
 //! Leaves under everything: `core` (pure: `diag` locates input mistakes, `units` formats,
 //! `catalog` names what assertions may read), `env` (the only reader of the environment),

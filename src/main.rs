@@ -63,6 +63,13 @@ fn dispatch(cli: &Cli) -> anyhow::Result<Exit> {
                 Some(deployment) => rt.block_on(deployed::run(deployment, args, *keep)),
             }
         }
+        Command::Compare {
+            runs,
+            json,
+            force,
+            reference,
+            results,
+        } => compare(runs, *json, *force, reference.as_deref(), results),
         Command::Plan { deployment } => {
             let rt = run::client_runtime(None)?;
             rt.block_on(deployed::plan(deployment))
@@ -90,6 +97,52 @@ fn dispatch(cli: &Cli) -> anyhow::Result<Exit> {
             rt.block_on(calibrate_cmd(&c.options()?, &c.results))
         }
     }
+}
+
+/// `inferlab compare`: Markdown (or JSON) on stdout; notes and refusals on stderr.
+fn compare(
+    args: &[String],
+    json: bool,
+    force: bool,
+    reference: Option<&str>,
+    results: &Path,
+) -> anyhow::Result<Exit> {
+    use inferlab::core::compare;
+    use inferlab::report::load;
+    let resolved = load::resolve(results, args).map_err(anyhow::Error::msg)?;
+    for note in &resolved.notes {
+        eprintln!("note: {note}");
+    }
+    let mut runs = resolved
+        .runs
+        .iter()
+        .map(|dir| load::load_run(dir))
+        .collect::<Result<Vec<_>, String>>()
+        .map_err(anyhow::Error::msg)?;
+    if let Some(name) = reference {
+        let Some(i) = runs.iter().position(|r| r.target == name) else {
+            let names: Vec<&str> = runs.iter().map(|r| r.target.as_str()).collect();
+            anyhow::bail!(
+                "--reference {name}: no run of that target among {}",
+                names.join(", ")
+            );
+        };
+        let first = runs.remove(i);
+        runs.insert(0, first);
+    }
+    if let Err(why) = compare::check_comparable(&runs) {
+        if !force {
+            anyhow::bail!(why);
+        }
+        eprintln!("note: {why}");
+    }
+    let c = compare::compare(&runs);
+    if json {
+        println!("{}", serde_json::to_string_pretty(&c)?);
+    } else {
+        print!("{}", c.markdown());
+    }
+    Ok(Exit::Success)
 }
 
 async fn calibrate_cmd(opts: &CalibrateOptions, results: &Path) -> anyhow::Result<Exit> {

@@ -1,8 +1,10 @@
 //! Results on disk and views for people: the run's summary (what `summary.json` holds, and
 //! what assertions read through [`Lookup`]), the results directory (`results`), the
-//! deterministic snapshot view (`snapshot`) and the phase table (`text`).
+//! deterministic snapshot view (`snapshot`), the phase table (`text`), and finished runs read
+//! back for comparison (`load`).
 
 pub mod dto;
+pub mod load;
 mod results;
 mod snapshot;
 mod status;

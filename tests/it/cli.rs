@@ -243,3 +243,107 @@ fn calibrate_prints_the_table_and_writes_calibration_json() {
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(text(&o).contains("--itl-ms"), "{}", text(&o));
 }
+
+#[test]
+fn compare_sets_the_latest_runs_of_each_target_side_by_side() {
+    let dir = scratch("compare");
+    let src = std::fs::read_to_string(repo().join("experiments/single_request.toml")).unwrap();
+    std::fs::write(dir.join("experiments/single_request.toml"), src).unwrap();
+    let out = inferlab(&dir, &["run", "single_request"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+
+    // A later run that was killed before its summary: passed over with a note.
+    let runs = dir.join("results/single_request");
+    let finished: Vec<PathBuf> = std::fs::read_dir(&runs)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    let vllm_run = finished
+        .iter()
+        .find(|p| p.to_string_lossy().ends_with("-vllm"))
+        .unwrap();
+    let killed = runs.join("29991231T000000Z-vllm");
+    std::fs::create_dir(&killed).unwrap();
+    std::fs::copy(vllm_run.join("manifest.json"), killed.join("manifest.json")).unwrap();
+
+    let out = inferlab(&dir, &["compare", "single_request", "--reference", "vllm"]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{t}");
+    assert!(
+        t.contains("# `single_request`: vllm vs llamacpp vs sglang"),
+        "{t}"
+    );
+    assert!(t.contains("| vllm | vllm | 0.32.0 | replay |"), "{t}");
+    assert!(t.contains("| sglang | sglang | 0.5.21 | replay |"), "{t}");
+    assert!(t.contains("## phase `baseline`"), "{t}");
+    let ttft = t
+        .lines()
+        .find(|l| l.starts_with("| TTFT p50 (ms) |"))
+        .unwrap();
+    assert_eq!(ttft.matches("× [").count(), 2, "{ttft}");
+    assert!(t.contains("| server: TTFT mean (ms) |"), "{t}");
+    assert!(
+        t.contains("passed over") && t.contains("29991231T000000Z-vllm: no summary.json"),
+        "{t}"
+    );
+
+    let out = inferlab(&dir, &["compare", "single_request", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let c: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(c["reference"], "llamacpp");
+    assert_eq!(c["targets"].as_array().unwrap().len(), 3);
+    let row = c["phases"][0]["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["metric"] == "ttft.p50")
+        .unwrap();
+    let cells = row["cells"].as_array().unwrap();
+    assert!(cells[0]["ratio"].is_null() && cells[0]["value"].as_f64().unwrap() > 0.0);
+    for cell in &cells[1..] {
+        let (lo, hi) = (
+            cell["ci_low"].as_f64().unwrap(),
+            cell["ci_high"].as_f64().unwrap(),
+        );
+        let r = cell["ratio"].as_f64().unwrap();
+        assert!(lo <= hi && cell["significant"].is_boolean(), "{cell}");
+        assert!(
+            lo < r * 1.05 && r < hi * 1.05,
+            "the ratio sits in its interval: {cell}"
+        );
+    }
+
+    // Named directly, the killed run is refused, naming what is missing.
+    let out = inferlab(&dir, &["compare", killed.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("no summary.json: the run did not finish"));
+
+    // Another seed means other prompts: refused unless forced.
+    let other = runs.join("29991231T000001Z-other");
+    std::fs::create_dir(&other).unwrap();
+    for f in ["manifest.json", "summary.json"] {
+        std::fs::copy(vllm_run.join(f), other.join(f)).unwrap();
+    }
+    let manifest = std::fs::read_to_string(other.join("manifest.json")).unwrap();
+    std::fs::write(
+        other.join("manifest.json"),
+        manifest.replace("\"seed\": 1,", "\"seed\": 2,"),
+    )
+    .unwrap();
+    let pair = [vllm_run.to_str().unwrap(), other.to_str().unwrap()];
+    let out = inferlab(&dir, &["compare", pair[0], pair[1]]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("different seeds"), "{}", text(&out));
+    let out = inferlab(&dir, &["compare", "--force", pair[0], pair[1]]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        text(&out).contains("vllm@29991231T000001Z-other"),
+        "{}",
+        text(&out)
+    );
+
+    let out = inferlab(&dir, &["compare", "no_such_experiment"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out).contains("`no_such_experiment` is neither a run directory"));
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -1,0 +1,612 @@
+//! Runs of one experiment on several targets, side by side per phase: client latencies at
+//! p50/p90/p99, throughput, goodput, errors by kind, and the server's view (prefix hits, cached
+//! tokens, KV usage peak, preemptions, running and waiting peaks, its TTFT beside the
+//! client's), each with its ratio to the first run.
+//!
+//! Whether a difference of medians is more than noise is judged by a bootstrap of the ratio of
+//! medians, drawn from each run's stored HDR histogram (the whole distribution at three
+//! significant digits): the table shows medians, so the interval is about what is shown; no
+//! shape is assumed (latencies are skewed and often bimodal: cold and warm, prefill and decode);
+//! and only the histograms are needed, not the raw requests. A rank test on the histogram counts
+//! would answer another question (whether one distribution tends to lie above the other), and
+//! its p-value says nothing about how large the difference is. Each resample's median is drawn
+//! directly: the median of n draws from a distribution is its value at a quantile distributed
+//! Beta(k, n + 1 − k), k = ⌈n/2⌉, which makes a resample O(1) whatever n is.
+
+use crate::core::rng::Rng;
+use hdrhistogram::Histogram;
+use serde::Serialize;
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+pub const COMPARE_SCHEMA_VERSION: u32 = 1;
+/// Bootstrap resamples per interval.
+pub const BOOTSTRAP_ROUNDS: usize = 2000;
+pub const CONFIDENCE: f64 = 0.95;
+const METHOD: &str = "95 % bootstrap interval of the ratio of medians (2000 resamples drawn from each run's stored HDR histogram); significant when the interval excludes 1";
+
+/// One run directory's figures, as read from its files.
+#[derive(Debug, Clone)]
+pub struct RunInput {
+    pub target: String,
+    pub experiment: String,
+    pub seed: u64,
+    pub engine: String,
+    pub version: Option<String>,
+    pub mode: String,
+    /// The run directory, for the provenance table.
+    pub dir: String,
+    pub phases: Vec<PhaseInput>,
+}
+
+/// One phase of a run: its `summary.json` object and the histograms stored beside it (µs).
+#[derive(Debug, Clone)]
+pub struct PhaseInput {
+    pub name: String,
+    pub summary: Value,
+    pub histograms: BTreeMap<String, Histogram<u64>>,
+}
+
+/// A row of the comparison: where its value is in a phase summary, and for medians the
+/// histogram their interval is drawn from.
+struct RowSpec {
+    key: &'static str,
+    label: &'static str,
+    pointer: &'static str,
+    median_of: Option<&'static str>,
+}
+
+const fn row(key: &'static str, label: &'static str, pointer: &'static str) -> RowSpec {
+    RowSpec {
+        key,
+        label,
+        pointer,
+        median_of: None,
+    }
+}
+
+const fn median(key: &'static str, label: &'static str, pointer: &'static str) -> RowSpec {
+    RowSpec {
+        key,
+        label,
+        pointer,
+        median_of: Some(key.split_at(key.len() - 4).0),
+    }
+}
+
+const ROWS: &[RowSpec] = &[
+    row("requests", "requests", "/requests"),
+    median("ttft.p50", "TTFT p50 (ms)", "/ttft/p50_ms"),
+    row("ttft.p90", "TTFT p90 (ms)", "/ttft/p90_ms"),
+    row("ttft.p99", "TTFT p99 (ms)", "/ttft/p99_ms"),
+    median("tpot.p50", "TPOT p50 (ms)", "/tpot/p50_ms"),
+    row("tpot.p90", "TPOT p90 (ms)", "/tpot/p90_ms"),
+    row("tpot.p99", "TPOT p99 (ms)", "/tpot/p99_ms"),
+    median("chunk_itl.p50", "chunk ITL p50 (ms)", "/chunk_itl/p50_ms"),
+    row("chunk_itl.p90", "chunk ITL p90 (ms)", "/chunk_itl/p90_ms"),
+    row("chunk_itl.p99", "chunk ITL p99 (ms)", "/chunk_itl/p99_ms"),
+    median("token_itl.p50", "token ITL p50 (ms)", "/token_itl/p50_ms"),
+    row("token_itl.p90", "token ITL p90 (ms)", "/token_itl/p90_ms"),
+    row("token_itl.p99", "token ITL p99 (ms)", "/token_itl/p99_ms"),
+    median("e2e.p50", "E2E p50 (ms)", "/e2e/p50_ms"),
+    row("e2e.p90", "E2E p90 (ms)", "/e2e/p90_ms"),
+    row("e2e.p99", "E2E p99 (ms)", "/e2e/p99_ms"),
+    row("request_throughput", "requests/s", "/request_throughput"),
+    row("output_throughput", "output tokens/s", "/output_throughput"),
+    row("goodput", "goodput (requests/s within the SLO)", "/goodput"),
+    row("error_rate", "error rate", "/error_rate"),
+    row("cached_tokens", "cached prompt tokens", "/cached_tokens"),
+    row(
+        "server.prefix_cache_hit_rate",
+        "server: prefix-cache hit rate",
+        "/server/prefix_cache_hit_rate",
+    ),
+    row(
+        "server.kv_cache_usage.max",
+        "server: KV usage peak",
+        "/server/gauges/kv_cache_usage/max",
+    ),
+    row(
+        "server.preemptions",
+        "server: preemptions",
+        "/server/deltas/preemptions",
+    ),
+    row(
+        "server.requests_running.max",
+        "server: running peak",
+        "/server/gauges/requests_running/max",
+    ),
+    row(
+        "server.requests_waiting.max",
+        "server: waiting peak",
+        "/server/gauges/requests_waiting/max",
+    ),
+    row(
+        "server.ttft_mean",
+        "server: TTFT mean (ms)",
+        "/server/server_ttft_mean_ms",
+    ),
+    row("ttft.mean", "client: TTFT mean (ms)", "/ttft/mean_ms"),
+];
+
+#[derive(Debug, Serialize)]
+pub struct Comparison {
+    pub schema_version: u32,
+    pub experiment: String,
+    /// The seed, when every run has the same one.
+    pub seed: Option<u64>,
+    /// The target every ratio is to.
+    pub reference: String,
+    pub method: &'static str,
+    pub targets: Vec<TargetInfo>,
+    pub phases: Vec<PhaseComparison>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct TargetInfo {
+    pub target: String,
+    pub engine: String,
+    pub version: Option<String>,
+    pub mode: String,
+    pub run_dir: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct PhaseComparison {
+    pub phase: String,
+    pub rows: Vec<RowComparison>,
+    /// Failed requests by error kind, per target.
+    pub errors: Vec<TargetErrors>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct RowComparison {
+    pub metric: &'static str,
+    pub label: &'static str,
+    pub cells: Vec<Cell>,
+}
+
+/// One target's value of a row; `ratio` is to the reference's, the interval and the verdict are
+/// given for medians.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Cell {
+    pub target: String,
+    pub value: Option<f64>,
+    pub ratio: Option<f64>,
+    pub ci_low: Option<f64>,
+    pub ci_high: Option<f64>,
+    pub significant: Option<bool>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct TargetErrors {
+    pub target: String,
+    pub errors: BTreeMap<String, u64>,
+}
+
+/// Why runs cannot be compared as they are: they come from different experiments or seeds.
+pub fn check_comparable(runs: &[RunInput]) -> Result<(), String> {
+    let Some(first) = runs.first() else {
+        return Err("nothing to compare".into());
+    };
+    let list = |f: &dyn Fn(&RunInput) -> String| {
+        runs.iter()
+            .map(|r| format!("{} ({})", f(r), r.dir))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    if runs.iter().any(|r| r.experiment != first.experiment) {
+        return Err(format!(
+            "these runs are of different experiments: {} (--force compares them anyway)",
+            list(&|r| r.experiment.clone())
+        ));
+    }
+    if runs.iter().any(|r| r.seed != first.seed) {
+        return Err(format!(
+            "these runs have different seeds, so different prompts and schedules: {} (--force compares them anyway)",
+            list(&|r| format!("seed {}", r.seed))
+        ));
+    }
+    Ok(())
+}
+
+/// The comparison of `runs` (at least one), ratios to the first.
+pub fn compare(runs: &[RunInput]) -> Comparison {
+    let labels = labels(runs);
+    let reference = labels.first().cloned().unwrap_or_default();
+    let seed = runs.first().map(|r| r.seed);
+    let mut phase_names: Vec<&str> = Vec::new();
+    for p in runs.iter().flat_map(|r| &r.phases) {
+        if !phase_names.contains(&p.name.as_str()) {
+            phase_names.push(&p.name);
+        }
+    }
+    let phases = phase_names
+        .iter()
+        .enumerate()
+        .map(|(pi, name)| {
+            let of: Vec<Option<&PhaseInput>> = runs
+                .iter()
+                .map(|r| r.phases.iter().find(|p| p.name == *name))
+                .collect();
+            let rows = ROWS
+                .iter()
+                .enumerate()
+                .map(|(ri, spec)| compare_row(spec, &of, &labels, seed.unwrap_or(0), pi, ri))
+                .filter(|r| r.cells.iter().any(|c| c.value.is_some()))
+                .collect();
+            let errors = of
+                .iter()
+                .zip(&labels)
+                .map(|(p, label)| TargetErrors {
+                    target: label.clone(),
+                    errors: p.map(errors_of).unwrap_or_default(),
+                })
+                .collect();
+            PhaseComparison {
+                phase: name.to_string(),
+                rows,
+                errors,
+            }
+        })
+        .collect();
+    Comparison {
+        schema_version: COMPARE_SCHEMA_VERSION,
+        experiment: runs
+            .first()
+            .map(|r| r.experiment.clone())
+            .unwrap_or_default(),
+        seed: seed.filter(|s| runs.iter().all(|r| r.seed == *s)),
+        reference,
+        method: METHOD,
+        targets: runs
+            .iter()
+            .zip(&labels)
+            .map(|(r, label)| TargetInfo {
+                target: label.clone(),
+                engine: r.engine.clone(),
+                version: r.version.clone(),
+                mode: r.mode.clone(),
+                run_dir: r.dir.clone(),
+            })
+            .collect(),
+        phases,
+    }
+}
+
+/// Target names, with the run directory added where two runs share one.
+fn labels(runs: &[RunInput]) -> Vec<String> {
+    runs.iter()
+        .map(|r| {
+            if runs.iter().filter(|o| o.target == r.target).count() > 1 {
+                let dir = r.dir.rsplit('/').find(|s| !s.is_empty()).unwrap_or(&r.dir);
+                format!("{}@{dir}", r.target)
+            } else {
+                r.target.clone()
+            }
+        })
+        .collect()
+}
+
+fn errors_of(p: &PhaseInput) -> BTreeMap<String, u64> {
+    p.summary
+        .get("errors")
+        .and_then(Value::as_object)
+        .map(|m| {
+            m.iter()
+                .filter_map(|(k, v)| Some((k.clone(), v.as_u64()?)))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn compare_row(
+    spec: &RowSpec,
+    of: &[Option<&PhaseInput>],
+    labels: &[String],
+    seed: u64,
+    phase: usize,
+    row: usize,
+) -> RowComparison {
+    let value = |p: Option<&PhaseInput>| p?.summary.pointer(spec.pointer)?.as_f64();
+    let reference = of.first().copied().flatten();
+    let base = value(reference);
+    let cells = of
+        .iter()
+        .zip(labels)
+        .enumerate()
+        .map(|(i, (p, label))| {
+            let v = value(*p);
+            let ratio = match (v, base) {
+                (Some(v), Some(b)) if b != 0.0 => Some(v / b),
+                _ => None,
+            };
+            let interval = match (spec.median_of, i) {
+                (Some(metric), 1..) => {
+                    let mut rng = Rng::for_stream(seed, 0, "compare", phase as u64, row as u64);
+                    rng = Rng::for_stream(rng.next_u64(), 0, "target", i as u64, 0);
+                    match (histogram(reference, metric), histogram(*p, metric)) {
+                        (Some(a), Some(b)) => ratio_of_medians_interval(a, b, &mut rng),
+                        _ => None,
+                    }
+                }
+                _ => None,
+            };
+            Cell {
+                target: label.clone(),
+                value: v,
+                ratio: if i == 0 { None } else { ratio },
+                ci_low: interval.map(|x| x.0),
+                ci_high: interval.map(|x| x.1),
+                significant: interval.map(|(lo, hi)| lo > 1.0 || hi < 1.0),
+            }
+        })
+        .collect();
+    RowComparison {
+        metric: spec.key,
+        label: spec.label,
+        cells,
+    }
+}
+
+fn histogram<'a>(p: Option<&'a PhaseInput>, metric: &str) -> Option<&'a Histogram<u64>> {
+    p?.histograms.get(metric)
+}
+
+/// One bootstrap resample's median of `h`: the value at a quantile drawn from the distribution
+/// of the median of `h.len()` draws (Beta(k, n + 1 − k), k = ⌈n/2⌉).
+fn resampled_median(h: &Histogram<u64>, rng: &mut Rng) -> f64 {
+    let n = h.len() as f64;
+    let k = (n / 2.0).ceil();
+    let q = rng.beta(k, n + 1.0 - k);
+    h.value_at_quantile(q) as f64
+}
+
+/// The [`CONFIDENCE`] percentile-bootstrap interval of median(b) / median(a); `None` when
+/// either histogram is empty or a resampled median of `a` is zero.
+pub fn ratio_of_medians_interval(
+    a: &Histogram<u64>,
+    b: &Histogram<u64>,
+    rng: &mut Rng,
+) -> Option<(f64, f64)> {
+    if a.is_empty() || b.is_empty() {
+        return None;
+    }
+    let mut ratios = Vec::with_capacity(BOOTSTRAP_ROUNDS);
+    for _ in 0..BOOTSTRAP_ROUNDS {
+        let ma = resampled_median(a, rng);
+        let mb = resampled_median(b, rng);
+        if ma <= 0.0 {
+            return None;
+        }
+        ratios.push(mb / ma);
+    }
+    ratios.sort_by(f64::total_cmp);
+    let tail = (1.0 - CONFIDENCE) / 2.0;
+    let at = |q: f64| ratios[((q * BOOTSTRAP_ROUNDS as f64) as usize).min(BOOTSTRAP_ROUNDS - 1)];
+    Some((at(tail), at(1.0 - tail)))
+}
+
+/// A number as the table shows it: integers whole, others to three significant places or one
+/// decimal.
+fn number(v: f64) -> String {
+    if v.fract() == 0.0 && v.abs() < 1e12 {
+        format!("{v:.0}")
+    } else if v.abs() >= 100.0 {
+        format!("{v:.1}")
+    } else if v.abs() >= 1.0 {
+        format!("{v:.2}")
+    } else {
+        format!("{v:.3}")
+    }
+}
+
+fn cell_text(c: &Cell) -> String {
+    let Some(v) = c.value else {
+        return "–".into();
+    };
+    let mut s = number(v);
+    if let Some(r) = c.ratio {
+        match (c.ci_low, c.ci_high, c.significant) {
+            (Some(lo), Some(hi), Some(sig)) => {
+                let mark = if sig { " *" } else { "" };
+                let _ = write!(s, " ({r:.2}× [{lo:.2}, {hi:.2}]{mark})");
+            }
+            _ => {
+                let _ = write!(s, " ({r:.2}×)");
+            }
+        }
+    }
+    s
+}
+
+impl Comparison {
+    /// The comparison as Markdown: provenance, then one table per phase.
+    pub fn markdown(&self) -> String {
+        let mut out = String::new();
+        let names: Vec<&str> = self.targets.iter().map(|t| t.target.as_str()).collect();
+        let _ = writeln!(out, "# `{}`: {}\n", self.experiment, names.join(" vs "));
+        let _ = writeln!(
+            out,
+            "| target | engine | version | mode | run |\n|---|---|---|---|---|"
+        );
+        for t in &self.targets {
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {} | {} |",
+                t.target,
+                t.engine,
+                t.version.as_deref().unwrap_or("–"),
+                t.mode,
+                t.run_dir
+            );
+        }
+        for p in &self.phases {
+            let _ = writeln!(out, "\n## phase `{}`\n", p.phase);
+            let _ = writeln!(out, "| metric | {} |", names.join(" | "));
+            let _ = writeln!(out, "|---{}|", "|---".repeat(names.len()));
+            for r in &p.rows {
+                let cells: Vec<String> = r.cells.iter().map(cell_text).collect();
+                let _ = writeln!(out, "| {} | {} |", r.label, cells.join(" | "));
+            }
+            if p.errors.iter().any(|e| !e.errors.is_empty()) {
+                let cells: Vec<String> = p
+                    .errors
+                    .iter()
+                    .map(|e| {
+                        if e.errors.is_empty() {
+                            "–".into()
+                        } else {
+                            let kinds: Vec<String> =
+                                e.errors.iter().map(|(k, n)| format!("{k} {n}")).collect();
+                            kinds.join(", ")
+                        }
+                    })
+                    .collect();
+                let _ = writeln!(out, "| errors by kind | {} |", cells.join(" | "));
+            }
+        }
+        let _ = writeln!(
+            out,
+            "\nRatios are to `{}`. For medians, [low, high] is a {} (marked *). Other rows give the ratio alone.",
+            self.reference, METHOD
+        );
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn hist(values_us: impl IntoIterator<Item = u64>) -> Histogram<u64> {
+        let mut h = Histogram::new_with_bounds(1, 3_600_000_000, 3).unwrap();
+        for v in values_us {
+            h.record(v).unwrap();
+        }
+        h
+    }
+
+    /// `n` TTFTs around `center_us`, spread ±20 % by a fixed stream.
+    fn spread(center_us: f64, n: u64, stream: u64) -> Histogram<u64> {
+        let mut rng = Rng::for_stream(7, 0, "spread", stream, 0);
+        hist((0..n).map(|_| (center_us * (0.8 + 0.4 * rng.unit())) as u64))
+    }
+
+    fn run(target: &str, ttft: Histogram<u64>) -> RunInput {
+        let p50 = ttft.value_at_quantile(0.5) as f64 / 1e3;
+        RunInput {
+            target: target.into(),
+            experiment: "x".into(),
+            seed: 3,
+            engine: target.into(),
+            version: Some("1".into()),
+            mode: "replay".into(),
+            dir: format!("results/x/20261205T000000Z-{target}"),
+            phases: vec![PhaseInput {
+                name: "warm".into(),
+                summary: json!({
+                    "requests": ttft.len(),
+                    "ttft": { "p50_ms": p50, "p90_ms": p50 * 1.2 },
+                    "error_rate": 0.0,
+                    "errors": { "timeout": 1 },
+                    "server": null,
+                }),
+                histograms: BTreeMap::from([("ttft".to_string(), ttft)]),
+            }],
+        }
+    }
+
+    #[test]
+    fn the_same_distribution_is_not_a_significant_difference() {
+        let mut rng = Rng::for_stream(1, 0, "t", 0, 0);
+        let (lo, hi) = ratio_of_medians_interval(
+            &spread(50_000.0, 200, 1),
+            &spread(50_000.0, 200, 2),
+            &mut rng,
+        )
+        .unwrap();
+        assert!(lo < 1.0 && hi > 1.0, "[{lo}, {hi}]");
+        assert!(hi - lo < 0.2, "[{lo}, {hi}]");
+    }
+
+    #[test]
+    fn a_thirty_percent_shift_is_significant_and_inside_its_interval() {
+        let mut rng = Rng::for_stream(1, 0, "t", 0, 0);
+        let (lo, hi) = ratio_of_medians_interval(
+            &spread(50_000.0, 200, 1),
+            &spread(65_000.0, 200, 2),
+            &mut rng,
+        )
+        .unwrap();
+        assert!(lo > 1.0 && lo < 1.3 && hi > 1.3, "[{lo}, {hi}]");
+    }
+
+    #[test]
+    fn few_samples_give_wide_intervals() {
+        let mut rng = Rng::for_stream(1, 0, "t", 0, 0);
+        let (lo, hi) =
+            ratio_of_medians_interval(&spread(50_000.0, 5, 1), &spread(50_000.0, 5, 2), &mut rng)
+                .unwrap();
+        assert!(hi - lo > 0.15, "[{lo}, {hi}]");
+    }
+
+    #[test]
+    fn runs_side_by_side_with_ratios_to_the_first() {
+        let runs = [
+            run("vllm", spread(50_000.0, 200, 1)),
+            run("sglang", spread(65_000.0, 200, 2)),
+        ];
+        check_comparable(&runs).unwrap();
+        let c = compare(&runs);
+        assert_eq!(c.reference, "vllm");
+        let p = &c.phases[0];
+        let ttft = p.rows.iter().find(|r| r.metric == "ttft.p50").unwrap();
+        assert_eq!(ttft.cells[0].ratio, None);
+        let s = &ttft.cells[1];
+        assert!((s.ratio.unwrap() - 1.3).abs() < 0.1, "{s:?}");
+        assert_eq!(s.significant, Some(true));
+        let p90 = p.rows.iter().find(|r| r.metric == "ttft.p90").unwrap();
+        assert!(p90.cells[1].ratio.is_some() && p90.cells[1].significant.is_none());
+        assert!(
+            p.rows.iter().all(|r| r.metric != "tpot.p50"),
+            "rows without values are left out"
+        );
+        let md = c.markdown();
+        assert!(md.contains("| metric | vllm | sglang |"), "{md}");
+        assert!(
+            md.contains("| errors by kind | timeout 1 | timeout 1 |"),
+            "{md}"
+        );
+        assert!(md.contains("× ["), "{md}");
+        // The same inputs give the same intervals.
+        assert_eq!(compare(&runs).phases[0].rows[1].cells, ttft.cells);
+    }
+
+    #[test]
+    fn different_experiments_or_seeds_are_refused() {
+        let a = run("vllm", spread(50_000.0, 20, 1));
+        let mut b = run("sglang", spread(50_000.0, 20, 2));
+        b.seed = 4;
+        let e = check_comparable(&[a.clone(), b.clone()]).unwrap_err();
+        assert!(e.contains("different seeds") && e.contains("seed 4"), "{e}");
+        b.seed = 3;
+        b.experiment = "y".into();
+        let e = check_comparable(&[a, b]).unwrap_err();
+        assert!(
+            e.contains("different experiments") && e.contains("--force"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn two_runs_of_one_target_are_told_apart_by_their_directory() {
+        let a = run("vllm", spread(50_000.0, 20, 1));
+        let mut b = a.clone();
+        b.dir = "results/x/20261206T000000Z-vllm".into();
+        let c = compare(&[a, b]);
+        assert_eq!(c.targets[1].target, "vllm@20261206T000000Z-vllm");
+    }
+}
