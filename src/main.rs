@@ -192,6 +192,13 @@ fn list(cli: &Cli) -> anyhow::Result<Exit> {
         };
         println!("{}  [{mode}]", t.name);
     }
+    for t in harness::across::entries(&exps, &Selection::default(), &env, &cli.fixtures) {
+        let mode = match t.plan {
+            Ok(mode) => mode.as_str().to_string(),
+            Err(reason) => format!("ignored: {reason}"),
+        };
+        println!("{}  [{mode}]", t.name);
+    }
     Ok(Exit::Success)
 }
 
@@ -256,6 +263,13 @@ fn print_event(event: Event<'_>) {
         Event::BadTarget { name, error } => eprintln!("== {name}: {error}\n"),
         Event::Started { name, mode } => println!("== {name} [{}]", mode.as_str()),
         Event::Finished { outcome, .. } => print_outcome(outcome),
+        Event::AcrossFinished { outcome, .. } => {
+            print!("{}", report::verdict_lines(&outcome.verdicts));
+            for (target, dir) in &outcome.runs {
+                println!("{target}: {}", dir.display());
+            }
+            println!();
+        }
         Event::Broken { name, error } => eprintln!("{name}: {error}\n"),
         Event::NoneSelected { filters } => eprintln!("no trial matches {filters:?}"),
     }

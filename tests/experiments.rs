@@ -4,13 +4,17 @@
 //! Discovery, naming and judging are `inferlab::harness`'s, shared with the CLI.
 //!
 //! `cargo test --test experiments -- prefix_cache` runs the prefix_cache trials. Trials run one
-//! at a time unless `--test-threads` says otherwise: measurements must not compete.
+//! at a time unless `--test-threads` says otherwise: measurements must not compete. An
+//! experiment with assertions across targets has `<experiment>::(targets)` too, run after its
+//! per-target trials and reading their summaries.
 
+use inferlab::harness::across::{self, ACROSS, AcrossEntry, Ledger};
 use inferlab::harness::{self, Selection, TrialEntry};
 use inferlab::trial::{self, Plan, TrialOptions};
 use libtest_mimic::{Arguments, Completion, Trial};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -38,14 +42,67 @@ fn main() -> ExitCode {
             Trial::test(format!("{stem}::(spec)"), move || Err(msg.into())).with_kind("invalid")
         })
         .collect();
+    let ledger = Arc::new(Ledger::default());
     for entry in harness::trials(&found.experiments, &Selection::default(), &env, &fixtures) {
-        trials.push(trial_of(entry, fixtures.clone()));
+        trials.push(trial_of(entry, fixtures.clone(), ledger.clone()));
     }
-    trials.sort_by(|a, b| a.name().cmp(b.name()));
+    for entry in across::entries(&found.experiments, &Selection::default(), &env, &fixtures) {
+        trials.push(across_trial(entry, fixtures.clone(), ledger.clone()));
+    }
+    // By name, except that an experiment's trial across targets follows its per-target ones.
+    trials.sort_by_cached_key(|t| {
+        let (exp, target) = t.name().split_once("::").unwrap_or((t.name(), ""));
+        (exp.to_string(), target == ACROSS, target.to_string())
+    });
     libtest_mimic::run(&args, trials).exit_code()
 }
 
-fn trial_of(entry: TrialEntry<'_>, fixtures: PathBuf) -> Trial {
+fn options(fixtures: PathBuf) -> TrialOptions {
+    TrialOptions {
+        results_root: inferlab::env::process("INFERLAB_RESULTS_DIR")
+            .map_or_else(|| root().join("results"), PathBuf::from),
+        fixtures_root: fixtures,
+        salt: inferlab::env::process("INFERLAB_SALT").and_then(|s| s.parse().ok()),
+        interrupt: None,
+        cost_per_hour: None,
+    }
+}
+
+fn across_trial(entry: AcrossEntry<'_>, fixtures: PathBuf, ledger: Arc<Ledger>) -> Trial {
+    let name = entry.name.clone();
+    let mode = match &entry.plan {
+        Ok(mode) => *mode,
+        Err(reason) => {
+            let reason = reason.clone();
+            return Trial::ignorable_test(name, move || {
+                Ok(Completion::ignored_with(reason.clone()))
+            })
+            .with_kind("ignored");
+        }
+    };
+    let exp = entry.experiment.clone();
+    let targets: Vec<_> = entry
+        .targets
+        .iter()
+        .map(|(t, plan)| ((*t).clone(), plan.clone()))
+        .collect();
+    Trial::test(name.clone(), move || {
+        let entry = AcrossEntry {
+            name,
+            experiment: &exp,
+            targets: targets.iter().map(|(t, p)| (t, p.clone())).collect(),
+            plan: Ok(mode),
+        };
+        let rt = inferlab::run::client_runtime(None).map_err(|e| format!("runtime: {e}"))?;
+        let out = rt
+            .block_on(across::run(&entry, &ledger, &options(fixtures)))
+            .map_err(|e| e.to_string())?;
+        across::judge(&out).map_err(Into::into)
+    })
+    .with_kind(mode.as_str())
+}
+
+fn trial_of(entry: TrialEntry<'_>, fixtures: PathBuf, ledger: Arc<Ledger>) -> Trial {
     let (exp, target) = (entry.experiment.clone(), entry.target.clone());
     match entry.plan {
         Err(e) => Trial::test(entry.name, move || Err(e.into())).with_kind("invalid"),
@@ -56,19 +113,12 @@ fn trial_of(entry: TrialEntry<'_>, fixtures: PathBuf) -> Trial {
         Ok(plan) => {
             let kind = plan.mode().map_or("", |m| m.as_str());
             Trial::test(entry.name, move || {
-                let opts = TrialOptions {
-                    results_root: inferlab::env::process("INFERLAB_RESULTS_DIR")
-                        .map_or_else(|| root().join("results"), PathBuf::from),
-                    fixtures_root: fixtures,
-                    salt: inferlab::env::process("INFERLAB_SALT").and_then(|s| s.parse().ok()),
-                    interrupt: None,
-                    cost_per_hour: None,
-                };
                 let rt =
                     inferlab::run::client_runtime(None).map_err(|e| format!("runtime: {e}"))?;
                 let out = rt
-                    .block_on(trial::run_trial(&exp, &target, plan, &opts))
+                    .block_on(trial::run_trial(&exp, &target, plan, &options(fixtures)))
                     .map_err(|e| e.to_string())?;
+                ledger.put(&out.summary, &out.dir);
                 harness::judge(&out)?;
                 if exp.snapshot.enabled {
                     let mut settings = insta::Settings::clone_current();

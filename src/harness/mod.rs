@@ -3,8 +3,11 @@
 //! them name, select and judge a trial the same way.
 //!
 //! An experiment file × one of its targets is a trial named `<experiment>::<target>`; the list
-//! is sorted by name. Discovery that finds no file is an error, never an empty success.
+//! is sorted by name. An experiment with assertions across targets also has
+//! `<experiment>::(targets)` (`across`), which follows its per-target trials. Discovery that
+//! finds no file is an error, never an empty success.
 
+pub mod across;
 mod exit;
 mod run;
 

@@ -3,6 +3,7 @@
 //! as an [`Event`] to print, and the outcome is one [`Exit`] and a line of headline figures
 //! per trial.
 
+use super::across::{self, AcrossOutcome, Ledger};
 use super::{Exit, Selection, discover, trials};
 use crate::report::Mode;
 use crate::spec::SpecError;
@@ -45,6 +46,11 @@ pub enum Event<'a> {
     Finished {
         name: &'a str,
         outcome: &'a TrialOutcome,
+    },
+    /// A trial across targets that ran.
+    AcrossFinished {
+        name: &'a str,
+        outcome: &'a AcrossOutcome,
     },
     /// A trial that could not run to its end.
     Broken {
@@ -125,13 +131,15 @@ pub async fn run(
         cost_per_hour: args.cost_per_hour,
     };
     let selected = trials(&found.experiments, &args.selection, env, &args.fixtures);
-    if selected.is_empty() {
+    let across = across::entries(&found.experiments, &args.selection, env, &args.fixtures);
+    if selected.is_empty() && across.is_empty() {
         on(Event::NoneSelected {
             filters: &args.selection.filters,
         });
         return Ok(RunResult::with(Exit::BadInput));
     }
     let mut result = RunResult::with(Exit::Success);
+    let ledger = Ledger::default();
     for entry in selected {
         let name = entry.name.as_str();
         let plan = match entry.plan {
@@ -157,6 +165,7 @@ pub async fn run(
         }
         match trial::run_trial(entry.experiment, entry.target, plan, &opts).await {
             Ok(outcome) => {
+                ledger.put(&outcome.summary, &outcome.dir);
                 on(Event::Finished {
                     name,
                     outcome: &outcome,
@@ -180,5 +189,45 @@ pub async fn run(
             }
         }
     }
+    for entry in &across {
+        run_across(entry, &ledger, &opts, on, &mut result).await;
+    }
     Ok(result)
+}
+
+/// One trial across targets, after the per-target trials that filled `ledger`.
+async fn run_across(
+    entry: &across::AcrossEntry<'_>,
+    ledger: &Ledger,
+    opts: &TrialOptions,
+    on: &mut (dyn FnMut(Event<'_>) + Send),
+    result: &mut RunResult,
+) {
+    let name = entry.name.as_str();
+    let mode = match &entry.plan {
+        Ok(mode) => *mode,
+        Err(reason) => {
+            on(Event::Skipped { name, reason });
+            return;
+        }
+    };
+    on(Event::Started { name, mode });
+    match across::run(entry, ledger, opts).await {
+        Ok(outcome) => {
+            on(Event::AcrossFinished {
+                name,
+                outcome: &outcome,
+            });
+            if !outcome.passed() {
+                result.code = result.code.max(Exit::Failed);
+            }
+        }
+        Err(error) => {
+            on(Event::Broken {
+                name,
+                error: &error,
+            });
+            result.code = result.code.max(Exit::BadInput);
+        }
+    }
 }

@@ -192,13 +192,33 @@ fn lower_assertions(
     targets: &[TargetSpec],
 ) -> Result<Vec<Assertion>, SpecError> {
     let phase_names: Vec<&str> = phases.iter().map(|p| p.name.as_str()).collect();
+    // A target named like a phase stays a phase in paths (a target cannot be compared by it).
+    let target_names: Vec<&str> = targets
+        .iter()
+        .map(|t| t.name.as_str())
+        .filter(|t| !phase_names.contains(t) && *t != "all")
+        .collect();
     let mut assertions = Vec::new();
     for (i, a) in raw.into_iter().enumerate() {
         let field = format!("assert[{i}].expr");
         let span = a.expr.span();
-        let parsed = Assertion::parse(a.expr.get_ref())
+        let parsed = Assertion::parse_with_targets(a.expr.get_ref(), &target_names)
             .and_then(|x| x.check(&phase_names).map(|()| x))
-            .map_err(|e| loc.error_in_string(span.clone(), e.column, &field, e.message))?;
+            .map_err(|mut e| {
+                if e.message.starts_with("unknown phase") && target_names.len() > 1 {
+                    e.message += &format!(" — or a target: {}", target_names.join(", "));
+                }
+                loc.error_in_string(span.clone(), e.column, &field, e.message)
+            })?;
+        if parsed.is_across_targets()
+            && let Some(only) = &a.targets
+        {
+            return Err(loc.error(
+                Some(only.span()),
+                format!("assert[{i}].targets"),
+                "an assertion whose paths name targets is checked across them: leave `targets` out",
+            ));
+        }
         if parsed.paths().iter().any(|p| p.metric == "goodput") && slo.is_empty() {
             return Err(loc.error(
                 Some(span),

@@ -162,6 +162,21 @@ fn sglang_targets_may_use_the_native_api() {
     "0.5 * cold.ttft.p50\"\ntargets = []\n",
     "x.toml:27:11: assert[0].targets: name at least one target"
 )]
+#[case::across_with_targets(
+    "warm.ttft.p50 <= 0.5 * cold.ttft.p50\"\n",
+    "llamacpp.warm.ttft.p50 <= 0.5 * mine.cold.ttft.p50\"\ntargets = [\"llamacpp\"]\n",
+    "x.toml:27:11: assert[0].targets: an assertion whose paths name targets is checked across them"
+)]
+#[case::across_unqualified(
+    "warm.ttft.p50 <= 0.5 * cold",
+    "warm.ttft.p50 <= 0.5 * mine.cold",
+    "x.toml:26:9: assert[0].expr: this assertion compares targets: name the target of `warm.ttft.p50`"
+)]
+#[case::across_unknown_target(
+    "warm.ttft.p50 <= 0.5 * cold",
+    "llamacpp.warm.ttft.p50 <= 0.5 * theirs.cold",
+    "x.toml:26:41: assert[0].expr: unknown target `theirs` (the experiment's targets: llamacpp, mine)"
+)]
 #[case::assert_unknown_phase(
     "0.5 * cold",
     "0.5 * hot",

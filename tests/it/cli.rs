@@ -347,3 +347,50 @@ fn compare_sets_the_latest_runs_of_each_target_side_by_side() {
     assert!(text(&out).contains("`no_such_experiment` is neither a run directory"));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn assertions_across_targets_run_in_a_trial_of_their_own_with_every_number() {
+    let dir = scratch("across");
+    let src = std::fs::read_to_string(repo().join("experiments/prefix_granularity.toml")).unwrap();
+    let across = format!(
+        "{src}\n[[assert]]\nexpr = \"sglang.warm.cached_tokens_min > vllm.warm.cached_tokens_max\"\n\n[[assert]]\nexpr = \"sglang.warm.ttft.p50 < 0.001 * vllm.warm.ttft.p50\"\n"
+    );
+    std::fs::write(dir.join("experiments/prefix_granularity.toml"), across).unwrap();
+
+    let out = inferlab(&dir, &["list"]);
+    let t = text(&out);
+    assert!(t.contains("prefix_granularity::(targets)  [replay]"), "{t}");
+
+    // Named alone, it runs the trials of the targets it reads itself (vllm and sglang only).
+    let out = inferlab(&dir, &["run", "prefix_granularity::(targets)"]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{t}");
+    assert!(
+        t.contains("== prefix_granularity::(targets) [replay]"),
+        "{t}"
+    );
+    assert!(
+        t.contains("ok     sglang.warm.cached_tokens_min > vllm.warm.cached_tokens_max"),
+        "{t}"
+    );
+    assert!(t.contains("sglang.warm.cached_tokens_min = 1000"), "{t}");
+    assert!(t.contains("vllm.warm.cached_tokens_max = 896"), "{t}");
+    assert!(
+        t.contains("FAILED sglang.warm.ttft.p50 < 0.001 * vllm.warm.ttft.p50"),
+        "{t}"
+    );
+    assert!(t.contains("vllm.warm.ttft.p50 = "), "{t}");
+    let runs: Vec<String> = std::fs::read_dir(dir.join("results/prefix_granularity"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(runs.len(), 2, "{runs:?}");
+    assert!(runs.iter().all(|r| !r.ends_with("-llamacpp")), "{runs:?}");
+
+    // One target's run has nothing to compare with: no trial across targets.
+    let out = inferlab(&dir, &["run", "prefix_granularity", "--target", "vllm"]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{t}");
+    assert!(!t.contains("(targets)"), "{t}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -9,8 +9,13 @@
 //! unary     := "-" unary | atom
 //! atom      := number unit? | path | "(" sum ")"
 //! unit      := us | ms | s | m | %       (durations; % divides by 100)
-//! path      := phase "." metric ("." stat)?      e.g. warm.ttft.p50, all.error_rate
+//! path      := (target ".")? phase "." metric ("." stat)?
+//!                                         e.g. warm.ttft.p50, all.error_rate, vllm.warm.ttft.p50
 //! ```
+//!
+//! A path that starts with one of the experiment's target names reads that target's run: an
+//! assertion whose paths all name targets compares them (`sglang.warm.ttft.p50 <= 1.2 *
+//! vllm.warm.ttft.p50`) and is checked once the targets' trials have run, not on any one.
 //!
 //! Values carry a dimension: durations compare with durations (`cold.ttft.p99 < 2s`), a bare
 //! number against a duration is an error that asks for a unit. Parsing and checking are pure;
@@ -62,9 +67,12 @@ impl Cmp {
     }
 }
 
-/// A metric reference: `phase.metric[.stat]`, with its 1-based column in the expression.
+/// A metric reference: `[target.]phase.metric[.stat]`, with its 1-based column in the
+/// expression.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Path {
+    /// The target whose run it reads; `None`: the run the assertion is checked on.
+    pub target: Option<String>,
     pub phase: String,
     pub scope: Scope,
     pub metric: String,
@@ -74,6 +82,9 @@ pub struct Path {
 
 impl fmt::Display for Path {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(t) = &self.target {
+            write!(f, "{t}.")?;
+        }
         write!(f, "{}.", self.phase)?;
         if let Some(scope) = self.scope.name() {
             write!(f, "{scope}.")?;
@@ -123,10 +134,15 @@ impl fmt::Display for ExprError {
 impl Assertion {
     /// Parses `source`; errors point at a 1-based column.
     pub fn parse(source: &str) -> Result<Self, ExprError> {
+        Self::parse_with_targets(source, &[])
+    }
+
+    /// Parses `source`, reading a path's first part as a target when it is one of `targets`.
+    pub fn parse_with_targets(source: &str, targets: &[&str]) -> Result<Self, ExprError> {
         let mut p = Parser {
             chars: source.chars().collect(),
             pos: 0,
-            _src: source,
+            targets,
         };
         let lhs = p.sum()?;
         p.skip_ws();
@@ -146,9 +162,28 @@ impl Assertion {
         })
     }
 
-    /// Whether it is checked on target `name`.
+    /// Whether it is checked on target `name` (an assertion across targets is checked on none
+    /// of them alone).
     pub fn applies_to(&self, name: &str) -> bool {
-        self.targets.is_empty() || self.targets.iter().any(|t| t == name)
+        !self.is_across_targets()
+            && (self.targets.is_empty() || self.targets.iter().any(|t| t == name))
+    }
+
+    /// Whether its paths name targets: it compares them.
+    pub fn is_across_targets(&self) -> bool {
+        self.paths().iter().any(|p| p.target.is_some())
+    }
+
+    /// The targets its paths name, sorted, once each.
+    pub fn targets_read(&self) -> Vec<&str> {
+        let mut out: Vec<&str> = self
+            .paths()
+            .iter()
+            .filter_map(|p| p.target.as_deref())
+            .collect();
+        out.sort_unstable();
+        out.dedup();
+        out
     }
 
     /// Every metric path in order of appearance.
@@ -172,7 +207,17 @@ impl Assertion {
 
     /// Checks phase names (against `phases` plus `all`), metric paths and dimensions.
     pub fn check(&self, phases: &[&str]) -> Result<(), ExprError> {
+        let across = self.is_across_targets();
         for p in self.paths() {
+            if across && p.target.is_none() {
+                return err(
+                    p.column,
+                    format!(
+                        "this assertion compares targets: name the target of `{p}` too (e.g. `{}.{p}`)",
+                        self.targets_read().first().copied().unwrap_or("vllm")
+                    ),
+                );
+            }
             if p.phase != "all" && !phases.contains(&p.phase.as_str()) {
                 let mut known: Vec<&str> = phases.to_vec();
                 known.push("all");

@@ -13,7 +13,8 @@ pub(super) fn err<T>(column: usize, message: impl Into<String>) -> Result<T, Exp
 pub(super) struct Parser<'a> {
     pub(super) chars: Vec<char>,
     pub(super) pos: usize,
-    pub(super) _src: &'a str,
+    /// Names that, first in a path, are a target rather than a phase.
+    pub(super) targets: &'a [&'a str],
 }
 
 impl Parser<'_> {
@@ -231,6 +232,23 @@ impl Parser<'_> {
                 break;
             }
         }
+        let target =
+            (parts.len() > 2 && self.targets.contains(&parts[0].as_str())).then(|| parts.remove(0));
+        // Four parts without a scope second: `target.phase.metric.stat` with a target unknown.
+        if target.is_none()
+            && !self.targets.is_empty()
+            && parts.len() == 4
+            && Scope::parse(&parts[1]).is_none()
+        {
+            return err(
+                column,
+                format!(
+                    "unknown target `{}` (the experiment's targets: {})",
+                    parts[0],
+                    self.targets.join(", ")
+                ),
+            );
+        }
         let mut it = parts.into_iter().peekable();
         let phase = it.next();
         let scope = match it.peek().and_then(|p| Scope::parse(p)) {
@@ -265,6 +283,7 @@ impl Parser<'_> {
             return err(column, format!("too many parts in the path (`.{extra}`)"));
         }
         Ok(Node::Path(Path {
+            target,
             phase,
             scope,
             metric,

@@ -142,3 +142,33 @@ fn a_difference_inside_the_noise_floor_is_flagged() {
     assert_eq!(v.within_noise_floor(), Some(false));
     assert!(!v.to_string().contains("not a measured difference"), "{v}");
 }
+
+#[test]
+fn paths_may_name_a_target_and_then_compare_targets() {
+    let targets = ["vllm", "sglang"];
+    let a = Assertion::parse_with_targets(
+        "sglang.warm.ttft.p50 <= 1.2 * vllm.warm.server.prefix_cache_hit_rate",
+        &targets,
+    )
+    .unwrap();
+    let paths = a.paths();
+    assert_eq!(paths[0].target.as_deref(), Some("sglang"));
+    assert_eq!(paths[0].to_string(), "sglang.warm.ttft.p50");
+    assert_eq!(paths[1].target.as_deref(), Some("vllm"));
+    assert_eq!(paths[1].scope, Scope::Server);
+    assert!(a.is_across_targets());
+    assert_eq!(a.targets_read(), ["sglang", "vllm"]);
+    assert!(!a.applies_to("vllm") && !a.applies_to("sglang"));
+    // Without the target names, the same text is a phase path (and a bad one).
+    let plain = Assertion::parse("warm.ttft.p50 < 1s").unwrap();
+    assert!(!plain.is_across_targets() && plain.applies_to("vllm"));
+    // Comparing targets, every path names one.
+    let mixed =
+        Assertion::parse_with_targets("sglang.warm.ttft.p50 <= warm.ttft.p50", &targets).unwrap();
+    let e = mixed.check(&["warm"]).unwrap_err();
+    assert_eq!(e.column, 25);
+    assert!(
+        e.message.contains("name the target of `warm.ttft.p50`"),
+        "{e}"
+    );
+}
