@@ -75,6 +75,25 @@ pub enum Command {
         #[arg(long, default_value = "results", env = "INFERLAB_RESULTS_DIR")]
         results: PathBuf,
     },
+    /// Write one self-contained HTML page (inline SVG and CSS, nothing fetched) of runs of one
+    /// experiment: provenance, per-phase tables, TTFT and ITL distributions, server timelines.
+    /// Each RUN is a run directory or an experiment's name, as for `compare`.
+    Report {
+        #[arg(required = true)]
+        runs: Vec<String>,
+        /// The file to write.
+        #[arg(short, long, default_value = "report.html")]
+        output: PathBuf,
+        /// Report runs of different experiments or seeds anyway.
+        #[arg(long)]
+        force: bool,
+        /// The target the ratios are to (default: the first run).
+        #[arg(long)]
+        reference: Option<String>,
+        /// Where experiments' runs are.
+        #[arg(long, default_value = "results", env = "INFERLAB_RESULTS_DIR")]
+        results: PathBuf,
+    },
     /// Print a deployment's memory arithmetic; with RUNPOD_API_KEY, the cheapest GPU that fits.
     Plan { deployment: PathBuf },
     /// Create a deployment's pod, wait until its engine is healthy, and leave it running.

@@ -12,8 +12,8 @@
 //! `replay::Recorder` (live runs recorded as fixtures) → snapshot. `harness` discovers,
 //! selects and runs the trials (for `inferlab run`, `run --deploy` through `runpod::matrix`,
 //! and `tests/experiments.rs`); the binary only parses, dispatches and prints. Afterwards,
-//! `report::load` reads finished run directories back and `core::compare` sets them side by
-//! side (`inferlab compare`).
+//! `report::load` reads finished run directories back, `core::compare` sets them side by
+//! side (`inferlab compare`) and `core::html` draws them on one page (`inferlab report`).
 //!
 //! Leaves under everything: `core` (pure: `diag` locates input mistakes, `units` formats,
 //! `catalog` names what assertions may read), `env` (the only reader of the environment),

@@ -69,7 +69,29 @@ fn dispatch(cli: &Cli) -> anyhow::Result<Exit> {
             force,
             reference,
             results,
-        } => compare(runs, *json, *force, reference.as_deref(), results),
+        } => {
+            let runs = load_runs(runs, *force, reference.as_deref(), results)?;
+            let c = inferlab::core::compare::compare(&runs);
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&c)?);
+            } else {
+                print!("{}", c.markdown());
+            }
+            Ok(Exit::Success)
+        }
+        Command::Report {
+            runs,
+            output,
+            force,
+            reference,
+            results,
+        } => {
+            let runs = load_runs(runs, *force, reference.as_deref(), results)?;
+            std::fs::write(output, inferlab::core::html::report(&runs))
+                .with_context(|| format!("writing {}", output.display()))?;
+            println!("report: {}", output.display());
+            Ok(Exit::Success)
+        }
         Command::Plan { deployment } => {
             let rt = run::client_runtime(None)?;
             rt.block_on(deployed::plan(deployment))
@@ -99,14 +121,14 @@ fn dispatch(cli: &Cli) -> anyhow::Result<Exit> {
     }
 }
 
-/// `inferlab compare`: Markdown (or JSON) on stdout; notes and refusals on stderr.
-fn compare(
+/// The runs `compare` and `report` name, loaded, the reference first; notes on stderr.
+/// Different experiments or seeds are refused unless `force`.
+fn load_runs(
     args: &[String],
-    json: bool,
     force: bool,
     reference: Option<&str>,
     results: &Path,
-) -> anyhow::Result<Exit> {
+) -> anyhow::Result<Vec<inferlab::core::compare::RunInput>> {
     use inferlab::core::compare;
     use inferlab::report::load;
     let resolved = load::resolve(results, args).map_err(anyhow::Error::msg)?;
@@ -136,13 +158,7 @@ fn compare(
         }
         eprintln!("note: {why}");
     }
-    let c = compare::compare(&runs);
-    if json {
-        println!("{}", serde_json::to_string_pretty(&c)?);
-    } else {
-        print!("{}", c.markdown());
-    }
-    Ok(Exit::Success)
+    Ok(runs)
 }
 
 async fn calibrate_cmd(opts: &CalibrateOptions, results: &Path) -> anyhow::Result<Exit> {

@@ -37,7 +37,22 @@ pub struct RunInput {
     pub mode: String,
     /// The run directory, for the provenance table.
     pub dir: String,
+    /// More of where the run came from, for people (model, hardware, git revision, …).
+    pub provenance: Vec<(String, String)>,
     pub phases: Vec<PhaseInput>,
+    /// The server's `/metrics` over the run, scrape by scrape.
+    pub timeline: Vec<Scrape>,
+}
+
+/// One scrape of the server's `/metrics`, canonical series by name.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Scrape {
+    /// Seconds from the run's start.
+    pub at_s: f64,
+    pub phase: String,
+    /// The first scrape of its phase.
+    pub phase_start: bool,
+    pub values: BTreeMap<String, f64>,
 }
 
 /// One phase of a run: its `summary.json` object and the histograms stored beside it (µs).
@@ -390,7 +405,7 @@ pub fn ratio_of_medians_interval(
 
 /// A number as the table shows it: integers whole, others to three significant places or one
 /// decimal.
-fn number(v: f64) -> String {
+pub fn number(v: f64) -> String {
     if v.fract() == 0.0 && v.abs() < 1e12 {
         format!("{v:.0}")
     } else if v.abs() >= 100.0 {
@@ -505,6 +520,8 @@ mod tests {
             version: Some("1".into()),
             mode: "replay".into(),
             dir: format!("results/x/20261205T000000Z-{target}"),
+            provenance: vec![("model".into(), "tiny".into())],
+            timeline: Vec::new(),
             phases: vec![PhaseInput {
                 name: "warm".into(),
                 summary: json!({

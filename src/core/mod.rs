@@ -5,7 +5,8 @@
 //! Leaves first: `diag` (where an input's mistake is), `units` (formatting of units and
 //! times), `engine` (per-engine knowledge), `catalog` (the names assertions may use); then
 //! `assert` (expressions over them), `record` (what one request did, as offsets), `rng` (seeded
-//! randomness), `compare` (runs of one experiment side by side), the wire
+//! randomness), `compare` (runs of one experiment side by side), `svg` and `html` (the report
+//! page drawn from them), the wire
 //! formats `sse` and `prom`, `server` (an engine's `/metrics` → canonical series and per-phase
 //! figures), and `metrics` (records → per-phase summaries); `privacy` (what a recording must not keep).
 
@@ -14,6 +15,7 @@ pub mod catalog;
 pub mod compare;
 pub mod diag;
 pub mod engine;
+pub mod html;
 pub mod metrics;
 pub mod privacy;
 pub mod prom;
@@ -21,4 +23,5 @@ pub mod record;
 pub mod rng;
 pub mod server;
 pub mod sse;
+pub mod svg;
 pub mod units;

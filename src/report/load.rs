@@ -1,9 +1,9 @@
-//! Reading finished runs back: a run directory's `manifest.json`, `summary.json` and stored
-//! histograms as a [`RunInput`] for comparison, and the latest run of each target of an
+//! Reading finished runs back: a run directory's `manifest.json`, `summary.json`, stored
+//! histograms and `/metrics` scrapes as a [`RunInput`] for comparison and the report, and the latest run of each target of an
 //! experiment under a results root. Every failure names the directory or file and what is
 //! missing; nothing is written.
 
-use crate::core::compare::{PhaseInput, RunInput};
+use crate::core::compare::{PhaseInput, RunInput, Scrape};
 use hdrhistogram::serialization::Deserializer;
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -141,8 +141,88 @@ pub fn load_run(dir: &Path) -> Result<RunInput, String> {
         version: str_at(&manifest, "/server_version"),
         mode: str_at(&manifest, "/mode").unwrap_or_default(),
         dir: dir.display().to_string(),
+        provenance: provenance(&manifest),
         phases,
+        timeline: timeline(&dir.join("server_metrics.jsonl"))?,
     })
+}
+
+/// Where a run came from, for people: model, hardware (a recording's model details), when,
+/// the client's calibration, the code's revision.
+fn provenance(manifest: &Value) -> Vec<(String, String)> {
+    let details = manifest
+        .pointer("/fixture/model_details")
+        .or_else(|| manifest.pointer("/model_details"));
+    let mut out = Vec::new();
+    let mut put = |label: &str, v: Option<String>| {
+        if let Some(v) = v.filter(|v| !v.is_empty()) {
+            out.push((label.to_string(), v));
+        }
+    };
+    put("model", str_at(manifest, "/model"));
+    put("hardware", details.and_then(|d| str_at(d, "/hardware")));
+    put(
+        "recorded",
+        manifest
+            .pointer("/fixture/engine_version")
+            .and_then(|_| str_at(manifest, "/fixture/recorded_at")),
+    );
+    put("started", str_at(manifest, "/started_at"));
+    put(
+        "client TTFT error p99",
+        manifest
+            .pointer("/calibration/ttft_error_p99_ms")
+            .and_then(Value::as_f64)
+            .map(|ms| format!("{ms:.3} ms")),
+    );
+    put(
+        "git revision",
+        str_at(manifest, "/git_revision").map(|r| r.chars().take(12).collect()),
+    );
+    out
+}
+
+/// The run's successful `/metrics` scrapes, in order; an absent file is an empty timeline.
+fn timeline(path: &Path) -> Result<Vec<Scrape>, String> {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return Ok(Vec::new());
+    };
+    let mut out: Vec<Scrape> = Vec::new();
+    for (i, line) in text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+    {
+        let v: Value = serde_json::from_str(line)
+            .map_err(|e| format!("{}:{}:{}: {e}", path.display(), i + 1, e.column()))?;
+        if v.get("ok").and_then(Value::as_bool) != Some(true) {
+            continue;
+        }
+        let (Some(at_ms), Some(phase)) = (
+            v.get("at_ms").and_then(Value::as_f64),
+            v.get("phase").and_then(Value::as_str),
+        ) else {
+            continue;
+        };
+        let values = v
+            .get("values")
+            .and_then(Value::as_object)
+            .map(|m| {
+                m.iter()
+                    .filter_map(|(k, x)| Some((k.clone(), x.as_f64()?)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let phase_start = v.get("point").and_then(Value::as_str) == Some("start")
+            && out.last().is_none_or(|last| last.phase != phase);
+        out.push(Scrape {
+            at_s: at_ms / 1e3,
+            phase: phase.to_string(),
+            phase_start,
+            values,
+        });
+    }
+    Ok(out)
 }
 
 /// The latency histograms stored for one phase; a missing one is simply absent (a phase

@@ -394,3 +394,34 @@ fn assertions_across_targets_run_in_a_trial_of_their_own_with_every_number() {
     assert!(!t.contains("(targets)"), "{t}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn report_writes_one_self_contained_page_of_an_experiments_runs() {
+    let dir = scratch("report");
+    let src = std::fs::read_to_string(repo().join("experiments/single_request.toml")).unwrap();
+    std::fs::write(dir.join("experiments/single_request.toml"), src).unwrap();
+    let out = inferlab(&dir, &["run", "single_request"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let out = inferlab(&dir, &["report", "single_request", "-o", "r.html"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let page = std::fs::read_to_string(dir.join("r.html")).unwrap();
+    for external in ["http://", "https://", "<script", "<link", "url("] {
+        assert!(!page.contains(external), "{external}");
+    }
+    for part in [
+        "<h2>Runs</h2>",
+        "Phase <code>baseline</code>",
+        "TTFT, phase baseline",
+        "KV-cache usage over the run",
+        "0.32.0",
+        "0.5.21",
+    ] {
+        assert!(page.contains(part), "{part}");
+    }
+    // Every chart has a drawn line per target (TTFT and ITL CDFs of three targets).
+    let series = page.matches("<path class=\"series\"").count();
+    assert!(series >= 6, "{series} series");
+    let out = inferlab(&dir, &["report", "no_such_experiment"]);
+    assert_eq!(out.status.code(), Some(2));
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -1,0 +1,325 @@
+//! The HTML report of one experiment's runs: one self-contained page (inline CSS and SVG, no
+//! script, nothing fetched) that opens from disk offline. Sections: where each run came from;
+//! per phase, the side-by-side table of [`compare`](super::compare) and the TTFT and ITL
+//! distributions of every target overlaid (CDFs from the stored histograms); the server's
+//! timelines (KV usage, running and waiting requests, prefix-cache hits) with phase boundaries.
+
+use super::compare::{Cell, Comparison, RunInput, compare};
+use super::svg::{Chart, Series, escape, line_chart};
+use hdrhistogram::Histogram;
+use std::fmt::Write as _;
+
+const STYLE: &str = "body{font:14px/1.45 system-ui,sans-serif;margin:24px auto;max-width:1340px;color:#222;padding:0 16px}\
+h1{font-size:22px}h2{font-size:18px;margin-top:32px;border-bottom:1px solid #ddd}h3{font-size:15px}\
+table{border-collapse:collapse;margin:8px 0}td,th{border:1px solid #ddd;padding:3px 8px;text-align:right}\
+th:first-child,td:first-child{text-align:left}th{background:#f4f4f4}.sig{font-weight:600}\
+.charts{display:flex;flex-wrap:wrap;gap:12px}.chart{width:640px;max-width:100%;height:auto;border:1px solid #eee}\
+.chart .title{font-weight:600;font-size:13px}.chart .tick{font-size:10px;fill:#555}.chart .label{font-size:11px;fill:#333}\
+.chart .legend{font-size:11px}.chart .grid{stroke:#eee}.chart .axis{stroke:#999}\
+.chart .marker{stroke:#bbb;stroke-dasharray:4 3;font-size:10px;fill:#777}.empty{color:#888}.note{color:#555}";
+
+/// Server series drawn over time, with their axis labels.
+const TIMELINES: &[(&str, &str, &str)] = &[
+    ("kv_cache_usage", "KV-cache usage", "fraction of the cache"),
+    ("requests_running", "Requests running", "requests"),
+    ("requests_waiting", "Requests waiting", "requests"),
+];
+
+/// The page for `runs` (of one experiment; the first is the reference of every ratio).
+pub fn report(runs: &[RunInput]) -> String {
+    let c = compare(runs);
+    let mut o = String::new();
+    let title = format!("inferlab: {}", c.experiment);
+    let _ = write!(
+        o,
+        "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{}</title><style>{STYLE}</style></head><body><h1>{}</h1>",
+        escape(&title),
+        escape(&title)
+    );
+    let _ = write!(
+        o,
+        "<p class=\"note\">{} — ratios are to <b>{}</b>.</p>",
+        escape(&names(&c).join(" vs ")),
+        escape(&c.reference)
+    );
+    provenance(&mut o, runs, &c);
+    for (i, phase) in c.phases.iter().enumerate() {
+        let _ = write!(o, "<h2>Phase <code>{}</code></h2>", escape(&phase.phase));
+        phase_table(&mut o, &c, i);
+        o.push_str("<div class=\"charts\">");
+        for (metric, what) in [("ttft", "TTFT"), ("chunk_itl", "Inter-chunk latency")] {
+            o.push_str(&line_chart(&cdf_chart(
+                runs,
+                &c,
+                &phase.phase,
+                metric,
+                what,
+            )));
+        }
+        o.push_str("</div>");
+    }
+    timelines(&mut o, runs, &c);
+    let _ = writeln!(
+        o,
+        "<p class=\"note\">For medians, [low, high] is a {} (in bold when significant).</p></body></html>",
+        escape(c.method)
+    );
+    o
+}
+
+fn names(c: &Comparison) -> Vec<String> {
+    c.targets.iter().map(|t| t.target.clone()).collect()
+}
+
+fn provenance(o: &mut String, runs: &[RunInput], c: &Comparison) {
+    o.push_str("<h2>Runs</h2><table><tr><th>target</th><th>engine</th><th>version</th><th>mode</th><th>seed</th>");
+    let mut keys: Vec<&str> = Vec::new();
+    for (k, _) in runs.iter().flat_map(|r| &r.provenance) {
+        if !keys.contains(&k.as_str()) {
+            keys.push(k);
+        }
+    }
+    for k in &keys {
+        let _ = write!(o, "<th>{}</th>", escape(k));
+    }
+    o.push_str("<th>results</th></tr>");
+    for (r, t) in runs.iter().zip(&c.targets) {
+        let _ = write!(
+            o,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>",
+            escape(&t.target),
+            escape(&t.engine),
+            escape(t.version.as_deref().unwrap_or("–")),
+            escape(&t.mode),
+            r.seed
+        );
+        for k in &keys {
+            let v = r
+                .provenance
+                .iter()
+                .find(|(key, _)| key == k)
+                .map_or("–", |(_, v)| v.as_str());
+            let _ = write!(o, "<td>{}</td>", escape(v));
+        }
+        let _ = write!(o, "<td>{}</td></tr>", escape(&t.run_dir));
+    }
+    o.push_str("</table>");
+}
+
+fn cell_html(cell: &Cell) -> String {
+    let Some(v) = cell.value else {
+        return "–".into();
+    };
+    let mut s = super::compare::number(v);
+    if let Some(r) = cell.ratio {
+        match (cell.ci_low, cell.ci_high, cell.significant) {
+            (Some(lo), Some(hi), Some(sig)) => {
+                let class = if sig { " class=\"sig\"" } else { "" };
+                let _ = write!(s, " <span{class}>({r:.2}× [{lo:.2}, {hi:.2}])</span>");
+            }
+            _ => {
+                let _ = write!(s, " ({r:.2}×)");
+            }
+        }
+    }
+    s
+}
+
+fn phase_table(o: &mut String, c: &Comparison, i: usize) {
+    let p = &c.phases[i];
+    o.push_str("<table><tr><th>metric</th>");
+    for n in names(c) {
+        let _ = write!(o, "<th>{}</th>", escape(&n));
+    }
+    o.push_str("</tr>");
+    for r in &p.rows {
+        let _ = write!(o, "<tr><td>{}</td>", escape(r.label));
+        for cell in &r.cells {
+            let _ = write!(o, "<td>{}</td>", cell_html(cell));
+        }
+        o.push_str("</tr>");
+    }
+    o.push_str("<tr><td>errors by kind</td>");
+    for e in &p.errors {
+        let text: Vec<String> = e.errors.iter().map(|(k, n)| format!("{k} {n}")).collect();
+        let text = if text.is_empty() {
+            "none".to_string()
+        } else {
+            text.join(", ")
+        };
+        let _ = write!(o, "<td>{}</td>", escape(&text));
+    }
+    o.push_str("</tr></table>");
+}
+
+/// The cumulative distribution of a histogram (µs) as (ms, fraction) points.
+pub fn cdf(h: &Histogram<u64>) -> Vec<(f64, f64)> {
+    let total = h.len() as f64;
+    if total == 0.0 {
+        return Vec::new();
+    }
+    let mut out = vec![(h.min() as f64 / 1e3, 0.0)];
+    let mut seen = 0u64;
+    for v in h.iter_recorded() {
+        seen += v.count_at_value();
+        out.push((
+            h.highest_equivalent(v.value_iterated_to()) as f64 / 1e3,
+            seen as f64 / total,
+        ));
+    }
+    out
+}
+
+fn cdf_chart(runs: &[RunInput], c: &Comparison, phase: &str, metric: &str, what: &str) -> Chart {
+    let series = runs
+        .iter()
+        .zip(&c.targets)
+        .filter_map(|(r, t)| {
+            let h = r
+                .phases
+                .iter()
+                .find(|p| p.name == phase)?
+                .histograms
+                .get(metric)?;
+            Some(Series {
+                label: format!("{} (n = {})", t.target, h.len()),
+                points: cdf(h),
+            })
+        })
+        .collect();
+    Chart {
+        title: format!("{what}, phase {phase}: cumulative distribution"),
+        x_label: format!("{what} (ms)"),
+        y_label: "fraction of samples".into(),
+        series,
+        markers: Vec::new(),
+        y_at_least: Some(1.0),
+    }
+}
+
+fn timelines(o: &mut String, runs: &[RunInput], c: &Comparison) {
+    if runs.iter().all(|r| r.timeline.is_empty()) {
+        o.push_str("<h2>Server</h2><p class=\"empty\">No /metrics scrapes in these runs.</p>");
+        return;
+    }
+    o.push_str("<h2>Server over time</h2><p class=\"note\">From each run's /metrics scrapes; dashed lines mark where the first run's phases began.</p><div class=\"charts\">");
+    let markers: Vec<(f64, String)> = runs
+        .first()
+        .map(|r| {
+            r.timeline
+                .iter()
+                .filter(|s| s.phase_start)
+                .map(|s| (s.at_s, s.phase.clone()))
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut drawn = 0;
+    for (key, what, unit) in TIMELINES {
+        let series: Vec<Series> = runs
+            .iter()
+            .zip(&c.targets)
+            .map(|(r, t)| Series {
+                label: t.target.clone(),
+                points: r
+                    .timeline
+                    .iter()
+                    .filter_map(|s| Some((s.at_s, *s.values.get(*key)?)))
+                    .collect(),
+            })
+            .filter(|s| !s.points.is_empty())
+            .collect();
+        if series.is_empty() {
+            continue;
+        }
+        drawn += 1;
+        o.push_str(&line_chart(&Chart {
+            title: format!("{what} over the run"),
+            x_label: "time since the run started (s)".into(),
+            y_label: (*unit).into(),
+            series,
+            markers: markers.clone(),
+            y_at_least: (*key == "kv_cache_usage").then_some(0.0),
+        }));
+    }
+    if drawn == 0 {
+        o.push_str("<p class=\"empty\">The scrapes hold none of the series drawn here.</p>");
+    }
+    o.push_str("</div>");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::compare::{PhaseInput, Scrape};
+    use super::*;
+    use serde_json::json;
+    use std::collections::BTreeMap;
+
+    fn run(target: &str, scale: u64) -> RunInput {
+        let mut h = Histogram::new_with_bounds(1, 3_600_000_000, 3).unwrap();
+        for v in 1..=50u64 {
+            h.record(v * 1000 * scale).unwrap();
+        }
+        let scrape = |at_s: f64, phase: &str, start: bool, kv: f64| Scrape {
+            at_s,
+            phase: phase.into(),
+            phase_start: start,
+            values: BTreeMap::from([("kv_cache_usage".to_string(), kv)]),
+        };
+        RunInput {
+            target: target.into(),
+            experiment: "x".into(),
+            seed: 1,
+            engine: target.into(),
+            version: Some("1.0".into()),
+            mode: "replay".into(),
+            dir: format!("results/x/T-{target}"),
+            provenance: vec![("model".into(), "tiny <m>".into())],
+            phases: vec![PhaseInput {
+                name: "load".into(),
+                summary: json!({ "requests": 50, "ttft": { "p50_ms": 25.0 * scale as f64 } }),
+                histograms: BTreeMap::from([
+                    ("ttft".to_string(), h.clone()),
+                    ("chunk_itl".to_string(), h),
+                ]),
+            }],
+            timeline: vec![
+                scrape(0.0, "load", true, 0.0),
+                scrape(1.0, "load", false, 0.4),
+                scrape(2.0, "load", false, 0.1),
+            ],
+        }
+    }
+
+    #[test]
+    fn the_page_is_self_contained_and_every_chart_has_marks() {
+        let page = report(&[run("vllm", 1), run("sglang", 2)]);
+        assert!(page.starts_with("<!DOCTYPE html>"));
+        for external in ["http://", "https://", "<script", "<link", "@import", "url("] {
+            assert!(!page.contains(external), "{external}");
+        }
+        let charts = page.matches("<svg").count();
+        assert_eq!(charts, 3, "TTFT, ITL and KV usage");
+        for svg in page.split("<svg").skip(1) {
+            let svg = &svg[..svg.find("</svg>").unwrap()];
+            assert_eq!(svg.matches("<path class=\"series\"").count(), 2, "{svg}");
+            assert!(svg.contains("d=\"M") && svg.contains('L'), "{svg}");
+        }
+        assert!(page.contains("tiny &lt;m&gt;"), "provenance is escaped");
+        assert!(page.contains("vllm (n = 50)"));
+        assert!(page.contains(">load</text>"), "phase marker");
+        assert!(page.contains("(2.00× ["), "ratio with its interval");
+    }
+
+    #[test]
+    fn a_cdf_climbs_to_one() {
+        let mut h = Histogram::new_with_bounds(1, 3_600_000_000, 3).unwrap();
+        for v in [1000, 2000, 2000, 4000] {
+            h.record(v).unwrap();
+        }
+        let c = cdf(&h);
+        assert_eq!(c.first().unwrap().1, 0.0);
+        let (x, y) = *c.last().unwrap();
+        assert!((x - 4.0).abs() < 0.01 && y == 1.0, "{c:?}");
+        assert!(c.windows(2).all(|w| w[0].1 <= w[1].1 && w[0].0 <= w[1].0));
+    }
+}
