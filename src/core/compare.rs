@@ -61,6 +61,14 @@ pub struct PhaseInput {
     pub name: String,
     pub summary: Value,
     pub histograms: BTreeMap<String, Histogram<u64>>,
+    /// The load it offered: concurrency (closed loop) or requests/s (open loop).
+    pub load: Option<Load>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Load {
+    Concurrency(f64),
+    RatePerS(f64),
 }
 
 /// A row of the comparison: where its value is in a phase summary, and for medians the
@@ -532,6 +540,7 @@ mod tests {
                     "server": null,
                 }),
                 histograms: BTreeMap::from([("ttft".to_string(), ttft)]),
+                load: None,
             }],
         }
     }

@@ -4,9 +4,10 @@
 //! distributions of every target overlaid (CDFs from the stored histograms); the server's
 //! timelines (KV usage, running and waiting requests, prefix-cache hits) with phase boundaries.
 
-use super::compare::{Cell, Comparison, RunInput, compare};
+use super::compare::{Cell, Comparison, Load, RunInput, compare};
 use super::svg::{Chart, Series, escape, line_chart};
 use hdrhistogram::Histogram;
+use serde_json::Value;
 use std::fmt::Write as _;
 
 const STYLE: &str = "body{font:14px/1.45 system-ui,sans-serif;margin:24px auto;max-width:1340px;color:#222;padding:0 16px}\
@@ -56,8 +57,12 @@ pub fn report(runs: &[RunInput]) -> String {
                 what,
             )));
         }
+        if let Some(chart) = by_turn_chart(runs, &c, &phase.phase) {
+            o.push_str(&line_chart(&chart));
+        }
         o.push_str("</div>");
     }
+    load_charts(&mut o, runs, &c);
     timelines(&mut o, runs, &c);
     let _ = writeln!(
         o,
@@ -197,6 +202,122 @@ fn cdf_chart(runs: &[RunInput], c: &Comparison, phase: &str, metric: &str, what:
     }
 }
 
+/// TTFT p50 by turn (or agent step) of a conversation phase, per target.
+fn by_turn_chart(runs: &[RunInput], c: &Comparison, phase: &str) -> Option<Chart> {
+    let series: Vec<Series> = runs
+        .iter()
+        .zip(&c.targets)
+        .filter_map(|(r, t)| {
+            let p = r.phases.iter().find(|p| p.name == phase)?;
+            let turns = p.summary.get("by_turn")?.as_object()?;
+            let mut points: Vec<(f64, f64)> = turns
+                .iter()
+                .filter_map(|(turn, s)| {
+                    Some((turn.parse().ok()?, s.pointer("/ttft/p50_ms")?.as_f64()?))
+                })
+                .collect();
+            points.sort_by(|a, b| a.0.total_cmp(&b.0));
+            Some(Series {
+                label: t.target.clone(),
+                points,
+            })
+        })
+        .collect();
+    (!series.is_empty()).then(|| Chart {
+        title: format!("TTFT p50 by turn, phase {phase}"),
+        x_label: "turn (0: the first)".into(),
+        y_label: "TTFT p50 (ms)".into(),
+        series,
+        markers: Vec::new(),
+        y_at_least: None,
+    })
+}
+
+/// Phases that offered different loads of one kind, with each one's load, in load order.
+fn load_points(r: &RunInput) -> Vec<(f64, &Value)> {
+    let mut points: Vec<(Load, &Value)> = r
+        .phases
+        .iter()
+        .filter_map(|p| Some((p.load?, &p.summary)))
+        .collect();
+    let same_kind = points
+        .windows(2)
+        .all(|w| std::mem::discriminant(&w[0].0) == std::mem::discriminant(&w[1].0));
+    if points.len() < 2 || !same_kind {
+        return Vec::new();
+    }
+    points.sort_by(|a, b| load_value(a.0).total_cmp(&load_value(b.0)));
+    points
+        .into_iter()
+        .map(|(l, s)| (load_value(l), s))
+        .collect()
+}
+
+fn load_value(l: Load) -> f64 {
+    match l {
+        Load::Concurrency(x) | Load::RatePerS(x) => x,
+    }
+}
+
+/// Across phases that offered different loads (a sweep): TTFT p50 and p99 against the load,
+/// and output throughput per server against throughput per user (the Pareto view).
+fn load_charts(o: &mut String, runs: &[RunInput], c: &Comparison) {
+    let Some(first) = runs.first() else {
+        return;
+    };
+    if load_points(first).is_empty() {
+        return;
+    }
+    let x_label = match first.phases.iter().find_map(|p| p.load) {
+        Some(Load::RatePerS(_)) => "offered rate (requests/s)",
+        _ => "requests in flight (closed loop)",
+    };
+    let mut latency = Vec::new();
+    let mut pareto = Vec::new();
+    for (r, t) in runs.iter().zip(&c.targets) {
+        let points = load_points(r);
+        for stat in ["p50", "p99"] {
+            let pointer = format!("/ttft/{stat}_ms");
+            latency.push(Series {
+                label: format!("{} {stat}", t.target),
+                points: points
+                    .iter()
+                    .filter_map(|(x, s)| Some((*x, s.pointer(&pointer)?.as_f64()?)))
+                    .collect(),
+            });
+        }
+        pareto.push(Series {
+            label: t.target.clone(),
+            points: points
+                .iter()
+                .filter_map(|(_, s)| {
+                    let tpot = s.pointer("/tpot/p50_ms")?.as_f64()?;
+                    let total = s.get("output_throughput")?.as_f64()?;
+                    (tpot > 0.0).then(|| (1e3 / tpot, total))
+                })
+                .collect(),
+        });
+    }
+    o.push_str("<h2>Across load</h2><p class=\"note\">One point per phase. Throughput per user is 1000 / TPOT p50; per server, the phase's output tokens per second (one GPU on a pod; here one CPU).</p><div class=\"charts\">");
+    o.push_str(&line_chart(&Chart {
+        title: "TTFT against offered load".into(),
+        x_label: x_label.into(),
+        y_label: "TTFT (ms)".into(),
+        series: latency,
+        markers: Vec::new(),
+        y_at_least: None,
+    }));
+    o.push_str(&line_chart(&Chart {
+        title: "Output throughput: per server against per user".into(),
+        x_label: "output tokens/s per user".into(),
+        y_label: "output tokens/s per server".into(),
+        series: pareto,
+        markers: Vec::new(),
+        y_at_least: None,
+    }));
+    o.push_str("</div>");
+}
+
 fn timelines(o: &mut String, runs: &[RunInput], c: &Comparison) {
     if runs.iter().all(|r| r.timeline.is_empty()) {
         o.push_str("<h2>Server</h2><p class=\"empty\">No /metrics scrapes in these runs.</p>");
@@ -281,6 +402,7 @@ mod tests {
                     ("ttft".to_string(), h.clone()),
                     ("chunk_itl".to_string(), h),
                 ]),
+                load: None,
             }],
             timeline: vec![
                 scrape(0.0, "load", true, 0.0),
@@ -321,5 +443,47 @@ mod tests {
         let (x, y) = *c.last().unwrap();
         assert!((x - 4.0).abs() < 0.01 && y == 1.0, "{c:?}");
         assert!(c.windows(2).all(|w| w[0].1 <= w[1].1 && w[0].0 <= w[1].0));
+    }
+
+    #[test]
+    fn sweeps_get_latency_against_load_and_conversations_ttft_by_turn() {
+        let sweep = |target: &str, scale: f64| {
+            let mut r = run(target, 1);
+            let phase = r.phases[0].clone();
+            r.phases = [1.0, 2.0, 4.0]
+                .into_iter()
+                .map(|c| PhaseInput {
+                    name: format!("c{c}"),
+                    summary: json!({
+                        "ttft": { "p50_ms": 10.0 * c * scale, "p99_ms": 20.0 * c * scale },
+                        "tpot": { "p50_ms": 5.0 * c },
+                        "output_throughput": 100.0 * c.sqrt(),
+                        "by_turn": { "0": { "ttft": { "p50_ms": 30.0 } }, "1": { "ttft": { "p50_ms": 12.0 } } },
+                    }),
+                    load: Some(Load::Concurrency(c)),
+                    ..phase.clone()
+                })
+                .collect();
+            r
+        };
+        let page = report(&[sweep("vllm", 1.0), sweep("sglang", 2.0)]);
+        let svg_of = |title: &str| {
+            let start = page.find(&format!("<title>{title}")).unwrap();
+            let end = start + page[start..].find("</svg>").unwrap();
+            page[start..end].to_string()
+        };
+        let latency = svg_of("TTFT against offered load");
+        assert_eq!(
+            latency.matches("<path class=\"series\"").count(),
+            4,
+            "{latency}"
+        );
+        assert!(latency.contains("vllm p99") && latency.contains("requests in flight"));
+        let pareto = svg_of("Output throughput: per server against per user");
+        assert_eq!(pareto.matches("<path class=\"series\"").count(), 2);
+        let turns = svg_of("TTFT p50 by turn, phase c1");
+        assert_eq!(turns.matches("<path class=\"series\"").count(), 2);
+        // One phase alone is no sweep.
+        assert!(!report(&[run("vllm", 1)]).contains("Across load"));
     }
 }

@@ -3,7 +3,7 @@
 //! experiment under a results root. Every failure names the directory or file and what is
 //! missing; nothing is written.
 
-use crate::core::compare::{PhaseInput, RunInput, Scrape};
+use crate::core::compare::{Load, PhaseInput, RunInput, Scrape};
 use hdrhistogram::serialization::Deserializer;
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -122,6 +122,7 @@ pub fn load_run(dir: &Path) -> Result<RunInput, String> {
                 name: name.to_string(),
                 summary: p.clone(),
                 histograms: histograms(&dir.join("histograms").join(name))?,
+                load: load_of(&manifest, name),
             })
         })
         .collect::<Result<Vec<_>, String>>()?;
@@ -145,6 +146,20 @@ pub fn load_run(dir: &Path) -> Result<RunInput, String> {
         phases,
         timeline: timeline(&dir.join("server_metrics.jsonl"))?,
     })
+}
+
+/// The load a phase offered, from the manifest's experiment: a closed loop's concurrency or an
+/// open loop's rate.
+fn load_of(manifest: &Value, phase: &str) -> Option<Load> {
+    let phases = manifest.pointer("/experiment/phases")?.as_array()?;
+    let w = phases
+        .iter()
+        .find(|p| p.get("name").and_then(Value::as_str) == Some(phase))?
+        .get("workload")?;
+    if w.get("kind").and_then(Value::as_str) == Some("concurrent") {
+        return w.get("concurrency")?.as_f64().map(Load::Concurrency);
+    }
+    w.get("rate_per_s")?.as_f64().map(Load::RatePerS)
 }
 
 /// Where a run came from, for people: model, hardware (a recording's model details), when,
