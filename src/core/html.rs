@@ -24,7 +24,33 @@ const TIMELINES: &[(&str, &str, &str)] = &[
     ("kv_cache_usage", "KV-cache usage", "fraction of the cache"),
     ("requests_running", "Requests running", "requests"),
     ("requests_waiting", "Requests waiting", "requests"),
+    (
+        "prefix_cache_hit_rate",
+        "Prefix-cache hit rate",
+        "hit ÷ queried tokens since the last scrape",
+    ),
 ];
+
+/// A run's points of one server series over time; the hit rate is derived from the growth of
+/// the hit and query counters between consecutive scrapes (none where nothing was queried, or
+/// where a counter went back: a restarted server).
+fn timeline_points(r: &RunInput, key: &str) -> Vec<(f64, f64)> {
+    if key != "prefix_cache_hit_rate" {
+        return r
+            .timeline
+            .iter()
+            .filter_map(|s| Some((s.at_s, *s.values.get(key)?)))
+            .collect();
+    }
+    r.timeline
+        .windows(2)
+        .filter_map(|w| {
+            let delta = |k: &str| Some(w[1].values.get(k)? - w[0].values.get(k)?);
+            let (hits, queries) = (delta("prefix_cache_hits")?, delta("prefix_cache_queries")?);
+            (queries > 0.0 && hits >= 0.0).then(|| (w[1].at_s, hits / queries))
+        })
+        .collect()
+}
 
 /// The page for `runs` (of one experiment; the first is the reference of every ratio).
 pub fn report(runs: &[RunInput]) -> String {
@@ -341,11 +367,7 @@ fn timelines(o: &mut String, runs: &[RunInput], c: &Comparison) {
             .zip(&c.targets)
             .map(|(r, t)| Series {
                 label: t.target.clone(),
-                points: r
-                    .timeline
-                    .iter()
-                    .filter_map(|s| Some((s.at_s, *s.values.get(*key)?)))
-                    .collect(),
+                points: timeline_points(r, key),
             })
             .filter(|s| !s.points.is_empty())
             .collect();
@@ -359,7 +381,7 @@ fn timelines(o: &mut String, runs: &[RunInput], c: &Comparison) {
             y_label: (*unit).into(),
             series,
             markers: markers.clone(),
-            y_at_least: (*key == "kv_cache_usage").then_some(0.0),
+            y_at_least: matches!(*key, "kv_cache_usage" | "prefix_cache_hit_rate").then_some(1.0),
         }));
     }
     if drawn == 0 {
