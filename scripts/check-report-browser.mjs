@@ -22,6 +22,10 @@ const browser = spawn(chromium, [
   "--remote-debugging-address=127.0.0.1", "--remote-debugging-port=0",
   `--user-data-dir=${profile}`, "about:blank",
 ], { stdio: ["ignore", "ignore", "pipe"] });
+// However this script ends (an exception included), no browser is left running.
+process.on("exit", () => {
+  try { browser.kill("SIGKILL"); } catch {}
+});
 
 const wsUrl = await new Promise((ok, fail) => {
   let err = "";
