@@ -269,10 +269,15 @@ fn load_points(r: &RunInput) -> Vec<(f64, &Value)> {
     let same_kind = points
         .windows(2)
         .all(|w| std::mem::discriminant(&w[0].0) == std::mem::discriminant(&w[1].0));
-    if points.len() < 2 || !same_kind {
+    points.sort_by(|a, b| load_value(a.0).total_cmp(&load_value(b.0)));
+    let distinct = points
+        .windows(2)
+        .filter(|w| load_value(w[0].0) != load_value(w[1].0))
+        .count();
+    // Phases at one load (two APIs side by side, cold and warm) are no sweep.
+    if distinct == 0 || !same_kind {
         return Vec::new();
     }
-    points.sort_by(|a, b| load_value(a.0).total_cmp(&load_value(b.0)));
     points
         .into_iter()
         .map(|(l, s)| (load_value(l), s))
@@ -505,7 +510,12 @@ mod tests {
         assert_eq!(pareto.matches("<path class=\"series\"").count(), 2);
         let turns = svg_of("TTFT p50 by turn, phase c1");
         assert_eq!(turns.matches("<path class=\"series\"").count(), 2);
-        // One phase alone is no sweep.
+        // One phase alone is no sweep, nor are phases at one load.
         assert!(!report(&[run("vllm", 1)]).contains("Across load"));
+        let mut same = sweep("vllm", 1.0);
+        for p in &mut same.phases {
+            p.load = Some(Load::Concurrency(4.0));
+        }
+        assert!(!report(&[same]).contains("Across load"));
     }
 }
