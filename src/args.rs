@@ -60,39 +60,21 @@ pub enum Command {
     /// intervals for medians. Each RUN is a run directory or an experiment's name (the latest
     /// finished run of each of its targets).
     Compare {
-        #[arg(required = true)]
-        runs: Vec<String>,
+        #[command(flatten)]
+        runs: RunsArgs,
         /// JSON instead of Markdown.
         #[arg(long)]
         json: bool,
-        /// Compare runs of different experiments or seeds anyway.
-        #[arg(long)]
-        force: bool,
-        /// The target the ratios are to (default: the first run).
-        #[arg(long)]
-        reference: Option<String>,
-        /// Where experiments' runs are.
-        #[arg(long, default_value = "results", env = "INFERLAB_RESULTS_DIR")]
-        results: PathBuf,
     },
     /// Write one self-contained HTML page (inline SVG and CSS, nothing fetched) of runs of one
     /// experiment: provenance, per-phase tables, TTFT and ITL distributions, server timelines.
     /// Each RUN is a run directory or an experiment's name, as for `compare`.
     Report {
-        #[arg(required = true)]
-        runs: Vec<String>,
+        #[command(flatten)]
+        runs: RunsArgs,
         /// The file to write.
         #[arg(short, long, default_value = "report.html")]
         output: PathBuf,
-        /// Report runs of different experiments or seeds anyway.
-        #[arg(long)]
-        force: bool,
-        /// The target the ratios are to (default: the first run).
-        #[arg(long)]
-        reference: Option<String>,
-        /// Where experiments' runs are.
-        #[arg(long, default_value = "results", env = "INFERLAB_RESULTS_DIR")]
-        results: PathBuf,
     },
     /// Print a deployment's memory arithmetic; with RUNPOD_API_KEY, the cheapest GPU that fits.
     Plan { deployment: PathBuf },
@@ -110,6 +92,23 @@ pub enum Command {
     /// Measure this machine's client against the built-in truth server: TTFT and ITL errors,
     /// achieved request rate, connections, client CPU, and the chunk-rate ceiling.
     Calibrate(CalibrateArgs),
+}
+
+/// The runs `compare` and `report` read.
+#[derive(Args)]
+pub struct RunsArgs {
+    /// Run directories, or experiments' names (the latest finished run of each target).
+    #[arg(required = true)]
+    pub runs: Vec<String>,
+    /// Take runs of different experiments or seeds anyway.
+    #[arg(long)]
+    pub force: bool,
+    /// The target the ratios are to (default: the first run).
+    #[arg(long)]
+    pub reference: Option<String>,
+    /// Where experiments' runs are.
+    #[arg(long, default_value = "results", env = "INFERLAB_RESULTS_DIR")]
+    pub results: PathBuf,
 }
 
 /// `truth-server`'s flags.

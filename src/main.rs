@@ -63,14 +63,8 @@ fn dispatch(cli: &Cli) -> anyhow::Result<Exit> {
                 Some(deployment) => rt.block_on(deployed::run(deployment, args, *keep)),
             }
         }
-        Command::Compare {
-            runs,
-            json,
-            force,
-            reference,
-            results,
-        } => {
-            let runs = load_runs(runs, *force, reference.as_deref(), results)?;
+        Command::Compare { runs, json } => {
+            let runs = load_runs(runs)?;
             let c = inferlab::core::compare::compare(&runs);
             if *json {
                 println!("{}", serde_json::to_string_pretty(&c)?);
@@ -79,14 +73,8 @@ fn dispatch(cli: &Cli) -> anyhow::Result<Exit> {
             }
             Ok(Exit::Success)
         }
-        Command::Report {
-            runs,
-            output,
-            force,
-            reference,
-            results,
-        } => {
-            let runs = load_runs(runs, *force, reference.as_deref(), results)?;
+        Command::Report { runs, output } => {
+            let runs = load_runs(runs)?;
             std::fs::write(output, inferlab::core::html::report(&runs))
                 .with_context(|| format!("writing {}", output.display()))?;
             println!("report: {}", output.display());
@@ -123,15 +111,10 @@ fn dispatch(cli: &Cli) -> anyhow::Result<Exit> {
 
 /// The runs `compare` and `report` name, loaded, the reference first; notes on stderr.
 /// Different experiments or seeds are refused unless `force`.
-fn load_runs(
-    args: &[String],
-    force: bool,
-    reference: Option<&str>,
-    results: &Path,
-) -> anyhow::Result<Vec<inferlab::core::compare::RunInput>> {
+fn load_runs(args: &args::RunsArgs) -> anyhow::Result<Vec<inferlab::core::compare::RunInput>> {
     use inferlab::core::compare;
     use inferlab::report::load;
-    let resolved = load::resolve(results, args).map_err(anyhow::Error::msg)?;
+    let resolved = load::resolve(&args.results, &args.runs).map_err(anyhow::Error::msg)?;
     for note in &resolved.notes {
         eprintln!("note: {note}");
     }
@@ -141,7 +124,7 @@ fn load_runs(
         .map(|dir| load::load_run(dir))
         .collect::<Result<Vec<_>, String>>()
         .map_err(anyhow::Error::msg)?;
-    if let Some(name) = reference {
+    if let Some(name) = args.reference.as_deref() {
         let Some(i) = runs.iter().position(|r| r.target == name) else {
             let names: Vec<&str> = runs.iter().map(|r| r.target.as_str()).collect();
             anyhow::bail!(
@@ -153,7 +136,7 @@ fn load_runs(
         runs.insert(0, first);
     }
     if let Err(why) = compare::check_comparable(&runs) {
-        if !force {
+        if !args.force {
             anyhow::bail!(why);
         }
         eprintln!("note: {why}");

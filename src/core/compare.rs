@@ -425,23 +425,25 @@ pub fn number(v: f64) -> String {
     }
 }
 
+/// A cell's ratio to the reference as the tables show it (`1.23× [1.05, 1.41]`, or `1.23×`
+/// without an interval) and whether the difference is significant; `None` for the reference
+/// and for a cell without a ratio.
+pub fn ratio_text(c: &Cell) -> Option<(String, bool)> {
+    let r = c.ratio?;
+    Some(match (c.ci_low, c.ci_high, c.significant) {
+        (Some(lo), Some(hi), Some(sig)) => (format!("{r:.2}× [{lo:.2}, {hi:.2}]"), sig),
+        _ => (format!("{r:.2}×"), false),
+    })
+}
+
 fn cell_text(c: &Cell) -> String {
     let Some(v) = c.value else {
         return "–".into();
     };
-    let mut s = number(v);
-    if let Some(r) = c.ratio {
-        match (c.ci_low, c.ci_high, c.significant) {
-            (Some(lo), Some(hi), Some(sig)) => {
-                let mark = if sig { " *" } else { "" };
-                let _ = write!(s, " ({r:.2}× [{lo:.2}, {hi:.2}]{mark})");
-            }
-            _ => {
-                let _ = write!(s, " ({r:.2}×)");
-            }
-        }
+    match ratio_text(c) {
+        Some((ratio, sig)) => format!("{} ({ratio}{})", number(v), if sig { " *" } else { "" }),
+        None => number(v),
     }
-    s
 }
 
 impl Comparison {

@@ -141,19 +141,12 @@ fn cell_html(cell: &Cell) -> String {
     let Some(v) = cell.value else {
         return "–".into();
     };
-    let mut s = super::compare::number(v);
-    if let Some(r) = cell.ratio {
-        match (cell.ci_low, cell.ci_high, cell.significant) {
-            (Some(lo), Some(hi), Some(sig)) => {
-                let class = if sig { " class=\"sig\"" } else { "" };
-                let _ = write!(s, " <span{class}>({r:.2}× [{lo:.2}, {hi:.2}])</span>");
-            }
-            _ => {
-                let _ = write!(s, " ({r:.2}×)");
-            }
-        }
+    let value = super::compare::number(v);
+    match super::compare::ratio_text(cell) {
+        Some((ratio, true)) => format!("{value} <span class=\"sig\">({ratio})</span>"),
+        Some((ratio, false)) => format!("{value} ({ratio})"),
+        None => value,
     }
-    s
 }
 
 fn phase_table(o: &mut String, c: &Comparison, i: usize) {
