@@ -132,10 +132,11 @@ pub fn request_body(ep: &Endpoint, req: &PlannedRequest) -> Value {
     }
     match (req.api, &req.messages) {
         (Api::Chat, Some(messages)) => body["messages"] = json!(messages.as_slice()),
-        (Api::Completions | Api::Generate, _) => body["prompt"] = json!(req.prompt),
         (Api::Chat, None) => {
             body["messages"] = json!([{ "role": "user", "content": req.prompt }]);
         }
+        // Completions (`/generate` returned its own body above).
+        _ => body["prompt"] = json!(req.prompt),
     }
     body
 }
