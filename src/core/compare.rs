@@ -13,6 +13,8 @@
 //! directly: the median of n draws from a distribution is its value at a quantile distributed
 //! Beta(k, n + 1 − k), k = ⌈n/2⌉, which makes a resample O(1) whatever n is.
 
+use crate::core::assert::format_value;
+use crate::core::catalog::Dim;
 use crate::core::rng::Rng;
 use hdrhistogram::Histogram;
 use serde::Serialize;
@@ -411,18 +413,9 @@ pub fn ratio_of_medians_interval(
     Some((at(tail), at(1.0 - tail)))
 }
 
-/// A number as the table shows it: integers whole, others to three significant places or one
-/// decimal.
+/// A number as the tables show it: the way assertion verdicts print a plain number.
 pub fn number(v: f64) -> String {
-    if v.fract() == 0.0 && v.abs() < 1e12 {
-        format!("{v:.0}")
-    } else if v.abs() >= 100.0 {
-        format!("{v:.1}")
-    } else if v.abs() >= 1.0 {
-        format!("{v:.2}")
-    } else {
-        format!("{v:.3}")
-    }
+    format_value(v, Dim::Plain)
 }
 
 /// A cell's ratio to the reference as the tables show it (`1.23× [1.05, 1.41]`, or `1.23×`
