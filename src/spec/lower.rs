@@ -203,13 +203,8 @@ fn lower_assertions(
         let field = format!("assert[{i}].expr");
         let span = a.expr.span();
         let parsed = Assertion::parse_with_targets(a.expr.get_ref(), &target_names)
-            .and_then(|x| x.check(&phase_names).map(|()| x))
-            .map_err(|mut e| {
-                if e.message.starts_with("unknown phase") && target_names.len() > 1 {
-                    e.message += &format!(" — or a target: {}", target_names.join(", "));
-                }
-                loc.error_in_string(span.clone(), e.column, &field, e.message)
-            })?;
+            .and_then(|x| x.check(&phase_names, &target_names).map(|()| x))
+            .map_err(|e| loc.error_in_string(span.clone(), e.column, &field, e.message))?;
         if parsed.is_across_targets()
             && let Some(only) = &a.targets
         {

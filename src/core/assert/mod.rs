@@ -205,8 +205,9 @@ impl Assertion {
         out
     }
 
-    /// Checks phase names (against `phases` plus `all`), metric paths and dimensions.
-    pub fn check(&self, phases: &[&str]) -> Result<(), ExprError> {
+    /// Checks phase names (against `phases` plus `all`; an unknown one names `targets` too,
+    /// which the first part may have been meant as), metric paths and dimensions.
+    pub fn check(&self, phases: &[&str], targets: &[&str]) -> Result<(), ExprError> {
         let across = self.is_across_targets();
         for p in self.paths() {
             if across && p.target.is_none() {
@@ -221,9 +222,19 @@ impl Assertion {
             if p.phase != "all" && !phases.contains(&p.phase.as_str()) {
                 let mut known: Vec<&str> = phases.to_vec();
                 known.push("all");
+                // Several targets: the first part may have been meant as one of them.
+                let or_target = if targets.len() > 1 {
+                    format!(" — or a target: {}", targets.join(", "))
+                } else {
+                    String::new()
+                };
                 return err(
                     p.column,
-                    format!("unknown phase `{}` (phases: {})", p.phase, known.join(", ")),
+                    format!(
+                        "unknown phase `{}` (phases: {}){or_target}",
+                        p.phase,
+                        known.join(", ")
+                    ),
                 );
             }
             path_dim(p).map_err(|m| ExprError {

@@ -64,7 +64,7 @@ const PHASES: &[&str] = &["cold", "warm", "c1", "c8", "r2.5"];
 #[case("warm.server.ttft_mean < warm.ttft.p50", true)]
 fn evaluates(#[case] src: &str, #[case] passed: bool) {
     let a = Assertion::parse(src).unwrap();
-    a.check(PHASES).unwrap();
+    a.check(PHASES, &[]).unwrap();
     let v = a.evaluate(&lookup);
     assert_eq!(v.passed, passed, "{v}");
 }
@@ -99,7 +99,10 @@ fn syntax_errors_point_at_the_column(
 #[case("warm.server.ttft_mean < 1", 23, "needs a unit")]
 #[case("warm.gpu.temp.max < 1", 1, "unknown gpu metric")]
 fn semantic_errors(#[case] src: &str, #[case] column: usize, #[case] needle: &str) {
-    let e = Assertion::parse(src).unwrap().check(PHASES).unwrap_err();
+    let e = Assertion::parse(src)
+        .unwrap()
+        .check(PHASES, &[])
+        .unwrap_err();
     assert_eq!(e.column, column, "{e}");
     assert!(e.message.contains(needle), "{e}");
 }
@@ -165,7 +168,7 @@ fn paths_may_name_a_target_and_then_compare_targets() {
     // Comparing targets, every path names one.
     let mixed =
         Assertion::parse_with_targets("sglang.warm.ttft.p50 <= warm.ttft.p50", &targets).unwrap();
-    let e = mixed.check(&["warm"]).unwrap_err();
+    let e = mixed.check(&["warm"], &targets).unwrap_err();
     assert_eq!(e.column, 25);
     assert!(
         e.message.contains("name the target of `warm.ttft.p50`"),
