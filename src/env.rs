@@ -82,6 +82,20 @@ pub fn record(env: &dyn Fn(&str) -> Option<String>) -> bool {
     env("INFERLAB_RECORD").is_some_and(|v| v == "1" || v.eq_ignore_ascii_case("true"))
 }
 
+/// `INFERLAB_REPLAY_SLOWDOWN`: the factor replayed streams are stretched by (1 when unset); a
+/// value that is not a positive finite number is an error naming the variable.
+pub fn replay_slowdown(env: &dyn Fn(&str) -> Option<String>) -> Result<f64, String> {
+    let Some(raw) = env("INFERLAB_REPLAY_SLOWDOWN").filter(|v| !v.trim().is_empty()) else {
+        return Ok(1.0);
+    };
+    match raw.trim().parse::<f64>() {
+        Ok(f) if f.is_finite() && f > 0.0 => Ok(f),
+        _ => Err(format!(
+            "INFERLAB_REPLAY_SLOWDOWN must be a positive number (e.g. 1.10 for 10 % slower), not `{raw}`"
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -31,6 +31,8 @@ struct ReplayState {
     unmatched: Mutex<Vec<String>>,
     model: String,
     scrapes: Vec<RecordedScrape>,
+    /// Every recorded offset is multiplied by this (1: the original pace).
+    slowdown: f64,
 }
 
 /// A running replay server; stops when dropped.
@@ -42,8 +44,15 @@ pub struct ReplayServer {
 }
 
 impl ReplayServer {
-    /// Binds 127.0.0.1:0 and serves `fixture`.
+    /// Binds 127.0.0.1:0 and serves `fixture` at its recorded pace.
     pub async fn start(fixture: &Fixture) -> std::io::Result<Self> {
+        Self::start_slowed(fixture, 1.0).await
+    }
+
+    /// Serves `fixture` with every recorded offset (response headers, each event, a broken
+    /// stream's end) stretched by `slowdown`: 1.10 is a server 10 % slower in every part of
+    /// every response, a known regression for testing gates.
+    pub async fn start_slowed(fixture: &Fixture, slowdown: f64) -> std::io::Result<Self> {
         let mut queues: HashMap<String, VecDeque<Arc<Exchange>>> = HashMap::new();
         for e in &fixture.exchanges {
             queues
@@ -56,6 +65,7 @@ impl ReplayServer {
             unmatched: Mutex::new(Vec::new()),
             model: fixture.meta.model.clone(),
             scrapes: fixture.scrapes.clone(),
+            slowdown,
         });
         let app = Router::new()
             .route("/v1/completions", post(stream_handler))
@@ -200,7 +210,8 @@ async fn stream_handler(
             .insert("x-inferlab-replay", HeaderValue::from_static("unmatched"));
         return resp;
     };
-    tokio::time::sleep_until(arrival + Duration::from_micros(ex.headers_offset_us)).await;
+    let slowdown = state.slowdown;
+    tokio::time::sleep_until(arrival + stretched(ex.headers_offset_us, slowdown)).await;
     let status = StatusCode::from_u16(ex.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let mut builder = Response::builder().status(status);
     if let Some(ct) = &ex.content_type {
@@ -210,7 +221,7 @@ async fn stream_handler(
     let body = if let Some(text) = &ex.body_text {
         Body::from(text.clone())
     } else {
-        Body::from_stream(paced(ex, arrival))
+        Body::from_stream(paced(ex, arrival, slowdown))
     };
     builder
         .body(body)
@@ -243,15 +254,24 @@ fn render(e: &FixtureEvent, out: &mut String) {
     }
 }
 
+/// A recorded offset at `slowdown` times its length.
+fn stretched(offset_us: u64, slowdown: f64) -> Duration {
+    if slowdown == 1.0 {
+        return Duration::from_micros(offset_us);
+    }
+    Duration::from_secs_f64(offset_us as f64 * 1e-6 * slowdown)
+}
+
 fn paced(
     ex: Arc<Exchange>,
     arrival: Instant,
+    slowdown: f64,
 ) -> impl futures_util::Stream<Item = Result<Bytes, std::io::Error>> {
     futures_util::stream::unfold(0usize, move |i| {
         let ex = ex.clone();
         async move {
             if let Some(first) = ex.events.get(i) {
-                tokio::time::sleep_until(arrival + Duration::from_micros(first.offset_us)).await;
+                tokio::time::sleep_until(arrival + stretched(first.offset_us, slowdown)).await;
                 // Records captured from one read share an offset: send them in one write, as
                 // they arrived.
                 let mut out = String::new();
@@ -267,7 +287,7 @@ fn paced(
                 return Some((Ok(Bytes::from(out)), next));
             }
             if i == ex.events.len() && ex.broken {
-                tokio::time::sleep_until(arrival + Duration::from_micros(ex.end_offset_us)).await;
+                tokio::time::sleep_until(arrival + stretched(ex.end_offset_us, slowdown)).await;
                 return Some((
                     Err(std::io::Error::new(
                         std::io::ErrorKind::ConnectionReset,

@@ -31,6 +31,9 @@ pub struct Manifest<'a> {
     started_at: String,
     finished_at: Option<String>,
     requests_planned: usize,
+    /// `INFERLAB_REPLAY_SLOWDOWN`: the replayed streams were stretched by this factor.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    replay_slowdown: Option<f64>,
     requests_completed: usize,
     interrupted: bool,
 }
@@ -45,6 +48,7 @@ pub struct Run<'a> {
     pub gpu_telemetry: Option<String>,
     pub started: SystemTime,
     pub requests_planned: usize,
+    pub replay_slowdown: Option<f64>,
 }
 
 impl<'a> Manifest<'a> {
@@ -73,6 +77,7 @@ impl<'a> Manifest<'a> {
             started_at: crate::clock::utc_rfc3339(run.started),
             finished_at: None,
             requests_planned: run.requests_planned,
+            replay_slowdown: run.replay_slowdown,
             requests_completed: 0,
             interrupted: false,
         }

@@ -34,11 +34,11 @@ pub enum Plan {
     },
     Replay {
         dir: PathBuf,
+        /// `INFERLAB_REPLAY_SLOWDOWN`: recorded offsets are stretched by this factor.
+        slowdown: f64,
     },
     /// Cannot run; the reason says what to set.
-    Ignored {
-        reason: String,
-    },
+    Ignored { reason: String },
 }
 
 impl Plan {
@@ -95,7 +95,10 @@ pub fn plan_at(
         TargetSource::None => {
             let dir = fixture_dir(fixtures_root, &exp.name, &target.name);
             if Fixture::exists(&dir) {
-                return Ok(Plan::Replay { dir });
+                return Ok(Plan::Replay {
+                    dir,
+                    slowdown: crate::env::replay_slowdown(env)?,
+                });
             }
             return Ok(Plan::Ignored {
                 reason: format!(

@@ -108,6 +108,8 @@ struct Resolved {
     fixture: Option<FixtureMeta>,
     recorded_gpu: Vec<ScrapeRecord>,
     recorded_requests: Vec<(String, u32)>,
+    /// Replay: `INFERLAB_REPLAY_SLOWDOWN`, when not 1.
+    slowdown: Option<f64>,
 }
 
 impl Resolved {
@@ -134,10 +136,11 @@ impl Resolved {
                     fixture: None,
                     recorded_gpu: Vec::new(),
                     recorded_requests: Vec::new(),
+                    slowdown: None,
                 },
                 None,
             )),
-            Plan::Replay { dir } => Self::replay(exp, target, &dir).await,
+            Plan::Replay { dir, slowdown } => Self::replay(exp, target, &dir, slowdown).await,
             Plan::Ignored { reason } => Err(TrialError::NotRunnable(reason)),
         }
     }
@@ -146,6 +149,7 @@ impl Resolved {
         exp: &Experiment,
         target: &TargetSpec,
         dir: &std::path::Path,
+        slowdown: f64,
     ) -> Result<(Self, Option<ReplayServer>), TrialError> {
         let fixture = Fixture::load(dir)?;
         let m = &fixture.meta;
@@ -165,7 +169,7 @@ impl Resolved {
                 m.seed, exp.seed
             )));
         }
-        let server = ReplayServer::start(&fixture)
+        let server = ReplayServer::start_slowed(&fixture, slowdown)
             .await
             .map_err(TrialError::Replay)?;
         let resolved = Self {
@@ -187,6 +191,7 @@ impl Resolved {
                 .map(|e| (e.phase.clone(), e.index))
                 .collect(),
             fixture: Some(fixture.meta),
+            slowdown: (slowdown != 1.0).then_some(slowdown),
         };
         Ok((resolved, Some(server)))
     }
@@ -223,6 +228,7 @@ impl Resolved {
             gpu_telemetry: self.gpu.as_ref().map(GpuSource::describe),
             started,
             requests_planned: schedule.planned(),
+            replay_slowdown: self.slowdown,
         }
     }
 

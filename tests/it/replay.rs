@@ -233,3 +233,53 @@ fn modes_come_from_the_environment() {
     );
     let _ = std::fs::remove_dir_all(&root);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_slowed_down_stretches_every_recorded_offset() {
+    let root = scratch("slowdown");
+    let server = common::start().await;
+    let exp = experiment(EXPERIMENT);
+    let target = exp.target("box").unwrap().clone();
+    let env = env_with(&[("INFERLAB_BOX_URL", &server.url), ("INFERLAB_RECORD", "1")]);
+    let plan = trial::plan(&exp, &target, &env, &root.join("fixtures")).unwrap();
+    let live = trial::run_trial(&exp, &target, plan, &opts(&root))
+        .await
+        .unwrap();
+    let fixture = Fixture::load(&live.fixture_written.unwrap()).unwrap();
+    // A replayed request's first token comes no earlier than three times its recorded first
+    // event's offset, so the shortest replayed TTFT is at least three times the shortest
+    // recorded first offset (a lower bound: a loaded machine only adds to it).
+    let first_ms = fixture
+        .exchanges
+        .iter()
+        .map(|e| e.events.first().map_or(0, |ev| ev.offset_us))
+        .min()
+        .unwrap() as f64
+        / 1e3;
+    assert!(first_ms > 1.0, "the fake server paces its tokens");
+
+    let slowed = env_with(&[("INFERLAB_REPLAY_SLOWDOWN", "3")]);
+    let plan = trial::plan(&exp, &target, &slowed, &root.join("fixtures")).unwrap();
+    assert!(matches!(plan, Plan::Replay { slowdown, .. } if slowdown == 3.0));
+    let out = trial::run_trial(&exp, &target, plan, &opts(&root))
+        .await
+        .unwrap();
+    assert!(out.passed(), "{:?}", out.verdicts);
+    let ttft_min = out.summary.phase("all").unwrap().ttft.unwrap().min_ms;
+    assert!(
+        ttft_min >= 3.0 * first_ms,
+        "replayed TTFT min {ttft_min:.2} ms, recorded first event at {first_ms:.2} ms at the earliest"
+    );
+    let manifest = std::fs::read_to_string(out.dir.join("manifest.json")).unwrap();
+    assert!(manifest.contains("\"replay_slowdown\": 3.0"), "{manifest}");
+
+    for bad in ["0", "-1", "fast", "inf"] {
+        let env = env_with(&[("INFERLAB_REPLAY_SLOWDOWN", bad)]);
+        let err = trial::plan(&exp, &target, &env, &root.join("fixtures")).unwrap_err();
+        assert!(
+            err.contains("INFERLAB_REPLAY_SLOWDOWN must be a positive number"),
+            "{err}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&root);
+}
