@@ -72,6 +72,7 @@ expr = "all.error_rate == 0"
         salt: Some(1),
         interrupt: None,
         cost_per_hour: None,
+        baselines: Default::default(),
     };
     let rt = run::client_runtime(None).expect("runtime");
     let started = Instant::now();

@@ -26,6 +26,7 @@ async fn lateness(url: &str, rate: f64, seconds: f64) {
     let n = (rate * seconds) as u32;
     let plan = PhasePlan {
         name: format!("r{rate}"),
+        repeat: 0,
         pacing: Pacing::Open {
             max_concurrency: Some(256),
             limit: None,

@@ -29,6 +29,14 @@ pub struct Cli {
         env = "INFERLAB_FIXTURES_DIR"
     )]
     pub fixtures: PathBuf,
+    /// Directory of baselines (`<experiment>__<target>.json`).
+    #[arg(
+        long,
+        global = true,
+        default_value = "baselines",
+        env = "INFERLAB_BASELINES_DIR"
+    )]
+    pub baselines: PathBuf,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -76,6 +84,9 @@ pub enum Command {
         #[arg(short, long, default_value = "report.html")]
         output: PathBuf,
     },
+    /// Baselines that assertions compare runs with (`baseline.warm.ttft.p99`).
+    #[command(subcommand)]
+    Baseline(BaselineCommand),
     /// Print a deployment's memory arithmetic; with RUNPOD_API_KEY, the cheapest GPU that fits.
     Plan { deployment: PathBuf },
     /// Create a deployment's pod, wait until its engine is healthy, and leave it running.
@@ -92,6 +103,20 @@ pub enum Command {
     /// Measure this machine's client against the built-in truth server: TTFT and ITL errors,
     /// achieved request rate, connections, client CPU, and the chunk-rate ceiling.
     Calibrate(CalibrateArgs),
+}
+
+#[derive(Subcommand)]
+pub enum BaselineCommand {
+    /// Save a finished run as `<baselines>/<experiment>__<target>.json` (to be committed). TRIAL
+    /// is `experiment::target`, or an experiment for each of its targets; without RUN_DIR, the
+    /// latest finished run of each under --results.
+    Save {
+        trial: String,
+        run_dir: Option<PathBuf>,
+        /// Where experiments' runs are.
+        #[arg(long, default_value = "results", env = "INFERLAB_RESULTS_DIR")]
+        results: PathBuf,
+    },
 }
 
 /// The runs `compare` and `report` read.

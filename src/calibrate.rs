@@ -245,6 +245,7 @@ fn calibration_phase(concurrency: u32, rounds: u32, tokens: u32) -> PhasePlan {
     let n = concurrency * rounds.max(2);
     PhasePlan {
         name: "calibrate".into(),
+        repeat: 0,
         pacing: Pacing::Closed {
             concurrency,
             limit: None,

@@ -82,6 +82,11 @@ pub fn record(env: &dyn Fn(&str) -> Option<String>) -> bool {
     env("INFERLAB_RECORD").is_some_and(|v| v == "1" || v.eq_ignore_ascii_case("true"))
 }
 
+/// Whether this runs on CI (`CI` set, as CI services set it, and not `false` or `0`).
+pub fn ci(env: &dyn Fn(&str) -> Option<String>) -> bool {
+    env("CI").is_some_and(|v| !v.is_empty() && v != "0" && !v.eq_ignore_ascii_case("false"))
+}
+
 /// `INFERLAB_REPLAY_SLOWDOWN`: the factor replayed streams are stretched by (1 when unset); a
 /// value that is not a positive finite number is an error naming the variable.
 pub fn replay_slowdown(env: &dyn Fn(&str) -> Option<String>) -> Result<f64, String> {

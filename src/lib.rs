@@ -20,6 +20,7 @@
 //! `clock` (wall-clock labels) and `cpu` (CPU time). `tests/it/layering.rs` keeps `core` pure
 //! and the module graph free of cycles.
 
+pub mod baseline;
 pub mod calibrate;
 pub mod client;
 pub mod clock;

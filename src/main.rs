@@ -45,6 +45,7 @@ fn dispatch(cli: &Cli) -> anyhow::Result<Exit> {
                 experiments: cli.experiments.clone(),
                 fixtures: cli.fixtures.clone(),
                 results: results.clone(),
+                baselines: cli.baselines.clone(),
                 selection: Selection {
                     filters: filters.clone(),
                     target: target.clone(),
@@ -73,6 +74,11 @@ fn dispatch(cli: &Cli) -> anyhow::Result<Exit> {
             }
             Ok(Exit::Success)
         }
+        Command::Baseline(args::BaselineCommand::Save {
+            trial,
+            run_dir,
+            results,
+        }) => save_baselines(cli, trial, run_dir.as_deref(), results),
         Command::Report { runs, output } => {
             let runs = load_runs(runs)?;
             std::fs::write(output, inferlab::core::html::report(&runs))
@@ -111,6 +117,43 @@ fn dispatch(cli: &Cli) -> anyhow::Result<Exit> {
 
 /// The runs `compare` and `report` name, loaded, the reference first; notes on stderr.
 /// Different experiments or seeds are refused unless `force`.
+/// `baseline save`: one file per run, each described.
+fn save_baselines(
+    cli: &Cli,
+    trial: &str,
+    run_dir: Option<&Path>,
+    results: &Path,
+) -> anyhow::Result<Exit> {
+    use inferlab::baseline::{Baseline, runs_to_save};
+    let (runs, notes) = runs_to_save(results, trial, run_dir).map_err(anyhow::Error::msg)?;
+    for n in notes {
+        eprintln!("note: {n}");
+    }
+    let saved_at = inferlab::clock::utc_rfc3339(std::time::SystemTime::now());
+    for run in runs {
+        let b = Baseline::from_run(&run, saved_at.clone()).map_err(anyhow::Error::msg)?;
+        let path = b.save(&cli.baselines).map_err(anyhow::Error::msg)?;
+        let phases: Vec<&str> = b.phases.iter().map(|p| p.name.as_str()).collect();
+        println!(
+            "baseline {}::{}: {} ({} mode, {} repeat{}, phases {}) from {}",
+            b.experiment,
+            b.target,
+            path.display(),
+            b.source.mode,
+            b.repeats,
+            if b.repeats == 1 { "" } else { "s" },
+            phases.join(", "),
+            run.display()
+        );
+        if b.repeats < 2 {
+            println!(
+                "  note: one run, so no intervals: assertions against it compare single figures; `repeats = N` in the experiment gives noise-aware verdicts"
+            );
+        }
+    }
+    Ok(Exit::Success)
+}
+
 fn load_runs(args: &args::RunsArgs) -> anyhow::Result<Vec<inferlab::core::compare::RunInput>> {
     use inferlab::core::compare;
     use inferlab::report::load;

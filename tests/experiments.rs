@@ -10,7 +10,7 @@
 
 use inferlab::harness::across::{self, ACROSS, AcrossEntry, Ledger};
 use inferlab::harness::{self, Selection, TrialEntry};
-use inferlab::trial::{self, Plan, TrialOptions};
+use inferlab::trial::{self, Baselines, Plan, TrialOptions};
 use libtest_mimic::{Arguments, Completion, Trial};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -65,6 +65,11 @@ fn options(fixtures: PathBuf) -> TrialOptions {
         salt: inferlab::env::process("INFERLAB_SALT").and_then(|s| s.parse().ok()),
         interrupt: None,
         cost_per_hour: None,
+        baselines: Baselines {
+            root: inferlab::env::process("INFERLAB_BASELINES_DIR")
+                .map_or_else(|| root().join("baselines"), PathBuf::from),
+            required: inferlab::env::ci(&inferlab::env::process),
+        },
     }
 }
 

@@ -265,6 +265,8 @@ fn record(
 ) -> RequestRecord {
     RequestRecord {
         phase: phase.to_string(),
+        // The trial knows the repeat and sets it.
+        repeat: 0,
         index: req.index,
         warmup: req.warmup,
         group: req.group,

@@ -5,7 +5,8 @@
 //! (µs resolution, 3 significant digits) which are kept so results can be merged later, while
 //! min, max, mean and standard deviation are computed exactly from the samples.
 
-use crate::core::catalog::{Dim, LATENCY_METRICS, Stat, Value, check_metric};
+use crate::core::catalog::{Dim, LATENCY_METRICS, SCALAR_METRICS, Stat, Value, check_metric};
+use crate::core::interval::Interval;
 use crate::core::record::{ErrorKind, RequestRecord, TokenCounting};
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
@@ -198,6 +199,50 @@ impl PhaseSummary {
         };
         Ok(value.map(|value| Value { value, dim }))
     }
+}
+
+/// The key of `metric[.stat]` in a summary's `intervals`: the summary's own field names, with
+/// their units (`ttft.p50_ms`, `duration_s`, `error_rate`), and the factor from an assertion's
+/// value (seconds for durations) to it.
+pub fn interval_key(metric: &str, stat: Option<Stat>) -> Option<(String, f64)> {
+    let dim = check_metric(metric, stat).ok()?;
+    Some(match (stat, dim) {
+        (Some(Stat::Count), _) => (format!("{metric}.count"), 1.0),
+        (Some(st), _) => (format!("{metric}.{}_ms", st.name()), 1e3),
+        (None, Dim::Time) => (format!("{metric}_s"), 1.0),
+        (None, Dim::Plain) => (metric.to_string(), 1.0),
+    })
+}
+
+/// Every client statistic's interval over `repeats` (one summary of the phase per repeat),
+/// keyed by [`interval_key`]; a statistic missing from a repeat (no samples) gets none.
+pub fn intervals(repeats: &[PhaseSummary]) -> BTreeMap<String, Interval> {
+    let mut out = BTreeMap::new();
+    if repeats.len() < 2 {
+        return out;
+    }
+    let latency = LATENCY_METRICS
+        .iter()
+        .flat_map(|m| Stat::ALL.into_iter().map(move |s| (*m, Some(s))));
+    let scalar = SCALAR_METRICS.iter().map(|(m, _)| (*m, None));
+    for (metric, stat) in latency.chain(scalar) {
+        let Some((key, scale)) = interval_key(metric, stat) else {
+            continue;
+        };
+        let values: Option<Vec<f64>> = repeats
+            .iter()
+            .map(|r| {
+                r.value(metric, stat)
+                    .ok()
+                    .flatten()
+                    .map(|v| v.value * scale)
+            })
+            .collect();
+        if let Some(i) = values.as_deref().and_then(Interval::of) {
+            out.insert(key, i);
+        }
+    }
+    out
 }
 
 /// Histograms behind a summary's percentiles, in µs, by metric name.
@@ -477,6 +522,7 @@ mod tests {
     fn rec(sent: u64, chunks: &[u64], tokens: u64) -> RequestRecord {
         RequestRecord {
             phase: "p".into(),
+            repeat: 0,
             index: 0,
             warmup: false,
             group: None,

@@ -3,7 +3,8 @@
 //! is tested without setting anything up.
 //!
 //! Leaves first: `diag` (where an input's mistake is), `units` (formatting of units and
-//! times), `engine` (per-engine knowledge), `catalog` (the names assertions may use); then
+//! times), `engine` (per-engine knowledge), `catalog` (the names assertions may use),
+//! `interval` (confidence intervals over repeats), `b64`; then
 //! `assert` (expressions over them), `record` (what one request did, as offsets), `rng` (seeded
 //! randomness), `compare` (runs of one experiment side by side), `svg` and `html` (the report
 //! page drawn from them), the wire
@@ -11,11 +12,13 @@
 //! figures), and `metrics` (records → per-phase summaries); `privacy` (what a recording must not keep).
 
 pub mod assert;
+pub mod b64;
 pub mod catalog;
 pub mod compare;
 pub mod diag;
 pub mod engine;
 pub mod html;
+pub mod interval;
 pub mod metrics;
 pub mod privacy;
 pub mod prom;

@@ -109,6 +109,9 @@ pub struct ServerTimings {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RequestRecord {
     pub phase: String,
+    /// Which repeat of the experiment's phases it belongs to, from 0.
+    #[serde(default)]
+    pub repeat: u32,
     /// Position in the phase's schedule (warmup requests included).
     pub index: u32,
     /// Warmup requests are recorded but excluded from every statistic.
@@ -158,6 +161,7 @@ impl RequestRecord {
     ) -> Self {
         Self {
             phase: phase.to_string(),
+            repeat: 0,
             index,
             warmup: false,
             group,

@@ -8,6 +8,7 @@
 use super::Selection;
 use crate::core::assert::{Lookup, Path as MetricPath, Verdict};
 use crate::core::catalog::Value;
+use crate::core::interval::Spread;
 use crate::report::{Mode, RunSummary};
 use crate::spec::{Experiment, TargetSpec};
 use crate::trial::{self, Plan, TrialError, TrialOptions};
@@ -178,7 +179,7 @@ pub async fn run(
         .assertions
         .iter()
         .filter(|a| a.is_across_targets())
-        .map(|a| a.evaluate(&lookup))
+        .map(|a| a.evaluate(&lookup).strict(exp.strict))
         .collect();
     Ok(AcrossOutcome {
         mode,
@@ -216,5 +217,9 @@ struct Across<'a>(&'a BTreeMap<String, Arc<RunSummary>>);
 impl Lookup for Across<'_> {
     fn value(&self, path: &MetricPath) -> Option<Value> {
         self.0.get(path.target.as_deref()?)?.value(path)
+    }
+
+    fn estimate(&self, path: &MetricPath) -> Option<(Value, Option<Spread>)> {
+        self.0.get(path.target.as_deref()?)?.estimate(path)
     }
 }

@@ -17,6 +17,8 @@ pub struct RunArgs {
     pub experiments: PathBuf,
     pub fixtures: PathBuf,
     pub results: PathBuf,
+    /// Where assertions' baselines are.
+    pub baselines: PathBuf,
     pub selection: Selection,
     /// Becomes `true` to stop (Ctrl-C): the trial in progress is summarised, later ones skipped.
     pub interrupt: Option<watch::Receiver<bool>>,
@@ -129,6 +131,10 @@ pub async fn run(
         salt: env("INFERLAB_SALT").and_then(|s| s.parse().ok()),
         interrupt: args.interrupt.clone(),
         cost_per_hour: args.cost_per_hour,
+        baselines: trial::Baselines {
+            root: args.baselines.clone(),
+            required: crate::env::ci(env),
+        },
     };
     let selected = trials(&found.experiments, &args.selection, env, &args.fixtures);
     let across = across::entries(&found.experiments, &args.selection, env, &args.fixtures);

@@ -78,6 +78,9 @@ pub struct FixtureEvent {
 #[serde(deny_unknown_fields)]
 pub struct Exchange {
     pub phase: String,
+    /// The repeat of the experiment's phases it was recorded in (absent: 0).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub repeat: u32,
     pub index: u32,
     pub path: String,
     pub body: Value,
@@ -96,6 +99,10 @@ pub struct Exchange {
     pub broken: bool,
 }
 
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
 impl Exchange {
     /// Turns a client capture into an exchange; `None` when no response ever came (connect
     /// failure, no headers), which cannot be replayed.
@@ -108,6 +115,7 @@ impl Exchange {
     ) -> Option<Self> {
         let us = |d: Duration| u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
         Some(Self {
+            repeat: 0,
             phase: phase.to_string(),
             index,
             path: path.to_string(),

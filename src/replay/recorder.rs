@@ -26,11 +26,14 @@ impl Recorder {
     /// no headers) cannot be replayed and is left out.
     pub fn add(&mut self, record: &RequestRecord, path: &str, body: Value, capture: &Capture) {
         if let Some(ex) = Exchange::from_capture(&record.phase, record.index, path, body, capture) {
-            self.exchanges.push(ex);
+            self.exchanges.push(Exchange {
+                repeat: record.repeat,
+                ..ex
+            });
         }
     }
 
-    /// The fixture: exchanges in the order of `phases` (then by index), the scrapes that
+    /// The fixture: exchanges by repeat, in the order of `phases` (then by index), the scrapes that
     /// kept their text, and the GPU samples. A model that the responses named by its local
     /// path is kept as its file name (done here, after the run, not while it measures).
     pub fn finish(self, meta: FixtureMeta, phases: &[&str], scrapes: &[ScrapeRecord]) -> Fixture {
@@ -49,7 +52,7 @@ impl Recorder {
         }
         exchanges.sort_by_key(|e| {
             let phase = phases.iter().position(|p| *p == e.phase);
-            (phase.unwrap_or(usize::MAX), e.index)
+            (e.repeat, phase.unwrap_or(usize::MAX), e.index)
         });
         Fixture {
             meta,

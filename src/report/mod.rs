@@ -19,7 +19,8 @@ pub use text::{phase_table, verdict_lines};
 
 use crate::core::assert::{Lookup, Path as MetricPath, Verdict};
 use crate::core::catalog::{Dim, Scope, Value, server_metric_is_time};
-use crate::core::metrics::PhaseSummary;
+use crate::core::interval::{Interval, Spread};
+use crate::core::metrics::{PhaseSummary, interval_key};
 use crate::core::server::ServerSummary;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -42,13 +43,34 @@ pub struct NamedSummary {
     /// Multi-turn and agentic phases: the same figures by turn (or step) index.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub by_turn: BTreeMap<u32, PhaseSummary>,
+    /// With repeats: each client statistic's mean over them and its 95 % interval, keyed by
+    /// the summary's field names (`ttft.p50_ms`, `error_rate`).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub intervals: BTreeMap<String, Interval>,
 }
+
+/// How a run's intervals were made.
+#[derive(Debug, Clone, Serialize)]
+pub struct Repeats {
+    pub repeats: u32,
+    pub method: &'static str,
+    pub confidence: f64,
+    pub note: &'static str,
+}
+
+pub const REPEATS_NOTE: &str = "Each phase ran once per repeat, in order, with fresh prompts. The pooled figures cover every repeat; `intervals` give each client statistic's per-repeat values, their mean and a two-sided Student-t interval for that mean. Assertions read the mean and decide on the interval of left minus right.";
 
 /// An assertion verdict as stored.
 #[derive(Debug, Clone, Serialize)]
 pub struct VerdictRow {
     pub expr: String,
     pub passed: bool,
+    /// `passed`, `failed` or `inconclusive` (an interval that straddles the threshold; it
+    /// passes unless the experiment is strict).
+    pub outcome: &'static str,
+    /// With repeats: the 95 % interval of left − right.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub difference_ci: Option<[f64; 2]>,
     pub lhs: Option<f64>,
     pub rhs: Option<f64>,
     /// `s` for durations (values in seconds), empty for plain numbers.
@@ -65,6 +87,8 @@ impl From<&Verdict> for VerdictRow {
         Self {
             expr: v.source.clone(),
             passed: v.passed,
+            outcome: v.outcome.name(),
+            difference_ci: v.interval.map(|(lo, hi)| [lo, hi]),
             lhs: v.lhs,
             rhs: v.rhs,
             unit: match v.dim {
@@ -94,6 +118,12 @@ pub struct RunSummary {
     pub prompt_lengths: PromptLengths,
     pub phases: Vec<NamedSummary>,
     pub all: PhaseSummary,
+    /// With repeats: the whole run's intervals (as a phase's `intervals`).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub all_intervals: BTreeMap<String, Interval>,
+    /// With repeats: how many, and how the intervals were made.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub repeats: Option<Repeats>,
     pub all_server: Option<ServerSummary>,
     /// `scraped (…)`, `unavailable: <why>`, `none: …` or `off`.
     pub server_metrics: ServerMetrics,
@@ -146,6 +176,37 @@ impl RunSummary {
         self.phases.iter().find(|p| p.name == name)?.server.as_ref()
     }
 
+    /// A phase's (or `all`'s) intervals over repeats; empty without repeats.
+    pub fn intervals(&self, name: &str) -> Option<&BTreeMap<String, Interval>> {
+        if name == "all" {
+            return Some(&self.all_intervals);
+        }
+        self.phases
+            .iter()
+            .find(|p| p.name == name)
+            .map(|p| &p.intervals)
+    }
+
+    /// A client path's mean over repeats and its spread, where the run has repeats.
+    pub fn repeat_estimate(&self, p: &MetricPath) -> Option<(Value, Spread)> {
+        if p.scope != Scope::Client {
+            return None;
+        }
+        let (key, scale) = interval_key(&p.metric, p.stat)?;
+        let i = self.intervals(&p.phase)?.get(&key)?;
+        let dim = crate::core::catalog::check_metric(&p.metric, p.stat).ok()?;
+        Some((
+            Value {
+                value: i.mean / scale,
+                dim,
+            },
+            Spread {
+                se: i.spread().se / scale,
+                df: i.spread().df,
+            },
+        ))
+    }
+
     pub fn phase(&self, name: &str) -> Option<&PhaseSummary> {
         if name == "all" {
             return Some(&self.all);
@@ -160,6 +221,14 @@ impl RunSummary {
 /// What an assertion can read of a run: client figures of a phase or of `all`, a turn's
 /// (`turnN`), the fidelity block, and server or GPU figures (durations in seconds).
 impl Lookup for RunSummary {
+    /// With repeats, a client statistic is the mean of its per-repeat values, with its spread.
+    fn estimate(&self, p: &MetricPath) -> Option<(Value, Option<Spread>)> {
+        match self.repeat_estimate(p) {
+            Some((v, s)) => Some((v, Some(s))),
+            None => self.value(p).map(|v| (v, None)),
+        }
+    }
+
     fn value(&self, p: &MetricPath) -> Option<Value> {
         let client = self.phase(&p.phase)?;
         // Turns and fidelity belong to a phase; `all` has neither.
@@ -227,8 +296,11 @@ mod tests {
                 server: Some(server),
                 fidelity,
                 by_turn: [(1, empty.clone())].into(),
+                intervals: BTreeMap::new(),
             }],
             all: empty,
+            all_intervals: BTreeMap::new(),
+            repeats: None,
             all_server: None,
             server_metrics: ServerMetrics::Off,
             interrupted: false,

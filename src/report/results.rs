@@ -23,6 +23,8 @@ fn ms(d: Duration) -> f64 {
 pub struct RequestRow<'a> {
     pub schema_version: u32,
     pub phase: &'a str,
+    /// The repeat of the experiment's phases, from 0.
+    pub repeat: u32,
     pub index: u32,
     pub warmup: bool,
     pub group: Option<u32>,
@@ -64,6 +66,7 @@ impl<'a> RequestRow<'a> {
         Self {
             schema_version: RESULTS_SCHEMA_VERSION,
             phase: &r.phase,
+            repeat: r.repeat,
             index: r.index,
             warmup: r.warmup,
             group: r.group,

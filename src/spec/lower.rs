@@ -36,6 +36,14 @@ pub(super) fn lower(
                 .map_err(|m| loc.error(Some(t.span()), "model.tokenizer", m))?,
         ),
     };
+    let repeats = lower_repeats(loc, raw.repeats.as_ref())?;
+    if raw.strict && repeats < 2 {
+        return Err(loc.error(
+            None,
+            "strict",
+            "`strict` decides inconclusive verdicts, which need intervals: set `repeats` to 2 or more",
+        ));
+    }
     check_serverless_warmups(loc, &targets, &phases, &phase_spans)?;
     check_native_api(loc, &targets, &phases, &phase_spans)?;
     Ok(Experiment {
@@ -55,7 +63,27 @@ pub(super) fn lower(
         },
         observe,
         calibrate: raw.calibrate,
+        repeats,
+        strict: raw.strict,
     })
+}
+
+/// The most repeats an experiment may ask for.
+const MAX_REPEATS: u32 = 100;
+
+fn lower_repeats(loc: &Locator<'_>, raw: Option<&Spanned<u32>>) -> Result<u32, SpecError> {
+    let Some(r) = raw else {
+        return Ok(1);
+    };
+    let n = *r.get_ref();
+    if n == 0 || n > MAX_REPEATS {
+        return Err(loc.error(
+            Some(r.span()),
+            "repeats",
+            format!("repeats must be 1 to {MAX_REPEATS} (2 or more give intervals), not {n}"),
+        ));
+    }
+    Ok(n)
 }
 
 fn check_header(loc: &Locator<'_>, name: &str, version: &Spanned<u32>) -> Result<(), SpecError> {
@@ -94,6 +122,13 @@ fn lower_targets(
                 Some(span),
                 field,
                 "target names must be letters, digits, `_` or `-`",
+            ));
+        }
+        if tname == "baseline" {
+            return Err(loc.error(
+                Some(span),
+                field,
+                "`baseline` is reserved: in assertions it names the committed baseline",
             ));
         }
         let Some(kind) = t.kind.or_else(|| TargetKind::from_name(&tname)) else {
@@ -245,6 +280,18 @@ fn lower_assertions(
                 ));
             }
             parsed.targets = only;
+        }
+        if let Some(modes) = a.modes {
+            let span = modes.span();
+            let modes = modes.into_inner();
+            if modes.is_empty() || modes.iter().any(|m| m != "live" && m != "replay") {
+                return Err(loc.error(
+                    Some(span),
+                    format!("assert[{i}].modes"),
+                    "modes are `live` (recording included) and `replay`: name one or both, or leave `modes` out for both",
+                ));
+            }
+            parsed.modes = modes;
         }
         assertions.push(parsed);
     }

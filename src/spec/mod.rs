@@ -84,6 +84,12 @@ pub struct Experiment {
     /// Measure the client against the truth server before the run (short; recorded in the
     /// manifest) and flag assertion differences inside that noise floor.
     pub calibrate: bool,
+    /// How many times the phases run, in order, each time with fresh prompts (1: once). With
+    /// more, every client statistic gets a 95 % interval over the repeats and assertions are
+    /// decided on intervals.
+    pub repeats: u32,
+    /// An assertion whose interval straddles its threshold (inconclusive) fails.
+    pub strict: bool,
 }
 
 /// Server-side observation settings.

@@ -57,6 +57,11 @@ pub(super) struct RawExperiment {
     pub(super) observe: RawObserve,
     #[serde(default)]
     pub(super) calibrate: bool,
+    /// Run the phases this many times, each time with fresh prompts.
+    pub(super) repeats: Option<Spanned<u32>>,
+    /// An inconclusive verdict fails.
+    #[serde(default)]
+    pub(super) strict: bool,
 }
 
 #[derive(Deserialize, Default)]
@@ -104,6 +109,8 @@ pub(super) struct RawAssert {
     pub(super) expr: Spanned<String>,
     /// Only on these targets (every target when absent).
     pub(super) targets: Option<Spanned<Vec<String>>>,
+    /// Only when the trial runs in these modes (`live`, `replay`; both when absent).
+    pub(super) modes: Option<Spanned<Vec<String>>>,
 }
 
 #[derive(Deserialize)]

@@ -34,6 +34,55 @@ expr = "warm.ttft.p50 <= 0.5 * cold.ttft.p50"
 "#;
 
 #[test]
+fn repeats_strict_modes_and_baselines_lower() {
+    let src = GOOD
+        .replace("seed = 7\n", "seed = 7\nrepeats = 3\nstrict = true\n")
+        .replace(
+            "expr = \"warm.ttft.p50 <= 0.5 * cold.ttft.p50\"",
+            "expr = \"warm.ttft.p50 <= 1.1 * baseline.warm.ttft.p50\"\nmodes = [\"replay\"]",
+        );
+    let e = parse("x.toml", "x", &src).unwrap();
+    assert_eq!((e.repeats, e.strict), (3, true));
+    let a = &e.assertions[0];
+    assert!(a.reads_baseline());
+    assert!(a.applies_in("replay") && !a.applies_in("live") && !a.applies_in("record"));
+    let plain = parse("x.toml", "x", GOOD).unwrap();
+    assert_eq!((plain.repeats, plain.strict), (1, false));
+    assert!(plain.assertions[0].applies_in("record"));
+    // Three repeats: the phases three times over, each repeat's prompts apart.
+    let s = crate::workload::schedule(&e, 1);
+    let order: Vec<(u32, &str)> = s
+        .phases
+        .iter()
+        .map(|p| (p.repeat, p.name.as_str()))
+        .collect();
+    assert_eq!(
+        order,
+        [
+            (0, "cold"),
+            (0, "warm"),
+            (1, "cold"),
+            (1, "warm"),
+            (2, "cold"),
+            (2, "warm")
+        ]
+    );
+    assert_ne!(
+        s.phases[0].requests[0].prompt,
+        s.phases[2].requests[0].prompt
+    );
+    assert_eq!(
+        s.phases[0].requests[0].input_tokens,
+        s.phases[2].requests[0].input_tokens
+    );
+    // Repeat 0 is the schedule without repeats.
+    assert_eq!(
+        crate::workload::schedule(&plain, 1).phases[0].requests,
+        s.phases[0].requests
+    );
+}
+
+#[test]
 fn parses_a_complete_file() {
     let e = parse("x.toml", "x", GOOD).unwrap();
     assert_eq!(e.targets.len(), 2);
@@ -186,6 +235,31 @@ fn sglang_targets_may_use_the_native_api() {
     "warm.ttft.p50",
     "warm.tfft.p50",
     "x.toml:26:9: assert[0].expr: unknown metric `tfft`"
+)]
+#[case::repeats_zero(
+    "seed = 7\n",
+    "seed = 7\nrepeats = 0\n",
+    "x.toml:4:11: repeats: repeats must be 1 to 100"
+)]
+#[case::strict_without_repeats(
+    "seed = 7\n",
+    "seed = 7\nstrict = true\n",
+    "strict: `strict` decides inconclusive verdicts, which need intervals"
+)]
+#[case::bad_mode(
+    "cold.ttft.p50\"\n",
+    "cold.ttft.p50\"\nmodes = [\"recorded\"]\n",
+    "x.toml:27:9: assert[0].modes: modes are `live` (recording included) and `replay`"
+)]
+#[case::baseline_server(
+    "0.5 * cold.ttft.p50",
+    "baseline.warm.server.prefix_cache_hit_rate",
+    "assert[0].expr: a baseline keeps the client's figures"
+)]
+#[case::target_named_baseline(
+    "[targets.mine]",
+    "[targets.baseline]",
+    "targets.baseline: `baseline` is reserved"
 )]
 #[case::bad_duration("\"200ms\"", "\"200\"", "x.toml:23:8: slo.ttft: `200` needs a unit")]
 #[case::schema(

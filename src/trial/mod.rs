@@ -167,6 +167,26 @@ pub struct TrialOptions {
     pub interrupt: Option<watch::Receiver<bool>>,
     /// What the target costs per hour (a rented pod): the summary then prices the trial.
     pub cost_per_hour: Option<f64>,
+    /// Where baselines are, and whether a missing one fails.
+    pub baselines: Baselines,
+}
+
+/// Where assertions' baselines are read from.
+#[derive(Debug, Clone)]
+pub struct Baselines {
+    pub root: PathBuf,
+    /// A missing baseline fails the assertions that read it (on CI); else they are skipped
+    /// with a hint to save one.
+    pub required: bool,
+}
+
+impl Default for Baselines {
+    fn default() -> Self {
+        Self {
+            root: PathBuf::from("baselines"),
+            required: false,
+        }
+    }
 }
 
 /// Everything a trial produced.

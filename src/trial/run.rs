@@ -66,6 +66,17 @@ pub async fn run_trial(
         interrupted,
         cost_per_hour: opts.cost_per_hour,
         noise_floor: pre.noise_floor(),
+        baseline: crate::baseline::BaselineState::read(
+            &opts.baselines.root,
+            &exp.name,
+            &target.name,
+            exp.assertions.iter().any(|a| {
+                a.applies_to(&target.name)
+                    && a.applies_in(resolved.mode.as_str())
+                    && a.reads_baseline()
+            }),
+            opts.baselines.required,
+        ),
     };
     let (summary, verdicts) = summary::summarize(exp, target, tallied, parts);
     persist(&results, "summary.json", &summary)?;
@@ -107,7 +118,7 @@ struct Resolved {
     /// Replay: the fixture's description, GPU samples and exchanges.
     fixture: Option<FixtureMeta>,
     recorded_gpu: Vec<ScrapeRecord>,
-    recorded_requests: Vec<(String, u32)>,
+    recorded_requests: Vec<(String, u32, u32)>,
     /// Replay: `INFERLAB_REPLAY_SLOWDOWN`, when not 1.
     slowdown: Option<f64>,
 }
@@ -188,7 +199,7 @@ impl Resolved {
             recorded_requests: fixture
                 .exchanges
                 .iter()
-                .map(|e| (e.phase.clone(), e.index))
+                .map(|e| (e.phase.clone(), e.repeat, e.index))
                 .collect(),
             fixture: Some(fixture.meta),
             slowdown: (slowdown != 1.0).then_some(slowdown),
@@ -201,7 +212,9 @@ impl Resolved {
         let mut schedule = workload::schedule(exp, self.salt);
         if self.fixture.is_some() {
             schedule.keep_recorded_warmups(
-                self.recorded_requests.iter().map(|(p, i)| (p.as_str(), *i)),
+                self.recorded_requests
+                    .iter()
+                    .map(|(p, k, i)| (p.as_str(), *k, *i)),
             );
         }
         schedule
@@ -303,7 +316,7 @@ async fn execute(
     opts: &TrialOptions,
 ) -> Result<Executed, TrialError> {
     let capture = resolved.mode == Mode::Record;
-    let mut tally = Tally::new(exp.slo);
+    let mut tally = Tally::new(exp.slo, exp.repeats);
     let mut recorder = capture.then(Recorder::default);
     let mut write_errors = Vec::new();
     let writer = results.request_writer().map_err(TrialError::Results)?;
@@ -317,7 +330,8 @@ async fn execute(
             break;
         }
         observer.phase_started(&plan.name).await;
-        let mut sink = |c: Completed| {
+        let mut sink = |mut c: Completed| {
+            c.record.repeat = plan.repeat;
             if let (Some(rec), Some(cap)) = (recorder.as_mut(), &c.capture) {
                 rec.add(&c.record, c.path, c.body, cap);
             }

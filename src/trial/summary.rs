@@ -3,7 +3,10 @@
 //! assertions, which read the summary they are stored in.
 
 use super::tally::Tallied;
-use crate::core::assert::Verdict;
+use crate::baseline::{Baseline, BaselineState};
+use crate::core::assert::{Assertion, Lookup, Outcome, Path as MetricPath, Verdict};
+use crate::core::catalog::Value;
+use crate::core::interval::Spread;
 use crate::core::record::RequestRecord;
 use crate::observe::Health;
 use crate::observe::scrape::ScrapeRecord;
@@ -22,6 +25,8 @@ pub struct Parts<'a> {
     pub cost_per_hour: Option<f64>,
     /// Verdicts closer than this (seconds) to their threshold say so.
     pub noise_floor: Option<f64>,
+    /// The baseline assertions read, when one does.
+    pub baseline: BaselineState,
 }
 
 /// The summary, with its verdicts both inside it and returned.
@@ -34,6 +39,7 @@ pub fn summarize(
     let Tallied {
         phases,
         all,
+        all_intervals,
         all_server,
         first_warmup,
         ..
@@ -49,6 +55,13 @@ pub fn summarize(
             .map(|h| cost(h, all.duration_s, all.output_tokens)),
         phases,
         all,
+        all_intervals,
+        repeats: (exp.repeats > 1).then_some(report::Repeats {
+            repeats: exp.repeats,
+            method: crate::core::interval::METHOD,
+            confidence: crate::core::interval::CONFIDENCE,
+            note: report::REPEATS_NOTE,
+        }),
         all_server,
         server_metrics: server_metrics_status(exp, target, parts.scrapes),
         interrupted: parts.interrupted,
@@ -63,13 +76,95 @@ pub fn summarize(
         .assertions
         .iter()
         .filter(|a| a.applies_to(&target.name))
-        .map(|a| Verdict {
-            noise_floor: parts.noise_floor,
-            ..a.evaluate(&summary)
+        .map(|a| {
+            // Listed either way, so a snapshot holds the same assertions in every mode.
+            if !a.applies_in(parts.mode.as_str()) {
+                return a.not_evaluated(
+                    Outcome::Skipped,
+                    format!(
+                        "not checked in {} mode (modes = [{}])",
+                        parts.mode.as_str(),
+                        a.modes.join(", ")
+                    ),
+                );
+            }
+            let baseline = match &parts.baseline {
+                BaselineState::Loaded(b) => Some(&**b),
+                _ if a.reads_baseline() => {
+                    return without_baseline(a, &parts.baseline, exp, target);
+                }
+                _ => None,
+            };
+            let lookup = Against {
+                run: &summary,
+                baseline,
+            };
+            Verdict {
+                noise_floor: parts.noise_floor,
+                ..a.evaluate(&lookup)
+            }
+            .strict(exp.strict)
         })
         .collect();
     summary.assertions = verdicts.iter().map(VerdictRow::from).collect();
     (summary, verdicts)
+}
+
+/// The run's figures, and the baseline's for `baseline.` paths.
+struct Against<'a> {
+    run: &'a RunSummary,
+    baseline: Option<&'a Baseline>,
+}
+
+impl Lookup for Against<'_> {
+    fn value(&self, p: &MetricPath) -> Option<Value> {
+        self.estimate(p).map(|(v, _)| v)
+    }
+
+    fn estimate(&self, p: &MetricPath) -> Option<(Value, Option<Spread>)> {
+        if p.baseline {
+            self.baseline?.estimate(p)
+        } else {
+            self.run.estimate(p)
+        }
+    }
+}
+
+/// The verdict of an assertion whose baseline is missing (skipped with a hint, or failed where
+/// baselines are required) or unusable (failed).
+fn without_baseline(
+    a: &Assertion,
+    state: &BaselineState,
+    exp: &Experiment,
+    target: &TargetSpec,
+) -> Verdict {
+    let save = format!(
+        "save one from a run with `inferlab baseline save {}::{}` and commit it",
+        exp.name, target.name
+    );
+    let (outcome, reason) = match state {
+        BaselineState::Missing { file, required } => (
+            if *required {
+                Outcome::Failed
+            } else {
+                Outcome::Skipped
+            },
+            format!(
+                "no baseline: {} does not exist{}; {save}",
+                file.display(),
+                if *required {
+                    " (required on CI)"
+                } else {
+                    ", so this was not checked"
+                }
+            ),
+        ),
+        BaselineState::Broken(why) => (Outcome::Failed, format!("unusable baseline: {why}")),
+        BaselineState::NotNeeded | BaselineState::Loaded(_) => {
+            (Outcome::Failed, "no baseline was read".to_string())
+        }
+    };
+    a.not_evaluated(outcome, reason)
 }
 
 /// A trial's share of a rented pod's price: its measured duration at the hourly rate.

@@ -2,7 +2,8 @@
 //! a few dozen bytes of each, fidelity's row, stay in memory, so a run's memory does not grow
 //! with its length), then finished per phase with the server's view of the same phase.
 
-use crate::core::metrics::{Histograms, PhaseSummary, Slo, Summarizer};
+use crate::core::interval::Interval;
+use crate::core::metrics::{self, Histograms, PhaseSummary, Slo, Summarizer};
 use crate::core::record::RequestRecord;
 use crate::core::server::{self, Canonical, ServerSummary};
 use crate::fidelity::{self, Row};
@@ -15,6 +16,9 @@ pub struct Tally {
     slo: Slo,
     phases: HashMap<String, PhaseTally>,
     all: Summarizer,
+    /// With repeats: the whole run's figures per repeat.
+    all_by_repeat: BTreeMap<u32, Summarizer>,
+    repeats: bool,
     completed: usize,
 }
 
@@ -25,12 +29,15 @@ struct PhaseTally {
     rows: Vec<Row>,
     /// The phase's first warmup request, whole (a serverless cold start).
     first_warmup: Option<RequestRecord>,
+    /// With repeats: the phase's figures per repeat.
+    by_repeat: BTreeMap<u32, Summarizer>,
 }
 
 impl PhaseTally {
     fn new(slo: Slo) -> Self {
         Self {
             summary: Summarizer::new(slo),
+            by_repeat: BTreeMap::new(),
             turns: BTreeMap::new(),
             rows: Vec::new(),
             first_warmup: None,
@@ -43,6 +50,8 @@ pub struct Tallied {
     /// In the experiment's phase order; a phase that sent nothing has an empty summary.
     pub phases: Vec<NamedSummary>,
     pub all: PhaseSummary,
+    /// With repeats: the whole run's intervals over them.
+    pub all_intervals: BTreeMap<String, Interval>,
     pub all_server: Option<ServerSummary>,
     /// Per phase (`all` last), to be written beside the summary.
     pub histograms: Vec<(String, Histograms)>,
@@ -52,11 +61,14 @@ pub struct Tallied {
 }
 
 impl Tally {
-    pub fn new(slo: Slo) -> Self {
+    /// A tally; with `repeats` above one it also keeps each repeat's figures apart.
+    pub fn new(slo: Slo, repeats: u32) -> Self {
         Self {
             slo,
             phases: HashMap::new(),
             all: Summarizer::new(slo),
+            all_by_repeat: BTreeMap::new(),
+            repeats: repeats > 1,
             completed: 0,
         }
     }
@@ -64,6 +76,13 @@ impl Tally {
     pub fn add(&mut self, r: &RequestRecord) {
         self.completed += 1;
         self.all.add(r);
+        if self.repeats {
+            let slo = self.slo;
+            self.all_by_repeat
+                .entry(r.repeat)
+                .or_insert_with(|| Summarizer::new(slo))
+                .add(r);
+        }
         // The phase's name is copied once per phase, not per record.
         if !self.phases.contains_key(&r.phase) {
             self.phases
@@ -73,6 +92,12 @@ impl Tally {
             return;
         };
         p.summary.add(r);
+        if self.repeats {
+            p.by_repeat
+                .entry(r.repeat)
+                .or_insert_with(|| Summarizer::new(self.slo))
+                .add(r);
+        }
         if let Some(t) = r.turn {
             p.turns
                 .entry(t)
@@ -103,6 +128,7 @@ impl Tally {
             histograms.push((p.name.clone(), hists));
             phases.push(NamedSummary {
                 name: p.name.clone(),
+                intervals: repeat_intervals(t.by_repeat),
                 server: server_view(scrapes, Some(&p.name), summary.ttft.map(|t| t.mean_ms)),
                 fidelity: fidelity::fidelity(p, &t.rows),
                 by_turn: t
@@ -116,6 +142,7 @@ impl Tally {
         let (all, hists) = self.all.finish();
         histograms.push(("all".to_string(), hists));
         Tallied {
+            all_intervals: repeat_intervals(self.all_by_repeat),
             all_server: server_view(scrapes, None, all.ttft.map(|t| t.mean_ms)),
             phases,
             all,
@@ -124,6 +151,12 @@ impl Tally {
             completed: self.completed,
         }
     }
+}
+
+/// Intervals over the repeats' summaries (none without repeats).
+fn repeat_intervals(by_repeat: BTreeMap<u32, Summarizer>) -> BTreeMap<String, Interval> {
+    let summaries: Vec<PhaseSummary> = by_repeat.into_values().map(|s| s.finish().0).collect();
+    metrics::intervals(&summaries)
 }
 
 /// The server's figures over one phase's scrapes (`None`: all), when there are any.
@@ -177,7 +210,7 @@ request = { api = "completions", output_tokens = 4 }
     #[test]
     fn phases_come_out_in_experiment_order_each_with_its_first_warmup() {
         let exp = crate::spec_io::parse("t.toml", "t", SRC).unwrap();
-        let mut tally = Tally::new(exp.slo);
+        let mut tally = Tally::new(exp.slo, exp.repeats);
         for r in [
             record("second", 0, false),
             record("first", 1, true),

@@ -31,6 +31,9 @@ pub struct Schedule {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct PhasePlan {
     pub name: String,
+    /// Which run of the experiment's phases it belongs to, from 0 (see `repeats`).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub repeat: u32,
     /// How the measured requests are released (warmup requests always go one at a time).
     pub pacing: Pacing,
     /// Warmup requests first, then the measured ones.
@@ -67,6 +70,10 @@ pub struct StepPlan {
     #[serde(serialize_with = "ser_secs")]
     pub think: Duration,
     pub parallel: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 fn ser_secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
@@ -125,18 +132,18 @@ impl Schedule {
     }
 
     /// A warmup bounded by time sent as many requests as the recording's timing allowed:
-    /// keeps exactly the warmups that were `recorded` (phase, index), so a replay has an
-    /// exchange for every one.
+    /// keeps exactly the warmups that were `recorded` (phase, repeat, index), so a replay has
+    /// an exchange for every one.
     pub fn keep_recorded_warmups<'a>(
         &mut self,
-        recorded: impl Iterator<Item = (&'a str, u32)> + Clone,
+        recorded: impl Iterator<Item = (&'a str, u32, u32)> + Clone,
     ) {
         for phase in &mut self.phases {
             if phase.warmup_limit.take().is_some() {
                 let planned = phase.requests.iter().filter(|r| r.warmup).count() as u32;
                 let sent = recorded
                     .clone()
-                    .filter(|(p, i)| *p == phase.name && *i < planned)
+                    .filter(|(p, k, i)| *p == phase.name && *k == phase.repeat && *i < planned)
                     .count() as u32;
                 phase.requests.retain(|r| !r.warmup || r.index < sent);
             }
@@ -195,18 +202,33 @@ pub struct PlannedRequest {
     pub turn: Option<u32>,
 }
 
-/// Lowers an experiment into its schedule.
+/// Lowers an experiment into its schedule: its phases in order, `repeats` times over; each
+/// repeat's prompts are salted apart (repeat 0 with `salt` itself), so no repeat finds the
+/// previous one's prompts in the server's cache, while the seed keeps the structure (lengths,
+/// groups, arrival times) the same.
 pub fn schedule(exp: &Experiment, salt: u64) -> Schedule {
-    let phases = exp
-        .phases
-        .iter()
-        .map(|p| plan::plan_phase(exp.seed, salt, p, words_for(exp)))
+    let phases = (0..exp.repeats.max(1))
+        .flat_map(|k| {
+            let salt = repeat_salt(salt, k);
+            exp.phases.iter().map(move |p| PhasePlan {
+                repeat: k,
+                ..plan::plan_phase(exp.seed, salt, p, words_for(exp))
+            })
+        })
         .collect();
     Schedule {
         seed: exp.seed,
         salt,
         phases,
     }
+}
+
+/// The salt of repeat `k`.
+pub fn repeat_salt(salt: u64, k: u32) -> u64 {
+    if k == 0 {
+        return salt;
+    }
+    Rng::for_stream(0, salt, "repeat", u64::from(k), 0).next_u64()
 }
 
 #[cfg(test)]

@@ -23,6 +23,7 @@ pub(super) fn plan_phase(seed: u64, salt: u64, p: &Phase, w: Words<'_>) -> Phase
     let (pacing, sessions) = g.measured();
     PhasePlan {
         name: p.name.clone(),
+        repeat: 0,
         pacing,
         requests: g.requests,
         warmup_limit: p.warmup_duration,

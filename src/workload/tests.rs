@@ -46,7 +46,14 @@ fn a_replay_keeps_the_warmups_a_timed_warmup_sent() {
     let src = SRC.replace("warmup = 1", "warmup = 3\nwarmup_duration = \"1s\"");
     let mut s = schedule(&spec_io::parse("t.toml", "t", &src).unwrap(), 5);
     assert_eq!(s.phases[0].requests.iter().filter(|r| r.warmup).count(), 3);
-    let recorded = [("cold", 0), ("cold", 1), ("warm", 0), ("cold", 3)];
+    // The second repeat's warmups are another phase run's: not counted.
+    let recorded = [
+        ("cold", 0, 0),
+        ("cold", 0, 1),
+        ("warm", 0, 0),
+        ("cold", 0, 3),
+        ("cold", 1, 2),
+    ];
     s.keep_recorded_warmups(recorded.iter().copied());
     let cold = &s.phases[0];
     assert_eq!(cold.warmup_limit, None, "the limit is spent");

@@ -5,6 +5,7 @@ mod cli;
 mod common;
 mod faults;
 mod fixtures;
+mod gate;
 mod layering;
 mod observe;
 mod pacing;

@@ -55,6 +55,7 @@ fn opts(root: &Path) -> TrialOptions {
         salt: None,
         interrupt: None,
         cost_per_hour: None,
+        baselines: Default::default(),
     }
 }
 

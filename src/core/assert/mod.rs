@@ -17,6 +17,14 @@
 //! assertion whose paths all name targets compares them (`sglang.warm.ttft.p50 <= 1.2 *
 //! vllm.warm.ttft.p50`) and is checked once the targets' trials have run, not on any one.
 //!
+//! A path that starts with `baseline.` reads the committed baseline of the experiment and the
+//! target the assertion is checked on (`warm.ttft.p99 <= 1.1 * baseline.warm.ttft.p99`).
+//!
+//! Where a run has repeats, its values carry a spread (the mean of per-repeat values and its
+//! standard error, see [`crate::core::interval`]); an assertion over such values is decided on
+//! the 95 % interval of `left − right`: it passes when the whole interval is on the passing
+//! side, fails when the whole of it is on the failing side, and is *inconclusive* otherwise.
+//!
 //! Values carry a dimension: durations compare with durations (`cold.ttft.p99 < 2s`), a bare
 //! number against a duration is an error that asks for a unit. Parsing and checking are pure;
 //! evaluation takes a lookup function so it never depends on how summaries are stored.
@@ -28,8 +36,9 @@ use crate::core::catalog::{
 mod parse;
 mod verdict;
 
-pub use verdict::{Operand, Verdict, format_value};
+pub use verdict::{Operand, Outcome, Verdict, format_value};
 
+use crate::core::interval::{self, Spread};
 use parse::{Parser, err};
 use std::fmt;
 
@@ -67,10 +76,12 @@ impl Cmp {
     }
 }
 
-/// A metric reference: `[target.]phase.metric[.stat]`, with its 1-based column in the
-/// expression.
+/// A metric reference: `[baseline. | target.]phase.metric[.stat]`, with its 1-based column in
+/// the expression.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Path {
+    /// It reads the committed baseline rather than the run.
+    pub baseline: bool,
     /// The target whose run it reads; `None`: the run the assertion is checked on.
     pub target: Option<String>,
     pub phase: String,
@@ -82,6 +93,9 @@ pub struct Path {
 
 impl fmt::Display for Path {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.baseline {
+            write!(f, "baseline.")?;
+        }
         if let Some(t) = &self.target {
             write!(f, "{t}.")?;
         }
@@ -112,6 +126,9 @@ pub struct Assertion {
     /// The targets it is checked on; empty: every target of the experiment (an engine whose
     /// behaviour differs gets an assertion of its own).
     pub targets: Vec<String>,
+    /// The modes it is checked in (`live`, which includes recording, and `replay`); empty:
+    /// both.
+    pub modes: Vec<String>,
     lhs: Node,
     cmp: Cmp,
     cmp_column: usize,
@@ -155,6 +172,7 @@ impl Assertion {
         Ok(Self {
             source: source.to_string(),
             targets: Vec::new(),
+            modes: Vec::new(),
             lhs,
             cmp,
             cmp_column,
@@ -167,6 +185,17 @@ impl Assertion {
     pub fn applies_to(&self, name: &str) -> bool {
         !self.is_across_targets()
             && (self.targets.is_empty() || self.targets.iter().any(|t| t == name))
+    }
+
+    /// Whether it is checked on a trial running in `mode` (`live`, `record` or `replay`).
+    pub fn applies_in(&self, mode: &str) -> bool {
+        let mode = if mode == "record" { "live" } else { mode };
+        self.modes.is_empty() || self.modes.iter().any(|m| m == mode)
+    }
+
+    /// Whether a path reads the baseline.
+    pub fn reads_baseline(&self) -> bool {
+        self.paths().iter().any(|p| p.baseline)
     }
 
     /// Whether its paths name targets: it compares them.
@@ -210,6 +239,18 @@ impl Assertion {
     pub fn check(&self, phases: &[&str], targets: &[&str]) -> Result<(), ExprError> {
         let across = self.is_across_targets();
         for p in self.paths() {
+            if p.baseline && p.scope != Scope::Client {
+                return err(
+                    p.column,
+                    "a baseline keeps the client's figures of each phase (e.g. `baseline.warm.ttft.p99`), not the server's, the GPU's, turns' or fidelity",
+                );
+            }
+            if across && p.baseline {
+                return err(
+                    p.column,
+                    "an assertion across targets reads their runs, not a baseline: compare each target with its baseline in an assertion of its own",
+                );
+            }
             if across && p.target.is_none() {
                 return err(
                     p.column,
@@ -256,14 +297,22 @@ impl Assertion {
         Ok(())
     }
 
-    /// Evaluates against `lookup`, which answers `None` when the metric has no samples.
+    /// Evaluates against `lookup`, which answers `None` when the metric has no samples. An
+    /// inconclusive verdict passes here; [`Verdict::strict`] makes it fail.
     pub fn evaluate(&self, lookup: &dyn Lookup) -> Verdict {
         let operands: Vec<Operand> = self
             .paths()
             .into_iter()
-            .map(|p| Operand {
-                path: p.to_string(),
-                value: lookup.value(p),
+            .map(|p| {
+                let (value, spread) = match lookup.estimate(p) {
+                    Some((v, s)) => (Some(v), s),
+                    None => (None, None),
+                };
+                Operand {
+                    path: p.to_string(),
+                    value,
+                    spread,
+                }
             })
             .collect();
         let missing: Vec<String> = operands
@@ -272,37 +321,116 @@ impl Assertion {
             .map(|o| o.path.clone())
             .collect();
         let dim = dim_of(&self.lhs).unwrap_or(Dim::Plain);
-        if !missing.is_empty() {
-            return Verdict {
-                source: self.source.clone(),
-                passed: false,
-                lhs: None,
-                rhs: None,
-                dim,
-                operands,
-                reason: Some(format!("no data for {}", missing.join(", "))),
-                cmp: self.cmp,
-                noise_floor: None,
-            };
-        }
-        let l = eval(&self.lhs, lookup);
-        let r = eval(&self.rhs, lookup);
-        let passed = self.cmp.holds(l, r);
-        let reason =
-            (!l.is_finite() || !r.is_finite()).then(|| "a side is not a finite number".to_string());
-        Verdict {
+        let mut verdict = Verdict {
             source: self.source.clone(),
-            passed: passed && reason.is_none(),
-            lhs: Some(l),
-            rhs: Some(r),
+            passed: false,
+            outcome: Outcome::Failed,
+            lhs: None,
+            rhs: None,
+            interval: None,
             dim,
             operands,
-            reason,
+            reason: None,
+            cmp: self.cmp,
+            noise_floor: None,
+        };
+        if !missing.is_empty() {
+            verdict.reason = Some(format!("no data for {}", missing.join(", ")));
+            return verdict;
+        }
+        // Every path's value by its text (a path written twice is one quantity).
+        let values: std::collections::HashMap<&str, f64> = verdict
+            .operands
+            .iter()
+            .filter_map(|o| Some((o.path.as_str(), o.value?.value)))
+            .collect();
+        let at = |bumped: Option<(&str, f64)>| {
+            let read = |p: &Path| {
+                let key = p.to_string();
+                match bumped {
+                    Some((k, v)) if k == key => v,
+                    _ => values.get(key.as_str()).copied().unwrap_or(f64::NAN),
+                }
+            };
+            (eval(&self.lhs, &read), eval(&self.rhs, &read))
+        };
+        let (l, r) = at(None);
+        verdict.lhs = Some(l);
+        verdict.rhs = Some(r);
+        if !l.is_finite() || !r.is_finite() {
+            verdict.reason = Some("a side is not a finite number".to_string());
+            return verdict;
+        }
+        verdict.interval = self.difference_interval(&verdict.operands, l - r, &at);
+        verdict.outcome = match verdict.interval {
+            Some((lo, hi)) if !matches!(self.cmp, Cmp::Eq | Cmp::Ne) => {
+                // Passes when the whole interval of left − right passes, fails when none of it does.
+                if self.cmp.holds(hi, 0.0) && self.cmp.holds(lo, 0.0) {
+                    Outcome::Passed
+                } else if !self.cmp.holds(hi, 0.0) && !self.cmp.holds(lo, 0.0) {
+                    Outcome::Failed
+                } else {
+                    Outcome::Inconclusive
+                }
+            }
+            _ if self.cmp.holds(l, r) => Outcome::Passed,
+            _ => Outcome::Failed,
+        };
+        verdict.passed = verdict.outcome != Outcome::Failed;
+        verdict
+    }
+
+    /// A verdict reached without evaluating (e.g. its baseline is missing), for `reason`.
+    pub fn not_evaluated(&self, outcome: Outcome, reason: String) -> Verdict {
+        Verdict {
+            source: self.source.clone(),
+            passed: outcome != Outcome::Failed,
+            outcome,
+            lhs: None,
+            rhs: None,
+            interval: None,
+            dim: dim_of(&self.lhs).unwrap_or(Dim::Plain),
+            operands: Vec::new(),
+            reason: Some(reason),
             cmp: self.cmp,
             noise_floor: None,
         }
     }
+
+    /// The 95 % interval of `left − right` from the operands' spreads: the delta method
+    /// (each operand's weight is the difference's partial derivative, by a central
+    /// difference) and Welch–Satterthwaite degrees of freedom. `None` when no operand has a
+    /// spread.
+    fn difference_interval(
+        &self,
+        operands: &[Operand],
+        diff: f64,
+        at: &SidesAt<'_>,
+    ) -> Option<(f64, f64)> {
+        let mut seen = std::collections::HashSet::new();
+        let mut terms = Vec::new();
+        for o in operands {
+            let (Some(v), Some(s)) = (o.value, o.spread) else {
+                continue;
+            };
+            if !seen.insert(o.path.as_str()) {
+                continue;
+            }
+            let h = (v.value.abs() * 1e-6).max(1e-12);
+            let (l1, r1) = at(Some((&o.path, v.value + h)));
+            let (l0, r0) = at(Some((&o.path, v.value - h)));
+            let weight = ((l1 - r1) - (l0 - r0)) / (2.0 * h);
+            if weight.is_finite() {
+                terms.push((weight * s.se, s.df));
+            }
+        }
+        let spread: Spread = interval::combine(&terms)?;
+        Some(spread.interval(diff))
+    }
 }
+
+/// Both sides with one path's value replaced (`None`: as read).
+type SidesAt<'a> = dyn Fn(Option<(&str, f64)>) -> (f64, f64) + 'a;
 
 /// Checks a path and gives its dimension.
 fn path_dim(p: &Path) -> Result<Dim, String> {
@@ -354,6 +482,11 @@ fn dim_of(n: &Node) -> Result<Dim, ExprError> {
 /// when the metric has no samples (or the phase does not exist).
 pub trait Lookup {
     fn value(&self, path: &Path) -> Option<Value>;
+
+    /// The value with its spread over repeats, where the run has one (by default, none).
+    fn estimate(&self, path: &Path) -> Option<(Value, Option<Spread>)> {
+        self.value(path).map(|v| (v, None))
+    }
 }
 
 /// Any function of a path is a lookup (tests, and callers with figures of their own).
@@ -363,13 +496,13 @@ impl<F: Fn(&Path) -> Option<Value>> Lookup for F {
     }
 }
 
-fn eval(n: &Node, lookup: &dyn Lookup) -> f64 {
+fn eval(n: &Node, read: &dyn Fn(&Path) -> f64) -> f64 {
     match n {
         Node::Num(v, _) => *v,
-        Node::Path(p) => lookup.value(p).map_or(f64::NAN, |v| v.value),
-        Node::Neg(a) => -eval(a, lookup),
+        Node::Path(p) => read(p),
+        Node::Neg(a) => -eval(a, read),
         Node::Bin(op, a, b, _) => {
-            let (a, b) = (eval(a, lookup), eval(b, lookup));
+            let (a, b) = (eval(a, read), eval(b, read));
             match op {
                 '+' => a + b,
                 '-' => a - b,

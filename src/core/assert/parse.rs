@@ -1,7 +1,7 @@
 //! The expression parser: recursive descent over characters, every error at its column.
 
 use super::{Cmp, ExprError, Node, Path};
-use crate::core::catalog::{Dim, Scope, Stat};
+use crate::core::catalog::{Dim, LATENCY_METRICS, SCALAR_METRICS, Scope, Stat};
 
 pub(super) fn err<T>(column: usize, message: impl Into<String>) -> Result<T, ExprError> {
     Err(ExprError {
@@ -232,6 +232,17 @@ impl Parser<'_> {
                 break;
             }
         }
+        // `baseline.` reads the committed baseline of the run's experiment and target, unless
+        // a metric or a scope follows it: then `baseline` is a phase (`baseline.ttft.p50`).
+        let is_metric =
+            |m: &str| LATENCY_METRICS.contains(&m) || SCALAR_METRICS.iter().any(|(n, _)| *n == m);
+        let baseline = parts.len() > 2
+            && parts[0] == "baseline"
+            && Scope::parse(&parts[1]).is_none()
+            && !is_metric(&parts[1]);
+        if baseline {
+            parts.remove(0);
+        }
         let target =
             (parts.len() > 2 && self.targets.contains(&parts[0].as_str())).then(|| parts.remove(0));
         // Four parts without a scope second: `target.phase.metric.stat` with a target unknown.
@@ -282,7 +293,14 @@ impl Parser<'_> {
         if let Some(extra) = it.next() {
             return err(column, format!("too many parts in the path (`.{extra}`)"));
         }
+        if baseline && target.is_some() {
+            return err(
+                column,
+                "a baseline belongs to one target: `baseline.phase.metric` reads the run's own target's",
+            );
+        }
         Ok(Node::Path(Path {
+            baseline,
             target,
             phase,
             scope,

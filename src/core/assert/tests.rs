@@ -175,3 +175,123 @@ fn paths_may_name_a_target_and_then_compare_targets() {
         "{e}"
     );
 }
+
+/// A run with repeats against a baseline: `warm.e2e.p50` is a mean of 5 repeats with standard
+/// error 2 ms; the baseline's, 100 ms with standard error 2 ms.
+struct WithSpreads {
+    run_ms: f64,
+}
+
+impl Lookup for WithSpreads {
+    fn value(&self, p: &Path) -> Option<Value> {
+        self.estimate(p).map(|(v, _)| v)
+    }
+
+    fn estimate(&self, p: &Path) -> Option<(Value, Option<Spread>)> {
+        let (ms, se_ms) = match p.to_string().as_str() {
+            "warm.e2e.p50" => (self.run_ms, 2.0),
+            "baseline.warm.e2e.p50" => (100.0, 2.0),
+            "warm.e2e.p99" => (self.run_ms, 0.0),
+            _ => return None,
+        };
+        let v = Value {
+            value: ms / 1e3,
+            dim: Dim::Time,
+        };
+        let spread = (se_ms > 0.0).then_some(Spread {
+            se: se_ms / 1e3,
+            df: 4.0,
+        });
+        Some((v, spread))
+    }
+}
+
+#[rstest]
+// left − right = run − 105 ms, se √(4 + 1.1025·4) ≈ 2.90 ms, df ≈ 8: half-width ≈ 6.7 ms.
+#[case(90.0, Outcome::Passed)]
+#[case(100.0, Outcome::Inconclusive)]
+#[case(110.0, Outcome::Inconclusive)]
+#[case(120.0, Outcome::Failed)]
+fn a_gate_over_repeats_decides_on_the_interval_of_the_difference(
+    #[case] run_ms: f64,
+    #[case] expected: Outcome,
+) {
+    let a = Assertion::parse("warm.e2e.p50 <= 1.05 * baseline.warm.e2e.p50").unwrap();
+    a.check(&["warm"], &[]).unwrap();
+    assert!(a.reads_baseline());
+    let v = a.evaluate(&WithSpreads { run_ms });
+    assert_eq!(v.outcome, expected, "{v}");
+    let (lo, hi) = v.interval.unwrap();
+    let diff = run_ms / 1e3 - 0.105;
+    let half = (hi - lo) / 2.0;
+    assert!(
+        ((lo + hi) / 2.0 - diff).abs() < 1e-9,
+        "centred on the difference"
+    );
+    // se = √(2² + 1.05²·2²) ms; Welch–Satterthwaite df = se⁴ / (2⁴/4 + (1.05·2)⁴/4) ≈ 7.98.
+    let se = (4.0f64 + 1.05f64.powi(2) * 4.0).sqrt() / 1e3;
+    let df = se.powi(4) / ((2e-3f64).powi(4) / 4.0 + (2.1e-3f64).powi(4) / 4.0);
+    assert!(
+        (half - crate::core::interval::t975(df) * se).abs() < 1e-7,
+        "{half}"
+    );
+    // Inconclusive passes unless the experiment is strict; failed never passes.
+    assert_eq!(v.passed, expected != Outcome::Failed);
+    assert_eq!(v.clone().strict(true).passed, expected == Outcome::Passed);
+    let text = v.to_string();
+    assert!(text.contains("mean of 5 repeats, 95 % CI"), "{text}");
+    assert!(text.contains("left − right: 95 % CI"), "{text}");
+    if expected == Outcome::Inconclusive {
+        assert!(text.starts_with("ok? "), "{text}");
+        assert!(v.strict(true).to_string().starts_with("UNSURE"));
+    }
+}
+
+#[test]
+fn without_spreads_a_verdict_is_plain_and_a_path_written_twice_is_one_quantity() {
+    // No spread on either side: an ordinary verdict, no interval.
+    let a = Assertion::parse("warm.e2e.p99 <= 1.05 * warm.e2e.p99").unwrap();
+    let v = a.evaluate(&WithSpreads { run_ms: 100.0 });
+    assert_eq!(v.interval, None);
+    assert_eq!(v.outcome, Outcome::Passed);
+    // The same path on both sides cancels: its spread does not widen the difference.
+    let a = Assertion::parse("warm.e2e.p50 - warm.e2e.p50 >= 0s").unwrap();
+    let v = a.evaluate(&WithSpreads { run_ms: 100.0 });
+    assert_eq!(v.interval, None, "{v}");
+    assert_eq!(v.outcome, Outcome::Passed);
+}
+
+#[test]
+fn baseline_paths_parse_print_and_refuse_a_target() {
+    let a = Assertion::parse("warm.ttft.p99 <= 1.1 * baseline.warm.ttft.p99").unwrap();
+    let paths = a.paths();
+    assert!(!paths[0].baseline && paths[1].baseline);
+    assert_eq!(paths[1].to_string(), "baseline.warm.ttft.p99");
+    assert_eq!(paths[1].phase, "warm");
+    assert!(!a.is_across_targets());
+    // A phase named `baseline` is still read as one where a metric or a scope follows.
+    let a = Assertion::parse(
+        "baseline.ttft.p50 + baseline.server.ttft_mean <= baseline.baseline.ttft.p50",
+    )
+    .unwrap();
+    let p = a.paths();
+    assert!(!p[0].baseline && p[0].phase == "baseline");
+    assert!(!p[1].baseline && p[1].phase == "baseline");
+    assert!(p[2].baseline && p[2].phase == "baseline");
+    let e = Assertion::parse_with_targets(
+        "vllm.warm.ttft.p99 <= baseline.vllm.warm.ttft.p99",
+        &["vllm", "sglang"],
+    )
+    .unwrap_err();
+    assert!(
+        e.message.contains("a baseline belongs to one target"),
+        "{e}"
+    );
+    let across = Assertion::parse_with_targets(
+        "vllm.warm.ttft.p99 <= baseline.warm.ttft.p99",
+        &["vllm", "sglang"],
+    )
+    .unwrap();
+    let e = across.check(&["warm"], &["vllm", "sglang"]).unwrap_err();
+    assert!(e.message.contains("not a baseline"), "{e}");
+}

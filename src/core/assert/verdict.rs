@@ -2,6 +2,7 @@
 
 use super::Cmp;
 use crate::core::catalog::{Dim, Value};
+use crate::core::interval::Spread;
 use std::fmt;
 
 /// One metric value an assertion read.
@@ -9,15 +10,43 @@ use std::fmt;
 pub struct Operand {
     pub path: String,
     pub value: Option<Value>,
+    /// Over repeats: the value is their mean, with this standard error.
+    pub spread: Option<Spread>,
+}
+
+/// What an assertion decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Passed,
+    Failed,
+    /// The interval of `left − right` straddles the threshold: the repeats cannot tell.
+    Inconclusive,
+    /// Not checked (its baseline is missing where none is required); the reason says why.
+    Skipped,
+}
+
+impl Outcome {
+    pub fn name(self) -> &'static str {
+        match self {
+            Outcome::Passed => "passed",
+            Outcome::Failed => "failed",
+            Outcome::Inconclusive => "inconclusive",
+            Outcome::Skipped => "skipped",
+        }
+    }
 }
 
 /// The outcome of one assertion, with the numbers that decided it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Verdict {
     pub source: String,
+    /// Whether the check passes: passed, or inconclusive and not strict.
     pub passed: bool,
+    pub outcome: Outcome,
     pub lhs: Option<f64>,
     pub rhs: Option<f64>,
+    /// Over repeats: the 95 % interval of `left − right`.
+    pub interval: Option<(f64, f64)>,
     pub dim: Dim,
     pub operands: Vec<Operand>,
     pub reason: Option<String>,
@@ -44,6 +73,17 @@ pub fn format_value(value: f64, dim: Dim) -> String {
 }
 
 impl Verdict {
+    /// The verdict of an experiment that is `strict`: inconclusive fails.
+    pub fn strict(mut self, strict: bool) -> Self {
+        self.passed = match self.outcome {
+            Outcome::Passed => self.reason.is_none(),
+            Outcome::Failed => false,
+            Outcome::Inconclusive => !strict,
+            Outcome::Skipped => true,
+        };
+        self
+    }
+
     /// Whether the two sides of a time comparison differ by no more than the client's own
     /// error: `None` without a calibration or for plain numbers.
     pub fn within_noise_floor(&self) -> Option<bool> {
@@ -57,17 +97,35 @@ impl Verdict {
 
 impl fmt::Display for Verdict {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let status = if self.passed { "ok    " } else { "FAILED" };
+        let status = match (self.passed, self.outcome) {
+            (true, Outcome::Inconclusive) => "ok?   ",
+            (_, Outcome::Skipped) => "skip  ",
+            (true, _) => "ok    ",
+            (false, Outcome::Inconclusive) => "UNSURE",
+            (false, _) => "FAILED",
+        };
         write!(f, "{status} {}", self.source)?;
         for o in &self.operands {
-            match o.value {
-                Some(v) => write!(
+            match (o.value, o.spread) {
+                (Some(v), Some(s)) => {
+                    let (lo, hi) = s.interval(v.value);
+                    write!(
+                        f,
+                        "\n         {} = {} (mean of {} repeats, 95 % CI {} … {})",
+                        o.path,
+                        format_value(v.value, v.dim),
+                        s.df.round() + 1.0,
+                        format_value(lo, v.dim),
+                        format_value(hi, v.dim)
+                    )?
+                }
+                (Some(v), None) => write!(
                     f,
                     "\n         {} = {}",
                     o.path,
                     format_value(v.value, v.dim)
                 )?,
-                None => write!(f, "\n         {} = (no data)", o.path)?,
+                (None, _) => write!(f, "\n         {} = (no data)", o.path)?,
             }
         }
         if let (Some(l), Some(r)) = (self.lhs, self.rhs) {
@@ -85,6 +143,25 @@ impl fmt::Display for Verdict {
                 format_value(r, self.dim),
                 format_value(margin, self.dim),
             )?;
+        }
+        if let Some((lo, hi)) = self.interval {
+            write!(
+                f,
+                "\n         left − right: 95 % CI {} … {}",
+                format_value(lo, self.dim),
+                format_value(hi, self.dim)
+            )?;
+            if self.outcome == Outcome::Inconclusive {
+                write!(
+                    f,
+                    "\n         inconclusive: the interval straddles the threshold ({})",
+                    if self.passed {
+                        "passes: the experiment is not strict"
+                    } else {
+                        "fails: the experiment is strict"
+                    }
+                )?;
+            }
         }
         if let Some(reason) = &self.reason {
             write!(f, "\n         {reason}")?;

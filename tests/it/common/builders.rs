@@ -71,6 +71,7 @@ impl TrialBuilder {
             salt: None,
             interrupt: None,
             cost_per_hour: None,
+            baselines: Default::default(),
         }
     }
 

@@ -240,6 +240,7 @@ pub fn schedule(prompts: &[&str], concurrency: u32) -> Schedule {
         salt: 0,
         phases: vec![PhasePlan {
             name: "p".into(),
+            repeat: 0,
             pacing: Pacing::Closed {
                 concurrency,
                 limit: None,
