@@ -16,7 +16,7 @@ from pandas.api import types
 # with nulls reads as float), "int" integers only, "bool", "str" (object or string dtype, nulls
 # allowed), "list" (a list per row).
 REQUESTS = {
-    "schema_version": "int", "phase": "str", "index": "int", "warmup": "bool", "ok": "bool",
+    "schema_version": "int", "phase": "str", "repeat": "int", "index": "int", "warmup": "bool", "ok": "bool",
     "error_kind": "str", "intended_ms": "num", "sent_ms": "num", "end_ms": "num",
     "client_queue_ms": "num", "ttft_ms": "num", "e2e_ms": "num", "tpot_ms": "num",
     "prompt_tokens": "num", "output_tokens": "int", "cached_tokens": "num",

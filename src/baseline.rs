@@ -7,8 +7,8 @@
 use crate::core::assert::Path as MetricPath;
 use crate::core::b64;
 use crate::core::catalog::{Scope, Value};
-use crate::core::interval::{Interval, Spread};
-use crate::core::metrics::{PhaseSummary, interval_key};
+use crate::core::interval::{Interval, Repeated};
+use crate::core::metrics::PhaseSummary;
 use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
 use std::collections::BTreeMap;
@@ -51,6 +51,9 @@ pub struct Source {
     /// A replay: when its fixture was recorded, and a slow-down it ran under.
     pub fixture_recorded_at: Option<String>,
     pub replay_slowdown: Option<f64>,
+    /// Which repeats it holds (the run's `repeats.pairing`): a replay of the same recording
+    /// is compared with it repeat by repeat.
+    pub pairing: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -144,6 +147,7 @@ impl Baseline {
                 git_revision: text(&manifest, "/git_revision"),
                 fixture_recorded_at: text(&manifest, "/fixture/recorded_at"),
                 replay_slowdown: manifest.get("replay_slowdown").and_then(Json::as_f64),
+                pairing: text(&summary, "/repeats/pairing"),
             },
             repeats: summary
                 .pointer("/repeats/repeats")
@@ -195,28 +199,16 @@ impl Baseline {
         self.phases.iter().find(|p| p.name == name)
     }
 
-    /// A client path of the baseline: with repeats, the mean over them and its spread; else
-    /// the figure. The server's and turns' figures are not kept (`None`).
-    pub fn estimate(&self, p: &MetricPath) -> Option<(Value, Option<Spread>)> {
+    /// A client path of the baseline: with repeats, the mean over them and the per-repeat
+    /// values; else the figure. The server's and turns' figures are not kept (`None`).
+    pub fn estimate(&self, p: &MetricPath) -> Option<(Value, Option<Repeated>)> {
         if p.scope != Scope::Client {
             return None;
         }
         let phase = self.phase(&p.phase)?;
-        if let Some((key, scale)) = interval_key(&p.metric, p.stat)
-            && let Some(i) = phase.intervals.get(&key)
-        {
-            let dim = crate::core::catalog::check_metric(&p.metric, p.stat).ok()?;
-            let s = i.spread();
-            return Some((
-                Value {
-                    value: i.mean / scale,
-                    dim,
-                },
-                Some(Spread {
-                    se: s.se / scale,
-                    df: s.df,
-                }),
-            ));
+        let pairing = self.source.pairing.as_deref().unwrap_or("baseline");
+        if let Some((v, r)) = crate::report::repeated_value(&phase.intervals, p, pairing) {
+            return Some((v, Some(r)));
         }
         let v = phase.summary.value(&p.metric, p.stat).ok().flatten()?;
         Some((v, None))

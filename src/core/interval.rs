@@ -136,6 +136,22 @@ impl Interval {
     }
 }
 
+/// A statistic's per-repeat values (in the units an assertion reads) and which repeats they
+/// are: values with the same `pairing` come from corresponding repeats — the same run, or
+/// replays of the same recording — so a difference can be taken repeat by repeat.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Repeated {
+    pub values: Vec<f64>,
+    pub pairing: String,
+}
+
+impl Repeated {
+    /// The mean's spread; `None` with fewer than two values.
+    pub fn spread(&self) -> Option<Spread> {
+        Interval::of(&self.values).map(|i| i.spread())
+    }
+}
+
 /// An estimate's standard error and its degrees of freedom.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Spread {

@@ -201,17 +201,28 @@ impl PhaseSummary {
     }
 }
 
+/// Statistics of a phase that describe each request or each second (latencies, rates, ratios),
+/// as opposed to totals (requests, tokens, duration, counts), which add up over repeats.
+const RATES: &[&str] = &[
+    "error_rate",
+    "request_throughput",
+    "output_throughput",
+    "total_throughput",
+    "goodput",
+    "concurrency_achieved",
+    "cached_token_ratio",
+];
+
 /// The key of `metric[.stat]` in a summary's `intervals`: the summary's own field names, with
-/// their units (`ttft.p50_ms`, `duration_s`, `error_rate`), and the factor from an assertion's
-/// value (seconds for durations) to it.
+/// their units (`ttft.p50_ms`, `error_rate`), and the factor from an assertion's value (seconds
+/// for durations) to it. Totals have none: over repeats they are the pooled run's.
 pub fn interval_key(metric: &str, stat: Option<Stat>) -> Option<(String, f64)> {
-    let dim = check_metric(metric, stat).ok()?;
-    Some(match (stat, dim) {
-        (Some(Stat::Count), _) => (format!("{metric}.count"), 1.0),
-        (Some(st), _) => (format!("{metric}.{}_ms", st.name()), 1e3),
-        (None, Dim::Time) => (format!("{metric}_s"), 1.0),
-        (None, Dim::Plain) => (metric.to_string(), 1.0),
-    })
+    check_metric(metric, stat).ok()?;
+    match stat {
+        Some(Stat::Count) => None,
+        Some(st) => Some((format!("{metric}.{}_ms", st.name()), 1e3)),
+        None => RATES.contains(&metric).then(|| (metric.to_string(), 1.0)),
+    }
 }
 
 /// Every client statistic's interval over `repeats` (one summary of the phase per repeat),

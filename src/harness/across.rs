@@ -8,7 +8,7 @@
 use super::Selection;
 use crate::core::assert::{Lookup, Path as MetricPath, Verdict};
 use crate::core::catalog::Value;
-use crate::core::interval::Spread;
+use crate::core::interval::Repeated;
 use crate::report::{Mode, RunSummary};
 use crate::spec::{Experiment, TargetSpec};
 use crate::trial::{self, Plan, TrialError, TrialOptions};
@@ -219,7 +219,7 @@ impl Lookup for Across<'_> {
         self.0.get(path.target.as_deref()?)?.value(path)
     }
 
-    fn estimate(&self, path: &MetricPath) -> Option<(Value, Option<Spread>)> {
+    fn estimate(&self, path: &MetricPath) -> Option<(Value, Option<Repeated>)> {
         self.0.get(path.target.as_deref()?)?.estimate(path)
     }
 }

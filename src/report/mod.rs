@@ -19,7 +19,7 @@ pub use text::{phase_table, verdict_lines};
 
 use crate::core::assert::{Lookup, Path as MetricPath, Verdict};
 use crate::core::catalog::{Dim, Scope, Value, server_metric_is_time};
-use crate::core::interval::{Interval, Spread};
+use crate::core::interval::{Interval, Repeated};
 use crate::core::metrics::{PhaseSummary, interval_key};
 use crate::core::server::ServerSummary;
 use serde::Serialize;
@@ -55,6 +55,9 @@ pub struct Repeats {
     pub repeats: u32,
     pub method: &'static str,
     pub confidence: f64,
+    /// Which repeats these are: runs with the same pairing (replays of one recording) have
+    /// corresponding repeats, compared repeat by repeat; others are compared as independent.
+    pub pairing: String,
     pub note: &'static str,
 }
 
@@ -187,24 +190,13 @@ impl RunSummary {
             .map(|p| &p.intervals)
     }
 
-    /// A client path's mean over repeats and its spread, where the run has repeats.
-    pub fn repeat_estimate(&self, p: &MetricPath) -> Option<(Value, Spread)> {
+    /// A client path's mean over repeats and its per-repeat values, where the run has repeats.
+    pub fn repeat_estimate(&self, p: &MetricPath) -> Option<(Value, Repeated)> {
         if p.scope != Scope::Client {
             return None;
         }
-        let (key, scale) = interval_key(&p.metric, p.stat)?;
-        let i = self.intervals(&p.phase)?.get(&key)?;
-        let dim = crate::core::catalog::check_metric(&p.metric, p.stat).ok()?;
-        Some((
-            Value {
-                value: i.mean / scale,
-                dim,
-            },
-            Spread {
-                se: i.spread().se / scale,
-                df: i.spread().df,
-            },
-        ))
+        let i = self.intervals(&p.phase)?;
+        repeated_value(i, p, &self.repeats.as_ref()?.pairing)
     }
 
     pub fn phase(&self, name: &str) -> Option<&PhaseSummary> {
@@ -218,13 +210,35 @@ impl RunSummary {
     }
 }
 
+/// `p`'s interval among `intervals` as an assertion reads it: the mean, and the per-repeat
+/// values, in seconds for durations.
+pub fn repeated_value(
+    intervals: &BTreeMap<String, Interval>,
+    p: &MetricPath,
+    pairing: &str,
+) -> Option<(Value, Repeated)> {
+    let (key, scale) = interval_key(&p.metric, p.stat)?;
+    let i = intervals.get(&key)?;
+    let dim = crate::core::catalog::check_metric(&p.metric, p.stat).ok()?;
+    Some((
+        Value {
+            value: i.mean / scale,
+            dim,
+        },
+        Repeated {
+            values: i.values.iter().map(|v| v / scale).collect(),
+            pairing: pairing.to_string(),
+        },
+    ))
+}
+
 /// What an assertion can read of a run: client figures of a phase or of `all`, a turn's
 /// (`turnN`), the fidelity block, and server or GPU figures (durations in seconds).
 impl Lookup for RunSummary {
     /// With repeats, a client statistic is the mean of its per-repeat values, with its spread.
-    fn estimate(&self, p: &MetricPath) -> Option<(Value, Option<Spread>)> {
+    fn estimate(&self, p: &MetricPath) -> Option<(Value, Option<Repeated>)> {
         match self.repeat_estimate(p) {
-            Some((v, s)) => Some((v, Some(s))),
+            Some((v, r)) => Some((v, Some(r))),
             None => self.value(p).map(|v| (v, None)),
         }
     }

@@ -17,8 +17,15 @@ pub struct SnapshotView {
     pub target_kind: String,
     pub seed: u64,
     pub model: String,
+    /// How many times the phases ran (absent: once).
+    #[serde(skip_serializing_if = "is_one")]
+    pub repeats: u32,
     pub phases: Vec<SnapshotPhase>,
     pub assertions: Vec<SnapshotAssertion>,
+}
+
+fn is_one(n: &u32) -> bool {
+    *n == 1
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -84,6 +91,7 @@ pub fn snapshot_view(
         target_kind: kind,
         seed: exp.seed,
         model: model.to_string(),
+        repeats: exp.repeats,
         phases: exp
             .phases
             .iter()

@@ -92,6 +92,7 @@ pub fn phase_table(summary: &RunSummary) -> String {
             out.push_str(&format!("{:<12} server: {line}\n", ""));
         }
         for line in [
+            intervals_line(summary, name),
             serverless_line(summary, name),
             turns_line(summary, name),
             load_line(summary, name, s),
@@ -107,6 +108,29 @@ pub fn phase_table(summary: &RunSummary) -> String {
         out.push_str(&format!("server metrics: {}\n", summary.server_metrics));
     }
     out
+}
+
+/// With repeats: the table's main figures as means over the repeats with their intervals.
+fn intervals_line(summary: &RunSummary, name: &str) -> Option<String> {
+    let intervals = summary.intervals(name)?;
+    let n = summary.repeats.as_ref()?.repeats;
+    let parts: Vec<String> = [
+        ("ttft.p50_ms", "ttft p50", "ms"),
+        ("ttft.p99_ms", "ttft p99", "ms"),
+        ("tpot.p50_ms", "tpot p50", "ms"),
+        ("e2e.p50_ms", "e2e p50", "ms"),
+        ("output_throughput", "out tok/s", ""),
+    ]
+    .into_iter()
+    .filter_map(|(key, label, unit)| {
+        let i = intervals.get(key)?;
+        Some(format!(
+            "{label} {:.1}{unit} [{:.1}, {:.1}]",
+            i.mean, i.ci_low, i.ci_high
+        ))
+    })
+    .collect();
+    (!parts.is_empty()).then(|| format!("mean of {n} repeats [95% CI]: {}", parts.join(", ")))
 }
 
 /// A serverless phase's cold start and whether a worker was up before it.

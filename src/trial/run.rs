@@ -66,6 +66,7 @@ pub async fn run_trial(
         interrupted,
         cost_per_hour: opts.cost_per_hour,
         noise_floor: pre.noise_floor(),
+        pairing: resolved.pairing(started),
         baseline: crate::baseline::BaselineState::read(
             &opts.baselines.root,
             &exp.name,
@@ -218,6 +219,22 @@ impl Resolved {
             );
         }
         schedule
+    }
+
+    /// Which repeats a run's are: a replay's are its recording's (replays of one recording
+    /// correspond repeat by repeat); a live run's are its own.
+    fn pairing(&self, started: SystemTime) -> String {
+        match &self.fixture {
+            Some(m) => format!(
+                "replay of {}::{} recorded {} (salt {})",
+                m.experiment, m.target, m.recorded_at, m.salt
+            ),
+            None => format!(
+                "live run started {} (salt {})",
+                crate::clock::utc_rfc3339(started),
+                self.salt
+            ),
+        }
     }
 
     /// What a recording says about its server, so a replay asks nothing.

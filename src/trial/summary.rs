@@ -6,7 +6,7 @@ use super::tally::Tallied;
 use crate::baseline::{Baseline, BaselineState};
 use crate::core::assert::{Assertion, Lookup, Outcome, Path as MetricPath, Verdict};
 use crate::core::catalog::Value;
-use crate::core::interval::Spread;
+use crate::core::interval::Repeated;
 use crate::core::record::RequestRecord;
 use crate::observe::Health;
 use crate::observe::scrape::ScrapeRecord;
@@ -27,6 +27,8 @@ pub struct Parts<'a> {
     pub noise_floor: Option<f64>,
     /// The baseline assertions read, when one does.
     pub baseline: BaselineState,
+    /// Which repeats these are (see [`report::Repeats::pairing`]).
+    pub pairing: String,
 }
 
 /// The summary, with its verdicts both inside it and returned.
@@ -60,6 +62,7 @@ pub fn summarize(
             repeats: exp.repeats,
             method: crate::core::interval::METHOD,
             confidence: crate::core::interval::CONFIDENCE,
+            pairing: parts.pairing.clone(),
             note: report::REPEATS_NOTE,
         }),
         all_server,
@@ -121,7 +124,7 @@ impl Lookup for Against<'_> {
         self.estimate(p).map(|(v, _)| v)
     }
 
-    fn estimate(&self, p: &MetricPath) -> Option<(Value, Option<Spread>)> {
+    fn estimate(&self, p: &MetricPath) -> Option<(Value, Option<Repeated>)> {
         if p.baseline {
             self.baseline?.estimate(p)
         } else {

@@ -109,9 +109,10 @@ async fn a_gate_passes_at_the_recorded_pace_and_fails_slowed_down() {
     let i = &phase.intervals["e2e.p50_ms"];
     assert_eq!(i.values.len(), 3);
     assert!(i.ci_low <= i.mean && i.mean <= i.ci_high);
-    assert_eq!(
-        live.summary.all_intervals["requests"].values,
-        [3.0, 3.0, 3.0]
+    assert_eq!(live.summary.all_intervals["error_rate"].values, [0.0; 3]);
+    assert!(
+        !phase.intervals.contains_key("requests"),
+        "totals are pooled, not averaged"
     );
     let summary = std::fs::read_to_string(live.dir.join("summary.json")).unwrap();
     assert!(summary.contains("\"method\": \"student_t_mean_of_repeats\""));

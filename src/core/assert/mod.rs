@@ -36,9 +36,9 @@ use crate::core::catalog::{
 mod parse;
 mod verdict;
 
-pub use verdict::{Operand, Outcome, Verdict, format_value};
+pub use verdict::{IntervalMethod, Operand, Outcome, Verdict, format_value};
 
-use crate::core::interval::{self, Spread};
+use crate::core::interval::{self, Interval, Repeated, Spread};
 use parse::{Parser, err};
 use std::fmt;
 
@@ -304,14 +304,15 @@ impl Assertion {
             .paths()
             .into_iter()
             .map(|p| {
-                let (value, spread) = match lookup.estimate(p) {
-                    Some((v, s)) => (Some(v), s),
+                let (value, repeated) = match lookup.estimate(p) {
+                    Some((v, r)) => (Some(v), r),
                     None => (None, None),
                 };
                 Operand {
                     path: p.to_string(),
                     value,
-                    spread,
+                    spread: repeated.as_ref().and_then(Repeated::spread),
+                    repeated,
                 }
             })
             .collect();
@@ -328,6 +329,7 @@ impl Assertion {
             lhs: None,
             rhs: None,
             interval: None,
+            interval_method: None,
             dim,
             operands,
             reason: None,
@@ -361,7 +363,14 @@ impl Assertion {
             verdict.reason = Some("a side is not a finite number".to_string());
             return verdict;
         }
-        verdict.interval = self.difference_interval(&verdict.operands, l - r, &at);
+        (verdict.interval, verdict.interval_method) =
+            match self.paired_interval(&verdict.operands, &values) {
+                Some(i) => (Some(i), Some(IntervalMethod::Paired)),
+                None => match self.difference_interval(&verdict.operands, l - r, &at) {
+                    Some(i) => (Some(i), Some(IntervalMethod::Welch)),
+                    None => (None, None),
+                },
+            };
         verdict.outcome = match verdict.interval {
             Some((lo, hi)) if !matches!(self.cmp, Cmp::Eq | Cmp::Ne) => {
                 // Passes when the whole interval of left − right passes, fails when none of it does.
@@ -389,12 +398,51 @@ impl Assertion {
             lhs: None,
             rhs: None,
             interval: None,
+            interval_method: None,
             dim: dim_of(&self.lhs).unwrap_or(Dim::Plain),
             operands: Vec::new(),
             reason: Some(reason),
             cmp: self.cmp,
             noise_floor: None,
         }
+    }
+
+    /// Where every operand over repeats comes from the same repeats (one pairing, as many
+    /// values each): `left − right` repeat by repeat, and the 95 % Student-t interval of its
+    /// mean — the paired comparison, which the repeats' shared conditions do not widen.
+    fn paired_interval(
+        &self,
+        operands: &[Operand],
+        points: &std::collections::HashMap<&str, f64>,
+    ) -> Option<(f64, f64)> {
+        let repeated: Vec<(&str, &Repeated)> = operands
+            .iter()
+            .filter_map(|o| Some((o.path.as_str(), o.repeated.as_ref()?)))
+            .collect();
+        let (_, first) = repeated.first()?;
+        let n = first.values.len();
+        if repeated
+            .iter()
+            .any(|(_, r)| r.pairing != first.pairing || r.values.len() != n)
+        {
+            return None;
+        }
+        let diffs: Vec<f64> = (0..n)
+            .map(|k| {
+                let read = |p: &Path| {
+                    let key = p.to_string();
+                    repeated
+                        .iter()
+                        .find(|(path, _)| *path == key)
+                        .map(|(_, r)| r.values[k])
+                        .or_else(|| points.get(key.as_str()).copied())
+                        .unwrap_or(f64::NAN)
+                };
+                eval(&self.lhs, &read) - eval(&self.rhs, &read)
+            })
+            .collect();
+        let i = Interval::of(&diffs)?;
+        Some((i.ci_low, i.ci_high))
     }
 
     /// The 95 % interval of `left − right` from the operands' spreads: the delta method
@@ -483,8 +531,9 @@ fn dim_of(n: &Node) -> Result<Dim, ExprError> {
 pub trait Lookup {
     fn value(&self, path: &Path) -> Option<Value>;
 
-    /// The value with its spread over repeats, where the run has one (by default, none).
-    fn estimate(&self, path: &Path) -> Option<(Value, Option<Spread>)> {
+    /// The value with its per-repeat values, where the run has repeats (by default, none):
+    /// the value is then their mean.
+    fn estimate(&self, path: &Path) -> Option<(Value, Option<Repeated>)> {
         self.value(path).map(|v| (v, None))
     }
 }

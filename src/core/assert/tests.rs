@@ -176,70 +176,87 @@ fn paths_may_name_a_target_and_then_compare_targets() {
     );
 }
 
-/// A run with repeats against a baseline: `warm.e2e.p50` is a mean of 5 repeats with standard
-/// error 2 ms; the baseline's, 100 ms with standard error 2 ms.
-struct WithSpreads {
+/// A run with five repeats against a baseline of five: `warm.e2e.p50` repeats at `run_ms` plus
+/// the offsets, the baseline's at 100 ms plus the same offsets; `pairing` says whether the two
+/// come from corresponding repeats.
+struct WithRepeats {
     run_ms: f64,
+    paired: bool,
 }
 
-impl Lookup for WithSpreads {
+const OFFSETS_MS: [f64; 5] = [-4.0, -2.0, 0.0, 2.0, 4.0];
+
+impl Lookup for WithRepeats {
     fn value(&self, p: &Path) -> Option<Value> {
         self.estimate(p).map(|(v, _)| v)
     }
 
-    fn estimate(&self, p: &Path) -> Option<(Value, Option<Spread>)> {
-        let (ms, se_ms) = match p.to_string().as_str() {
-            "warm.e2e.p50" => (self.run_ms, 2.0),
-            "baseline.warm.e2e.p50" => (100.0, 2.0),
-            "warm.e2e.p99" => (self.run_ms, 0.0),
+    fn estimate(&self, p: &Path) -> Option<(Value, Option<Repeated>)> {
+        let (ms, pairing, repeats) = match p.to_string().as_str() {
+            "warm.e2e.p50" => (self.run_ms, "run", true),
+            "baseline.warm.e2e.p50" => (100.0, if self.paired { "run" } else { "base" }, true),
+            "warm.e2e.p99" => (self.run_ms, "run", false),
             _ => return None,
         };
         let v = Value {
             value: ms / 1e3,
             dim: Dim::Time,
         };
-        let spread = (se_ms > 0.0).then_some(Spread {
-            se: se_ms / 1e3,
-            df: 4.0,
+        let r = repeats.then(|| Repeated {
+            values: OFFSETS_MS.iter().map(|o| (ms + o) / 1e3).collect(),
+            pairing: pairing.to_string(),
         });
-        Some((v, spread))
+        Some((v, r))
     }
 }
 
 #[rstest]
-// left − right = run − 105 ms, se √(4 + 1.1025·4) ≈ 2.90 ms, df ≈ 8: half-width ≈ 6.7 ms.
-#[case(90.0, Outcome::Passed)]
-#[case(100.0, Outcome::Inconclusive)]
-#[case(110.0, Outcome::Inconclusive)]
-#[case(120.0, Outcome::Failed)]
+// Runs apart: left − right = run − 105 ms, se = 1.414·√(1 + 1.05²) ≈ 2.05 ms, df ≈ 8: ± 4.7 ms.
+#[case(90.0, false, Outcome::Passed)]
+#[case(102.0, false, Outcome::Inconclusive)]
+#[case(108.0, false, Outcome::Inconclusive)]
+#[case(115.0, false, Outcome::Failed)]
+// Paired by repeat, the shared offsets cancel (± 0.2 ms): the same 3 ms decide.
+#[case(102.0, true, Outcome::Passed)]
+#[case(108.0, true, Outcome::Failed)]
 fn a_gate_over_repeats_decides_on_the_interval_of_the_difference(
     #[case] run_ms: f64,
+    #[case] paired: bool,
     #[case] expected: Outcome,
 ) {
     let a = Assertion::parse("warm.e2e.p50 <= 1.05 * baseline.warm.e2e.p50").unwrap();
     a.check(&["warm"], &[]).unwrap();
     assert!(a.reads_baseline());
-    let v = a.evaluate(&WithSpreads { run_ms });
+    let v = a.evaluate(&WithRepeats { run_ms, paired });
     assert_eq!(v.outcome, expected, "{v}");
     let (lo, hi) = v.interval.unwrap();
     let diff = run_ms / 1e3 - 0.105;
-    let half = (hi - lo) / 2.0;
     assert!(
         ((lo + hi) / 2.0 - diff).abs() < 1e-9,
         "centred on the difference"
     );
-    // se = √(2² + 1.05²·2²) ms; Welch–Satterthwaite df = se⁴ / (2⁴/4 + (1.05·2)⁴/4) ≈ 7.98.
-    let se = (4.0f64 + 1.05f64.powi(2) * 4.0).sqrt() / 1e3;
-    let df = se.powi(4) / ((2e-3f64).powi(4) / 4.0 + (2.1e-3f64).powi(4) / 4.0);
-    assert!(
-        (half - crate::core::interval::t975(df) * se).abs() < 1e-7,
-        "{half}"
-    );
+    let half = (hi - lo) / 2.0;
+    let s = (10.0f64).sqrt() / 1e3; // the offsets' standard deviation
+    if paired {
+        assert_eq!(v.interval_method, Some(IntervalMethod::Paired));
+        // Per-repeat differences: diff − 0.05·offset, standard deviation 0.05·s.
+        let expected_half = crate::core::interval::t975(4.0) * 0.05 * s / 5f64.sqrt();
+        assert!((half - expected_half).abs() < 1e-9, "{half}");
+    } else {
+        assert_eq!(v.interval_method, Some(IntervalMethod::Welch));
+        let se1 = s / 5f64.sqrt();
+        let se = se1 * (1.0 + 1.05f64.powi(2)).sqrt();
+        let df = se.powi(4) / (se1.powi(4) / 4.0 + (1.05 * se1).powi(4) / 4.0);
+        assert!(
+            (half - crate::core::interval::t975(df) * se).abs() < 1e-7,
+            "{half}"
+        );
+    }
     // Inconclusive passes unless the experiment is strict; failed never passes.
     assert_eq!(v.passed, expected != Outcome::Failed);
     assert_eq!(v.clone().strict(true).passed, expected == Outcome::Passed);
     let text = v.to_string();
-    assert!(text.contains("mean of 5 repeats, 95 % CI"), "{text}");
+    assert!(text.contains("(mean of 5 repeats, 95 % CI"), "{text}");
     assert!(text.contains("left − right: 95 % CI"), "{text}");
     if expected == Outcome::Inconclusive {
         assert!(text.starts_with("ok? "), "{text}");
@@ -251,13 +268,17 @@ fn a_gate_over_repeats_decides_on_the_interval_of_the_difference(
 fn without_spreads_a_verdict_is_plain_and_a_path_written_twice_is_one_quantity() {
     // No spread on either side: an ordinary verdict, no interval.
     let a = Assertion::parse("warm.e2e.p99 <= 1.05 * warm.e2e.p99").unwrap();
-    let v = a.evaluate(&WithSpreads { run_ms: 100.0 });
+    let lookup = WithRepeats {
+        run_ms: 100.0,
+        paired: false,
+    };
+    let v = a.evaluate(&lookup);
     assert_eq!(v.interval, None);
     assert_eq!(v.outcome, Outcome::Passed);
-    // The same path on both sides cancels: its spread does not widen the difference.
+    // The same path on both sides cancels, repeat by repeat: a zero-width interval.
     let a = Assertion::parse("warm.e2e.p50 - warm.e2e.p50 >= 0s").unwrap();
-    let v = a.evaluate(&WithSpreads { run_ms: 100.0 });
-    assert_eq!(v.interval, None, "{v}");
+    let v = a.evaluate(&lookup);
+    assert_eq!(v.interval, Some((0.0, 0.0)), "{v}");
     assert_eq!(v.outcome, Outcome::Passed);
 }
 

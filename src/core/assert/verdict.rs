@@ -2,7 +2,7 @@
 
 use super::Cmp;
 use crate::core::catalog::{Dim, Value};
-use crate::core::interval::Spread;
+use crate::core::interval::{Repeated, Spread};
 use std::fmt;
 
 /// One metric value an assertion read.
@@ -12,6 +12,27 @@ pub struct Operand {
     pub value: Option<Value>,
     /// Over repeats: the value is their mean, with this standard error.
     pub spread: Option<Spread>,
+    /// Over repeats: the per-repeat values.
+    pub repeated: Option<Repeated>,
+}
+
+/// How the interval of `left − right` was made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IntervalMethod {
+    /// Every operand from the same repeats: per-repeat differences, Student t.
+    Paired,
+    /// Operands from different runs: standard errors combined (delta method), Welch–Satterthwaite
+    /// degrees of freedom.
+    Welch,
+}
+
+impl IntervalMethod {
+    pub fn name(self) -> &'static str {
+        match self {
+            IntervalMethod::Paired => "paired",
+            IntervalMethod::Welch => "welch",
+        }
+    }
 }
 
 /// What an assertion decided.
@@ -45,8 +66,9 @@ pub struct Verdict {
     pub outcome: Outcome,
     pub lhs: Option<f64>,
     pub rhs: Option<f64>,
-    /// Over repeats: the 95 % interval of `left − right`.
+    /// Over repeats: the 95 % interval of `left − right`, and how it was made.
     pub interval: Option<(f64, f64)>,
+    pub interval_method: Option<IntervalMethod>,
     pub dim: Dim,
     pub operands: Vec<Operand>,
     pub reason: Option<String>,
@@ -114,7 +136,7 @@ impl fmt::Display for Verdict {
                         "\n         {} = {} (mean of {} repeats, 95 % CI {} … {})",
                         o.path,
                         format_value(v.value, v.dim),
-                        s.df.round() + 1.0,
+                        o.repeated.as_ref().map_or(0, |r| r.values.len()),
                         format_value(lo, v.dim),
                         format_value(hi, v.dim)
                     )?
@@ -147,9 +169,13 @@ impl fmt::Display for Verdict {
         if let Some((lo, hi)) = self.interval {
             write!(
                 f,
-                "\n         left − right: 95 % CI {} … {}",
+                "\n         left − right: 95 % CI {} … {} ({})",
                 format_value(lo, self.dim),
-                format_value(hi, self.dim)
+                format_value(hi, self.dim),
+                match self.interval_method {
+                    Some(IntervalMethod::Paired) => "paired by repeat",
+                    _ => "Welch, runs apart",
+                }
             )?;
             if self.outcome == Outcome::Inconclusive {
                 write!(
