@@ -139,6 +139,11 @@ pub const SCALAR_METRICS: &[(&str, Dim)] = &[
     ("dropped", Dim::Plain),
     ("cancelled", Dim::Plain),
     ("late_sends", Dim::Plain),
+    // A capacity search's phase: the highest load that met its SLO (0: none), the lowest that
+    // did not, and how many probes ran.
+    ("max_passing", Dim::Plain),
+    ("first_failing", Dim::Plain),
+    ("probes", Dim::Plain),
 ];
 
 /// Dimension of a value in assertions: durations must be compared with durations.

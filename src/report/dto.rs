@@ -4,8 +4,8 @@
 
 use crate::core::metrics::Slo;
 use crate::spec::{
-    Arrival, DatasetFormat, Experiment, LengthDist, Phase, RequestShape, SnapshotOptions,
-    TargetSpec, Timeouts, Workload,
+    Arrival, CapacityOver, DatasetFormat, Experiment, LengthDist, Phase, RequestShape,
+    SnapshotOptions, TargetSpec, Timeouts, Workload,
 };
 use serde::Serialize;
 use std::time::Duration;
@@ -205,6 +205,20 @@ pub enum WorkloadDto {
         max_concurrency: Option<u32>,
         input_tokens: u32,
     },
+    Capacity {
+        /// `concurrency` or `rate` (requests per second).
+        over: &'static str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        process: Option<Arrival>,
+        min: f64,
+        max: f64,
+        step: f64,
+        max_probes: u32,
+        requests_per_probe: u32,
+        input_tokens: u32,
+        max_concurrency: Option<u32>,
+        slo: Vec<String>,
+    },
 }
 
 impl WorkloadDto {
@@ -279,6 +293,34 @@ impl WorkloadDto {
                 time_scale,
                 max_concurrency,
                 entries: entries.len(),
+            },
+            Workload::Capacity {
+                over,
+                min,
+                max,
+                step,
+                max_probes,
+                requests,
+                input_tokens,
+                max_concurrency,
+                ref slo,
+            } => Self::Capacity {
+                over: match over {
+                    CapacityOver::Concurrency => "concurrency",
+                    CapacityOver::Rate(_) => "rate",
+                },
+                process: match over {
+                    CapacityOver::Concurrency => None,
+                    CapacityOver::Rate(p) => Some(p),
+                },
+                min,
+                max,
+                step,
+                max_probes,
+                requests_per_probe: requests,
+                input_tokens,
+                max_concurrency,
+                slo: slo.iter().map(|a| a.source.clone()).collect(),
             },
             Workload::Ramp {
                 from,

@@ -47,6 +47,42 @@ pub struct NamedSummary {
     /// the summary's field names (`ttft.p50_ms`, `error_rate`).
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub intervals: BTreeMap<String, Interval>,
+    /// A capacity search: what it found (its probes are the phases after it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub capacity: Option<Capacity>,
+}
+
+/// What a capacity search found.
+#[derive(Debug, Clone, Serialize)]
+pub struct Capacity {
+    /// `concurrency` or `rate` (requests per second).
+    pub over: &'static str,
+    /// The highest load whose probe met the SLO (`None`: not even the lowest).
+    pub max_passing: Option<f64>,
+    /// The lowest load whose probe missed it (`None`: the highest passed).
+    pub first_failing: Option<f64>,
+    /// Found to within one step (false: the probes ran out; `max_passing` is a lower bound).
+    pub converged: bool,
+    pub probes: Vec<CapacityProbe>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CapacityProbe {
+    pub phase: String,
+    pub load: f64,
+    pub passed: bool,
+}
+
+impl Capacity {
+    /// `max_passing` (0 when nothing passed), `first_failing`, `probes` (how many ran).
+    pub fn value(&self, metric: &str) -> Option<f64> {
+        match metric {
+            "max_passing" => Some(self.max_passing.unwrap_or(0.0)),
+            "first_failing" => self.first_failing,
+            "probes" => Some(self.probes.len() as f64),
+            _ => None,
+        }
+    }
 }
 
 /// How a run's intervals were made.
@@ -247,6 +283,15 @@ impl Lookup for RunSummary {
         let client = self.phase(&p.phase)?;
         // Turns and fidelity belong to a phase; `all` has neither.
         let named = self.phases.iter().find(|n| n.name == p.phase);
+        if let Some(c) = named.and_then(|n| n.capacity.as_ref())
+            && p.scope == Scope::Client
+            && let Some(v) = c.value(&p.metric)
+        {
+            return Some(Value {
+                value: v,
+                dim: Dim::Plain,
+            });
+        }
         match p.scope {
             Scope::Client => client.value(&p.metric, p.stat).ok().flatten(),
             Scope::Turn(t) => named?
@@ -311,6 +356,7 @@ mod tests {
                 fidelity,
                 by_turn: [(1, empty.clone())].into(),
                 intervals: BTreeMap::new(),
+                capacity: None,
             }],
             all: empty,
             all_intervals: BTreeMap::new(),

@@ -92,6 +92,7 @@ pub fn phase_table(summary: &RunSummary) -> String {
             out.push_str(&format!("{:<12} server: {line}\n", ""));
         }
         for line in [
+            capacity_line(summary, name),
             intervals_line(summary, name),
             serverless_line(summary, name),
             turns_line(summary, name),
@@ -108,6 +109,34 @@ pub fn phase_table(summary: &RunSummary) -> String {
         out.push_str(&format!("server metrics: {}\n", summary.server_metrics));
     }
     out
+}
+
+/// A capacity search: what it found, and each probe's verdict in order.
+fn capacity_line(summary: &RunSummary, name: &str) -> Option<String> {
+    let c = summary
+        .phases
+        .iter()
+        .find(|p| p.name == name)?
+        .capacity
+        .as_ref()?;
+    let fmt = |v: Option<f64>| v.map_or_else(|| "none".to_string(), |v| format!("{v}"));
+    let probes: Vec<String> = c
+        .probes
+        .iter()
+        .map(|p| format!("{} {}", p.load, if p.passed { "met" } else { "missed" }))
+        .collect();
+    Some(format!(
+        "capacity: highest {} meeting the SLO {}{} (lowest missing it: {}); probes: {}",
+        c.over,
+        fmt(c.max_passing),
+        if c.converged {
+            ""
+        } else {
+            " at least (probes ran out)"
+        },
+        fmt(c.first_failing),
+        probes.join(", ")
+    ))
 }
 
 /// With repeats: the table's main figures as means over the repeats with their intervals.

@@ -37,6 +37,17 @@ pub(super) fn lower(
         ),
     };
     let repeats = lower_repeats(loc, raw.repeats.as_ref())?;
+    if repeats > 1
+        && phases
+            .iter()
+            .any(|p| matches!(p.workload, super::Workload::Capacity { .. }))
+    {
+        return Err(loc.error(
+            raw.repeats.as_ref().map(|r| r.span()),
+            "repeats",
+            "a capacity search picks its probes from what it measures, so its repeats would not correspond: run it without `repeats`",
+        ));
+    }
     if raw.strict && repeats < 2 {
         return Err(loc.error(
             None,

@@ -234,6 +234,29 @@ pub enum Workload {
         max_concurrency: Option<u32>,
         input_tokens: u32,
     },
+    /// The highest load meeting `slo`, searched by probing (see `workload::capacity`): each
+    /// probe is a phase of its own, `<phase>_c<N>` or `<phase>_r<rate>`, of `requests` requests.
+    Capacity {
+        over: CapacityOver,
+        min: f64,
+        max: f64,
+        step: f64,
+        max_probes: u32,
+        requests: u32,
+        input_tokens: u32,
+        max_concurrency: Option<u32>,
+        /// Each probe passes when all of these hold over its figures (paths `probe.…`).
+        slo: Vec<crate::core::assert::Assertion>,
+    },
+}
+
+/// What a capacity search varies.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum CapacityOver {
+    /// Closed loop at each concurrency.
+    Concurrency,
+    /// Open loop at each rate (requests per second), arrivals from `process`.
+    Rate(Arrival),
 }
 
 /// A distribution of token lengths, clamped to `[min, max]`.
@@ -351,7 +374,51 @@ impl Workload {
                 parallel_calls,
                 ..
             } => Some(session_concurrency * parallel_calls),
+            Workload::Capacity {
+                over: CapacityOver::Concurrency,
+                max,
+                ..
+            } => Some(max.ceil() as u32),
+            Workload::Capacity {
+                max_concurrency, ..
+            } => *max_concurrency,
         }
+    }
+
+    /// A capacity search's probe at `load`: its phase name and workload.
+    pub fn probe(&self, phase: &str, load: f64) -> Option<(String, Workload)> {
+        let Workload::Capacity {
+            over,
+            requests,
+            input_tokens,
+            max_concurrency,
+            ..
+        } = self
+        else {
+            return None;
+        };
+        Some(match over {
+            CapacityOver::Concurrency => (
+                format!("{phase}_c{}", load.round() as u32),
+                Workload::Concurrent {
+                    concurrency: load.round().max(1.0) as u32,
+                    requests: *requests,
+                    input_tokens: *input_tokens,
+                    duration: None,
+                },
+            ),
+            CapacityOver::Rate(process) => (
+                format!("{phase}_r{load}"),
+                Workload::Rate {
+                    process: *process,
+                    rate: load,
+                    requests: Some(*requests),
+                    duration: None,
+                    max_concurrency: *max_concurrency,
+                    input_tokens: *input_tokens,
+                },
+            ),
+        })
     }
 
     /// Whether requests are conversations (chat only).

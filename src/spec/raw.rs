@@ -162,6 +162,7 @@ pub(super) enum WorkloadKind {
     MultiTurn,
     Agentic,
     Trace,
+    Capacity,
 }
 
 impl WorkloadKind {
@@ -177,6 +178,7 @@ impl WorkloadKind {
             WorkloadKind::MultiTurn => "multi_turn",
             WorkloadKind::Agentic => "agentic",
             WorkloadKind::Trace => "trace",
+            WorkloadKind::Capacity => "capacity",
         }
     }
 
@@ -215,6 +217,19 @@ impl WorkloadKind {
             ],
             WorkloadKind::Ramp => &["from", "to", "duration", "max_concurrency", "input_tokens"],
             WorkloadKind::Trace => &["file", "time_scale", "max_concurrency"],
+            WorkloadKind::Capacity => &[
+                "over",
+                "min",
+                "max",
+                "step",
+                "max_probes",
+                "slo",
+                "requests",
+                "input_tokens",
+                "process",
+                "burstiness",
+                "max_concurrency",
+            ],
             WorkloadKind::MultiTurn => &[
                 "sessions",
                 "turns",
@@ -282,6 +297,19 @@ pub(super) struct RawWorkload {
     pub(super) think_time: Option<String>,
     pub(super) file: Option<String>,
     pub(super) time_scale: Option<f64>,
+    pub(super) over: Option<CapacityOverKind>,
+    pub(super) min: Option<f64>,
+    pub(super) max: Option<f64>,
+    pub(super) step: Option<f64>,
+    pub(super) max_probes: Option<u32>,
+    pub(super) slo: Option<Vec<String>>,
+}
+
+#[derive(Deserialize, Clone, Copy, PartialEq, Eq, Debug)]
+#[serde(rename_all = "snake_case")]
+pub(super) enum CapacityOverKind {
+    Concurrency,
+    Rate,
 }
 
 impl RawWorkload {
@@ -293,6 +321,12 @@ impl RawWorkload {
             }
         };
         add(self.requests.is_some(), "requests");
+        add(self.over.is_some(), "over");
+        add(self.min.is_some(), "min");
+        add(self.max.is_some(), "max");
+        add(self.step.is_some(), "step");
+        add(self.max_probes.is_some(), "max_probes");
+        add(self.slo.is_some(), "slo");
         add(self.input_tokens.is_some(), "input_tokens");
         add(self.concurrency.is_some(), "concurrency");
         add(self.groups.is_some(), "groups");

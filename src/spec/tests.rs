@@ -261,6 +261,21 @@ fn sglang_targets_may_use_the_native_api() {
     "[targets.baseline]",
     "targets.baseline: `baseline` is reserved"
 )]
+#[case::capacity_without_slo(
+    "{ kind = \"shared_prefix\", reuse = \"cold\", suffixes = 2, suffix_tokens = 8 }",
+    "{ kind = \"capacity\", over = \"concurrency\", min = 1, max = 8, step = 1, max_probes = 4, requests = 8, input_tokens = 8 }",
+    "phase[1].workload.slo: workload kind `capacity` needs `slo`"
+)]
+#[case::capacity_slo_reads_the_server(
+    "{ kind = \"shared_prefix\", reuse = \"cold\", suffixes = 2, suffix_tokens = 8 }",
+    "{ kind = \"capacity\", over = \"concurrency\", min = 1, max = 8, step = 1, max_probes = 4, requests = 8, input_tokens = 8, slo = [\"probe.server.ttft_mean < 1s\"] }",
+    "phase[1].workload.slo[0]: `probe.server.ttft_mean < 1s`: `probe.server.ttft_mean`: an SLO reads the probe's own client figures"
+)]
+#[case::capacity_fractional_concurrency(
+    "{ kind = \"shared_prefix\", reuse = \"cold\", suffixes = 2, suffix_tokens = 8 }",
+    "{ kind = \"capacity\", over = \"concurrency\", min = 1, max = 8, step = 0.5, max_probes = 4, requests = 8, input_tokens = 8, slo = [\"probe.ttft.p50 < 1s\"] }",
+    "phase[1].workload.step: a search over concurrency takes whole numbers"
+)]
 #[case::bad_duration("\"200ms\"", "\"200\"", "x.toml:23:8: slo.ttft: `200` needs a unit")]
 #[case::schema(
     "schema_version = 1",

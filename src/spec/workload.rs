@@ -1,8 +1,8 @@
 //! Lowering a phase's `workload = { kind = …, … }`: the fields its kind takes (and only those),
 //! each checked and named in errors as `phase[i].workload.<field>`.
 
-use super::raw::{ProcessKind, RawWorkload, WorkloadKind};
-use super::{Arrival, Files, Phase, SpecError, Workload};
+use super::raw::{CapacityOverKind, ProcessKind, RawWorkload, WorkloadKind};
+use super::{Arrival, CapacityOver, Files, Phase, SpecError, Workload};
 use crate::core::diag::{Locator, parse_duration};
 use std::ops::Range;
 use std::time::Duration;
@@ -148,7 +148,86 @@ pub(super) fn lower_workload(
         WorkloadKind::MultiTurn | WorkloadKind::Agentic => session(&f, &w)?,
         WorkloadKind::Sweep => return sweep(&f, &w).map(Lowered::Sweep),
         WorkloadKind::SharedPrefix => shared_prefix(&f, &w, earlier)?,
+        WorkloadKind::Capacity => capacity(&f, &w)?,
     }))
+}
+
+/// The most probes a capacity search may make.
+const MAX_PROBES: u32 = 50;
+
+fn capacity(f: &Fields, w: &RawWorkload) -> Result<Workload, SpecError> {
+    let over = match w.over {
+        None => {
+            return Err(f.err(
+                "over",
+                "workload kind `capacity` needs `over` (`concurrency` or `rate`)",
+            ));
+        }
+        Some(CapacityOverKind::Concurrency) => {
+            if w.process.is_some() || w.max_concurrency.is_some() {
+                return Err(f.err(
+                    "process",
+                    "`process` and `max_concurrency` apply to a search over `rate`",
+                ));
+            }
+            CapacityOver::Concurrency
+        }
+        Some(CapacityOverKind::Rate) => CapacityOver::Rate(f.arrival(w)?),
+    };
+    let need = |v: Option<f64>, name: &str| {
+        v.ok_or_else(|| f.err(name, format!("workload kind `capacity` needs `{name}`")))
+            .and_then(|v| f.positive(v, name))
+    };
+    let (min, max) = (need(w.min, "min")?, need(w.max, "max")?);
+    let step = need(w.step, "step")?;
+    if max < min {
+        return Err(f.err("max", format!("`max` ({max}) is below `min` ({min})")));
+    }
+    if over == CapacityOver::Concurrency && [min, max, step].iter().any(|v| v.fract() != 0.0) {
+        return Err(f.err(
+            "step",
+            "a search over concurrency takes whole numbers for `min`, `max` and `step`",
+        ));
+    }
+    let max_probes = f.require(w.max_probes, "max_probes")?;
+    if max_probes > MAX_PROBES {
+        return Err(f.err(
+            "max_probes",
+            format!("at most {MAX_PROBES} probes, not {max_probes}"),
+        ));
+    }
+    let Some(raw_slo) = w.slo.as_ref().filter(|s| !s.is_empty()) else {
+        return Err(f.err(
+            "slo",
+            "workload kind `capacity` needs `slo`: what each probe must meet, e.g. [\"probe.ttft.p90 <= 500ms\", \"probe.error_rate == 0\"]",
+        ));
+    };
+    let mut slo = Vec::new();
+    for (i, expr) in raw_slo.iter().enumerate() {
+        let at = |m: String| f.err(&format!("slo[{i}]"), format!("`{expr}`: {m}"));
+        let a = crate::core::assert::Assertion::parse(expr)
+            .and_then(|a| a.check(&["probe"], &[]).map(|()| a))
+            .map_err(|e| at(e.to_string()))?;
+        if let Some(p) = a.paths().iter().find(|p| {
+            p.phase != "probe" || p.baseline || p.scope != crate::core::catalog::Scope::Client
+        }) {
+            return Err(at(format!(
+                "`{p}`: an SLO reads the probe's own client figures, `probe.<metric>[.<stat>]`"
+            )));
+        }
+        slo.push(a);
+    }
+    Ok(Workload::Capacity {
+        over,
+        min,
+        max,
+        step,
+        max_probes,
+        requests: f.require(w.requests, "requests")?,
+        input_tokens: f.require(w.input_tokens, "input_tokens")?,
+        max_concurrency: f.optional(w.max_concurrency, "max_concurrency")?,
+        slo,
+    })
 }
 
 fn rate(f: &Fields, w: &RawWorkload) -> Result<Workload, SpecError> {

@@ -7,6 +7,8 @@ use super::summary::{self, Parts};
 use super::tally::Tally;
 use super::{Plan, TrialError, TrialOptions, TrialOutcome};
 use crate::client::{self, Endpoint};
+use crate::core::assert::Path as MetricPath;
+use crate::core::metrics::Summarizer;
 use crate::observe::gpu::GpuSource;
 use crate::observe::scrape::ScrapeRecord;
 use crate::observe::{self, Observed, Observer};
@@ -16,8 +18,9 @@ use crate::replay::{Fixture, FixtureMeta, Recorder, ReplayServer, Source, fixtur
 use crate::report::{self, ResultsDir};
 use crate::report::{Mode, PromptLengths};
 use crate::run::{self, Completed};
-use crate::spec::{Experiment, TargetSpec};
-use crate::workload::{self, Schedule};
+use crate::spec::{Experiment, Phase, TargetSpec, Workload};
+use crate::workload::capacity::{Bounds, Search};
+use crate::workload::{self, PhasePlan, Schedule};
 use std::time::SystemTime;
 use tokio::time::Instant;
 
@@ -50,15 +53,26 @@ pub async fn run_trial(
         recorder,
         interrupted,
         write_errors,
+        probes,
     } = executed;
+    // With a capacity search, the run's phases are its probes too, each after its search. The
+    // snapshot keeps to the declared phases: which loads a live search probes is a measurement.
+    let declared = exp;
+    let searched = with_probes(exp, &probes);
+    let exp = &searched;
     let tallied = tally.finish(exp, &observed.scrapes);
     for (phase, hists) in &tallied.histograms {
         results
             .write_histograms(phase, hists)
             .map_err(TrialError::Results)?;
     }
+    if !probes.is_empty() {
+        // The manifest describes the phases that ran, probes included.
+        manifest = Manifest::new(exp, target, &pre, resolved.manifest_run(started, &schedule));
+    }
     manifest.finished(tallied.completed, interrupted);
     let parts = Parts {
+        capacity: capacity_found(exp, &probes),
         mode: resolved.mode,
         prompt_lengths: pre.prompt_lengths.clone(),
         scrapes: &observed.scrapes,
@@ -92,13 +106,88 @@ pub async fn run_trial(
     Ok(TrialOutcome {
         mode: resolved.mode,
         dir: results.path.clone(),
-        snapshot: report::snapshot_view(exp, &target.name, &resolved.endpoint.model, &summary),
+        snapshot: report::snapshot_view(declared, &target.name, &resolved.endpoint.model, &summary),
         summary,
         verdicts,
         replay_unmatched,
         fixture_written,
         write_errors,
     })
+}
+
+/// The experiment with each capacity search's probes as phases after it.
+fn with_probes(exp: &Experiment, probes: &[Probe]) -> Experiment {
+    let mut out = exp.clone();
+    if probes.is_empty() {
+        return out;
+    }
+    out.phases = exp
+        .phases
+        .iter()
+        .flat_map(|p| {
+            std::iter::once(p.clone()).chain(
+                probes
+                    .iter()
+                    .filter(|x| x.search == p.name)
+                    .map(|x| x.phase.clone()),
+            )
+        })
+        .collect();
+    out
+}
+
+/// What each capacity search found, by its phase's name.
+fn capacity_found(
+    exp: &Experiment,
+    probes: &[Probe],
+) -> std::collections::BTreeMap<String, report::Capacity> {
+    exp.phases
+        .iter()
+        .filter_map(|p| {
+            let Workload::Capacity {
+                over,
+                min,
+                max,
+                step,
+                max_probes,
+                ..
+            } = &p.workload
+            else {
+                return None;
+            };
+            let mut search = Search::new(Bounds {
+                min: *min,
+                max: *max,
+                step: *step,
+                max_probes: *max_probes,
+            });
+            let mine: Vec<&Probe> = probes.iter().filter(|x| x.search == p.name).collect();
+            for x in &mine {
+                search.report(x.load, x.passed);
+            }
+            let found = search.found();
+            Some((
+                p.name.clone(),
+                report::Capacity {
+                    over: match over {
+                        crate::spec::CapacityOver::Concurrency => "concurrency",
+                        crate::spec::CapacityOver::Rate(_) => "rate",
+                    },
+                    max_passing: found.max_passing,
+                    first_failing: found.first_failing,
+                    converged: found.converged,
+                    probes: mine
+                        .iter()
+                        .map(|x| report::CapacityProbe {
+                            phase: x.phase.name.clone(),
+                            load: x.load,
+                            passed: x.passed,
+                        })
+                        .collect(),
+                },
+            ))
+        })
+        .collect()
 }
 
 fn persist(
@@ -316,13 +405,148 @@ struct Executed {
     recorder: Option<Recorder>,
     interrupted: bool,
     write_errors: Vec<String>,
+    /// Capacity searches: each probe (a phase of its own) and what each search found.
+    probes: Vec<Probe>,
+}
+
+/// One probe of a capacity search: the phase it ran as, after the search's own phase.
+pub(super) struct Probe {
+    pub search: String,
+    pub phase: Phase,
+    pub load: f64,
+    pub passed: bool,
 }
 
 /// Problems writing results are kept (the first few) and the run goes on.
 const WRITE_ERRORS_KEPT: usize = 5;
 
-/// Runs the phases in order under observation. Each record goes to `requests.jsonl` as it
-/// completes, into the tally, and into the recording.
+/// The state phases run in: each record goes to `requests.jsonl` as it completes, into the
+/// tally, into the recording, and into a capacity probe's own summary.
+struct Runner<'a> {
+    exp: &'a Experiment,
+    resolved: &'a Resolved,
+    http: &'a reqwest::Client,
+    results: &'a mut ResultsDir,
+    opts: &'a TrialOptions,
+    tally: Tally,
+    recorder: Option<Recorder>,
+    writer: crate::report::RequestWriter,
+    observer: Observer,
+    origin: Instant,
+    write_errors: Vec<String>,
+}
+
+impl Runner<'_> {
+    /// Runs one phase; `true` when the run was interrupted.
+    async fn run(&mut self, plan: &PhasePlan, mut probe: Option<&mut Summarizer>) -> bool {
+        if self.opts.interrupt.as_ref().is_some_and(|i| *i.borrow()) {
+            return true;
+        }
+        let capture = self.resolved.mode == Mode::Record;
+        self.observer.phase_started(&plan.name).await;
+        let (recorder, tally, writer) = (&mut self.recorder, &mut self.tally, &self.writer);
+        let mut sink = |mut c: Completed| {
+            c.record.repeat = plan.repeat;
+            if let (Some(rec), Some(cap)) = (recorder.as_mut(), &c.capture) {
+                rec.add(&c.record, c.path, c.body, cap);
+            }
+            tally.add(&c.record);
+            if let Some(p) = probe.as_deref_mut() {
+                p.add(&c.record);
+            }
+            writer.send(c.record);
+        };
+        let phase = run::run_phase(
+            self.http,
+            &self.resolved.endpoint,
+            plan,
+            &self.exp.timeouts,
+            self.origin,
+            capture,
+            &mut sink,
+        );
+        let mut interrupted = false;
+        match self.opts.interrupt.clone() {
+            None => phase.await,
+            Some(mut stop) => {
+                tokio::select! {
+                    () = phase => {}
+                    _ = stop.wait_for(|s| *s) => interrupted = true,
+                }
+            }
+        }
+        for r in self.observer.phase_ended().await {
+            if let Err(e) = self.results.append_scrape(r)
+                && self.write_errors.len() < WRITE_ERRORS_KEPT
+            {
+                self.write_errors.push(e.to_string());
+            }
+        }
+        interrupted
+    }
+
+    /// Runs a capacity search: probes chosen one after another, each a phase of its own
+    /// whose figures decide the next. `true` when the run was interrupted.
+    async fn search(&mut self, spec: &Phase, salt: u64, probes: &mut Vec<Probe>) -> bool {
+        let Workload::Capacity {
+            min,
+            max,
+            step,
+            max_probes,
+            slo,
+            ..
+        } = &spec.workload
+        else {
+            return false;
+        };
+        let mut search = Search::new(Bounds {
+            min: *min,
+            max: *max,
+            step: *step,
+            max_probes: *max_probes,
+        });
+        while let Some(load) = search.next() {
+            let Some((name, workload)) = spec.workload.probe(&spec.name, load) else {
+                break;
+            };
+            let first = probes.iter().all(|p| p.search != spec.name);
+            let phase = Phase {
+                name,
+                workload,
+                // The search's warmup goes to its first probe.
+                warmup: if first { spec.warmup } else { 0 },
+                warmup_duration: if first { spec.warmup_duration } else { None },
+                ..spec.clone()
+            };
+            let mut plan = workload::plan_probe(self.exp, &phase, salt);
+            if self.resolved.fixture.is_some() {
+                plan.keep_recorded_warmups(
+                    self.resolved
+                        .recorded_requests
+                        .iter()
+                        .map(|(p, k, i)| (p.as_str(), *k, *i)),
+                );
+            }
+            let mut summarizer = Summarizer::new(self.exp.slo);
+            if self.run(&plan.phases[0], Some(&mut summarizer)).await {
+                return true;
+            }
+            let (figures, _) = summarizer.finish();
+            let lookup = |p: &MetricPath| figures.value(&p.metric, p.stat).ok().flatten();
+            let passed = slo.iter().all(|a| a.evaluate(&lookup).passed);
+            search.report(load, passed);
+            probes.push(Probe {
+                search: spec.name.clone(),
+                phase,
+                load,
+                passed,
+            });
+        }
+        false
+    }
+}
+
+/// Runs the phases in order under observation (a capacity search's probes as it picks them).
 async fn execute(
     exp: &Experiment,
     target: &TargetSpec,
@@ -333,57 +557,45 @@ async fn execute(
     opts: &TrialOptions,
 ) -> Result<Executed, TrialError> {
     let capture = resolved.mode == Mode::Record;
-    let mut tally = Tally::new(exp.slo, exp.repeats);
-    let mut recorder = capture.then(Recorder::default);
-    let mut write_errors = Vec::new();
     let writer = results.request_writer().map_err(TrialError::Results)?;
     let origin = Instant::now();
     let setup = resolved.observe_setup(exp, target);
-    let mut observer = Observer::start(http, &resolved.endpoint, setup, origin);
+    let observer = Observer::start(http, &resolved.endpoint, setup, origin);
+    let mut runner = Runner {
+        exp,
+        resolved,
+        http,
+        results,
+        opts,
+        tally: Tally::new(exp.slo, exp.repeats),
+        recorder: capture.then(Recorder::default),
+        writer,
+        observer,
+        origin,
+        write_errors: Vec::new(),
+    };
     let mut interrupted = false;
+    let mut probes = Vec::new();
     for plan in &schedule.phases {
-        if opts.interrupt.as_ref().is_some_and(|i| *i.borrow()) {
-            interrupted = true;
-            break;
-        }
-        observer.phase_started(&plan.name).await;
-        let mut sink = |mut c: Completed| {
-            c.record.repeat = plan.repeat;
-            if let (Some(rec), Some(cap)) = (recorder.as_mut(), &c.capture) {
-                rec.add(&c.record, c.path, c.body, cap);
+        let spec = exp.phases.iter().find(|p| p.name == plan.name);
+        interrupted = match spec {
+            Some(spec) if matches!(spec.workload, Workload::Capacity { .. }) => {
+                runner.search(spec, schedule.salt, &mut probes).await
             }
-            tally.add(&c.record);
-            writer.send(c.record);
+            _ => runner.run(plan, None).await,
         };
-        let phase = run::run_phase(
-            http,
-            &resolved.endpoint,
-            plan,
-            &exp.timeouts,
-            origin,
-            capture,
-            &mut sink,
-        );
-        match opts.interrupt.clone() {
-            None => phase.await,
-            Some(mut stop) => {
-                tokio::select! {
-                    () = phase => {}
-                    _ = stop.wait_for(|s| *s) => interrupted = true,
-                }
-            }
-        }
-        for r in observer.phase_ended().await {
-            if let Err(e) = results.append_scrape(r)
-                && write_errors.len() < WRITE_ERRORS_KEPT
-            {
-                write_errors.push(e.to_string());
-            }
-        }
         if interrupted {
             break;
         }
     }
+    let Runner {
+        tally,
+        recorder,
+        writer,
+        observer,
+        mut write_errors,
+        ..
+    } = runner;
     let observed = observer.finish().await;
     // Every record on disk before the summary is written.
     for e in writer.finish() {
@@ -397,6 +609,7 @@ async fn execute(
         recorder,
         interrupted,
         write_errors,
+        probes,
     })
 }
 

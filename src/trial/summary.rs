@@ -29,6 +29,8 @@ pub struct Parts<'a> {
     pub baseline: BaselineState,
     /// Which repeats these are (see [`report::Repeats::pairing`]).
     pub pairing: String,
+    /// What each capacity search found, by its phase.
+    pub capacity: BTreeMap<String, report::Capacity>,
 }
 
 /// The summary, with its verdicts both inside it and returned.
@@ -39,13 +41,17 @@ pub fn summarize(
     parts: Parts,
 ) -> (RunSummary, Vec<Verdict>) {
     let Tallied {
-        phases,
+        mut phases,
         all,
         all_intervals,
         all_server,
         first_warmup,
         ..
     } = tallied;
+    let mut capacity = parts.capacity.clone();
+    for p in &mut phases {
+        p.capacity = capacity.remove(&p.name);
+    }
     let mut summary = RunSummary {
         schema_version: report::RESULTS_SCHEMA_VERSION,
         experiment: exp.name.clone(),

@@ -129,6 +129,7 @@ impl Tally {
             phases.push(NamedSummary {
                 name: p.name.clone(),
                 intervals: repeat_intervals(t.by_repeat),
+                capacity: None,
                 server: server_view(scrapes, Some(&p.name), summary.ttft.map(|t| t.mean_ms)),
                 fidelity: fidelity::fidelity(p, &t.rows),
                 by_turn: t

@@ -9,6 +9,7 @@
 //! Prompt lengths are approximate: prompts are made of common English words that are single
 //! tokens in Llama-family tokenizers, one word per requested token. The summary says so.
 
+pub mod capacity;
 mod plan;
 mod rng;
 mod words;
@@ -220,6 +221,15 @@ pub fn schedule(exp: &Experiment, salt: u64) -> Schedule {
         seed: exp.seed,
         salt,
         phases,
+    }
+}
+
+/// A capacity search's probe as a one-phase schedule (its prompts salted like the run's).
+pub fn plan_probe(exp: &Experiment, probe: &crate::spec::Phase, salt: u64) -> Schedule {
+    Schedule {
+        seed: exp.seed,
+        salt,
+        phases: vec![plan::plan_phase(exp.seed, salt, probe, words_for(exp))],
     }
 }
 

@@ -19,7 +19,10 @@ pub(super) fn plan_phase(seed: u64, salt: u64, p: &Phase, w: Words<'_>) -> Phase
         w,
         requests: Vec::new(),
     };
-    g.warmups();
+    // A capacity search's warmups go to its first probe.
+    if !matches!(p.workload, Workload::Capacity { .. }) {
+        g.warmups();
+    }
     let (pacing, sessions) = g.measured();
     PhasePlan {
         name: p.name.clone(),
@@ -166,6 +169,8 @@ impl PhaseGen<'_> {
                 self.shared_prefix();
                 (closed, Vec::new())
             }
+            // The search plans each probe as it goes (as a phase of its own).
+            Workload::Capacity { .. } => (closed, Vec::new()),
         }
     }
 

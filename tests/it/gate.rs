@@ -164,3 +164,79 @@ async fn a_gate_passes_at_the_recorded_pace_and_fails_slowed_down() {
     ));
     let _ = std::fs::remove_dir_all(&root);
 }
+
+const CAPACITY: &str = r#"schema_version = 1
+description = "capacity"
+seed = 5
+[targets.box]
+kind = "openai"
+[model]
+name = "m"
+[[phase]]
+name = "search"
+workload = { kind = "capacity", over = "concurrency", min = 1, max = 4, step = 1, max_probes = 5, requests = 4, input_tokens = 8, slo = ["probe.e2e.p90 <= 1s"] }
+request = { api = "completions", output_tokens = 5 }
+[[assert]]
+expr = "search.max_passing >= 1"
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_capacity_search_probes_as_phases_records_and_replays() {
+    let root = common::scratch("test-capacity");
+    let server = common::start().await;
+    let exp = spec_io::parse("capacity.toml", "capacity", CAPACITY).unwrap();
+    let url = server.url.clone();
+
+    // The fake server's pace does not change with load: every probe meets a 1 s SLO, so the
+    // search doubles to the top (1, 2, 4) and says the highest passed.
+    let live = run(
+        &exp,
+        &root,
+        &[("INFERLAB_BOX_URL", &url), ("INFERLAB_RECORD", "1")],
+        false,
+    )
+    .await;
+    assert!(live.passed(), "{:?}", live.verdicts);
+    let names: Vec<&str> = live
+        .summary
+        .phases
+        .iter()
+        .map(|p| p.name.as_str())
+        .collect();
+    assert_eq!(names, ["search", "search_c1", "search_c2", "search_c4"]);
+    let c = live.summary.phases[0].capacity.clone().unwrap();
+    assert_eq!(
+        (c.max_passing, c.first_failing, c.converged),
+        (Some(4.0), None, true)
+    );
+    assert_eq!(live.summary.phase("search_c4").unwrap().requests, 4);
+    assert_eq!(live.summary.all.requests, 12);
+    let manifest = std::fs::read_to_string(live.dir.join("manifest.json")).unwrap();
+    assert!(
+        manifest.contains("\"search_c2\""),
+        "the manifest lists the probes"
+    );
+    let fixture = Fixture::load(&live.fixture_written.clone().unwrap()).unwrap();
+    assert_eq!(fixture.exchanges.len(), 12);
+
+    // Replayed: the same probes, from the recording.
+    let replay = run(&exp, &root, &[], false).await;
+    assert!(
+        replay.replay_unmatched.is_empty(),
+        "{:?}",
+        replay.replay_unmatched
+    );
+    let c = replay.summary.phases[0].capacity.clone().unwrap();
+    assert_eq!(c.max_passing, Some(4.0));
+    assert_eq!(
+        serde_json::to_string(&replay.snapshot).unwrap(),
+        serde_json::to_string(&live.snapshot).unwrap()
+    );
+    // Thirty times slower, concurrency 1 already misses the SLO: nothing passes, one probe.
+    let slowed = run(&exp, &root, &[("INFERLAB_REPLAY_SLOWDOWN", "30")], false).await;
+    let c = slowed.summary.phases[0].capacity.clone().unwrap();
+    assert_eq!((c.max_passing, c.first_failing), (None, Some(1.0)));
+    assert_eq!(c.probes.len(), 1);
+    assert!(!slowed.passed(), "search.max_passing is 0");
+    let _ = std::fs::remove_dir_all(&root);
+}
