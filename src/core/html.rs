@@ -70,6 +70,7 @@ pub fn report(runs: &[RunInput]) -> String {
         escape(&c.reference)
     );
     provenance(&mut o, runs, &c);
+    capacity(&mut o, runs);
     for (i, phase) in c.phases.iter().enumerate() {
         let _ = write!(o, "<h2>Phase <code>{}</code></h2>", escape(&phase.phase));
         phase_table(&mut o, &c, i);
@@ -134,6 +135,56 @@ fn provenance(o: &mut String, runs: &[RunInput], c: &Comparison) {
         }
         let _ = write!(o, "<td>{}</td></tr>", escape(&t.run_dir));
     }
+    o.push_str("</table>");
+}
+
+/// What each run's capacity searches found (a phase summary's `capacity` block), probe by probe.
+fn capacity(o: &mut String, runs: &[RunInput]) {
+    let mut rows = String::new();
+    for r in runs {
+        for p in &r.phases {
+            let Some(c) = p.summary.get("capacity") else {
+                continue;
+            };
+            let num = |k: &str| {
+                c.get(k)
+                    .and_then(Value::as_f64)
+                    .map_or_else(|| "none".to_string(), |v| format!("{v}"))
+            };
+            let probes: Vec<String> = c
+                .get("probes")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .map(|x| {
+                    let load = x.get("load").and_then(Value::as_f64).unwrap_or(f64::NAN);
+                    let met = x.get("passed").and_then(Value::as_bool) == Some(true);
+                    format!("{load} {}", if met { "met" } else { "missed" })
+                })
+                .collect();
+            let converged = c.get("converged").and_then(Value::as_bool) == Some(true);
+            let _ = write!(
+                rows,
+                "<tr><td>{}</td><td><code>{}</code></td><td>{}</td><td><b>{}</b>{}</td><td>{}</td><td>{}</td></tr>",
+                escape(&r.target),
+                escape(&p.name),
+                escape(c.get("over").and_then(Value::as_str).unwrap_or("")),
+                escape(&num("max_passing")),
+                if converged {
+                    ""
+                } else {
+                    " (at least: probes ran out)"
+                },
+                escape(&num("first_failing")),
+                escape(&probes.join(", "))
+            );
+        }
+    }
+    if rows.is_empty() {
+        return;
+    }
+    o.push_str("<h2>Capacity search</h2><p class=\"note\">The highest load whose probe met the SLO, the lowest that missed it, and every probe in the order run; each probe is a phase below.</p><table><tr><th>target</th><th>search</th><th>over</th><th>highest meeting the SLO</th><th>lowest missing it</th><th>probes</th></tr>");
+    o.push_str(&rows);
     o.push_str("</table>");
 }
 
@@ -450,6 +501,25 @@ mod tests {
         assert!(page.contains("vllm (n = 50)"));
         assert!(page.contains(">load</text>"), "phase marker");
         assert!(page.contains("(2.00× ["), "ratio with its interval");
+    }
+
+    #[test]
+    fn a_capacity_search_gets_a_table_of_what_it_found() {
+        let mut r = run("vllm", 1);
+        assert!(!report(std::slice::from_ref(&r)).contains("Capacity search"));
+        r.phases[0].summary["capacity"] = json!({
+            "over": "concurrency", "max_passing": 4.0, "first_failing": 5.0, "converged": true,
+            "probes": [
+                { "phase": "load_c1", "load": 1.0, "passed": true },
+                { "phase": "load_c8", "load": 8.0, "passed": false },
+            ],
+        });
+        let page = report(&[r]);
+        assert!(page.contains("<h2>Capacity search</h2>"));
+        assert!(
+            page.contains("<td><b>4</b></td><td>5</td><td>1 met, 8 missed</td>"),
+            "{page}"
+        );
     }
 
     #[test]
