@@ -20,10 +20,12 @@
 //! A path that starts with `baseline.` reads the committed baseline of the experiment and the
 //! target the assertion is checked on (`warm.ttft.p99 <= 1.1 * baseline.warm.ttft.p99`).
 //!
-//! Where a run has repeats, its values carry a spread (the mean of per-repeat values and its
-//! standard error, see [`crate::core::interval`]); an assertion over such values is decided on
-//! the 95 % interval of `left − right`: it passes when the whole interval is on the passing
-//! side, fails when the whole of it is on the failing side, and is *inconclusive* otherwise.
+//! Where a run has repeats, a value is the mean of its per-repeat values (see
+//! [`crate::core::interval`]), and an assertion over such values is decided on the 95 % interval
+//! of `left − right`: it passes when the whole interval is on the passing side, fails when the
+//! whole of it is on the failing side, and is *inconclusive* otherwise. Operands from the same
+//! repeats (one run, or replays of one recording) give that interval repeat by repeat (paired);
+//! others by combining standard errors (delta method, Welch–Satterthwaite).
 //!
 //! Values carry a dimension: durations compare with durations (`cold.ttft.p99 < 2s`), a bare
 //! number against a duration is an error that asks for a unit. Parsing and checking are pure;
