@@ -9,6 +9,7 @@ use crate::core::b64;
 use crate::core::catalog::{Scope, Value};
 use crate::core::interval::{Interval, Repeated};
 use crate::core::metrics::PhaseSummary;
+use crate::report::load::{read_json, str_at};
 use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
 use std::collections::BTreeMap;
@@ -85,7 +86,7 @@ impl Baseline {
                 summary_path.display()
             ));
         }
-        let text = |v: &Json, ptr: &str| v.pointer(ptr).and_then(Json::as_str).map(String::from);
+        let text = str_at;
         let need = |v: &Json, file: &str, ptr: &str| {
             text(v, ptr).ok_or_else(|| {
                 format!(
@@ -281,12 +282,6 @@ fn histograms(dir: &Path) -> Result<BTreeMap<String, String>, String> {
         out.insert(stem.to_string(), b64::encode(&bytes));
     }
     Ok(out)
-}
-
-fn read_json(path: &Path) -> Result<Json, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    serde_json::from_str(&text)
-        .map_err(|e| format!("{}:{}:{}: {e}", path.display(), e.line(), e.column()))
 }
 
 /// What a trial knows of its baseline.

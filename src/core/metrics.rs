@@ -260,6 +260,7 @@ pub fn intervals(repeats: &[PhaseSummary]) -> BTreeMap<String, Interval> {
 pub type Histograms = BTreeMap<&'static str, Histogram<u64>>;
 
 /// Samples of one latency metric.
+#[derive(Clone)]
 struct Samples {
     hist: Histogram<u64>,
     sum_us: f64,
@@ -329,6 +330,7 @@ pub fn summarize<'a>(
 
 /// [`summarize`], one record at a time: a run feeds each record as it completes and keeps
 /// nothing of it but these sums and histograms, so its memory does not grow with its length.
+#[derive(Clone)]
 pub struct Summarizer {
     slo: Slo,
     samples: BTreeMap<&'static str, Samples>,

@@ -257,7 +257,8 @@ fn histograms(dir: &Path) -> Result<BTreeMap<String, hdrhistogram::Histogram<u64
     Ok(out)
 }
 
-fn read_json(path: &Path) -> Result<Value, String> {
+/// A JSON file; an error names the file, line and column.
+pub(crate) fn read_json(path: &Path) -> Result<Value, String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
     serde_json::from_str(&text).map_err(|e| {
         format!(
@@ -269,7 +270,8 @@ fn read_json(path: &Path) -> Result<Value, String> {
     })
 }
 
-fn str_at(v: &Value, ptr: &str) -> Option<String> {
+/// The string (or the number, as text) at a JSON pointer; `None` when absent or null.
+pub(crate) fn str_at(v: &Value, ptr: &str) -> Option<String> {
     match v.pointer(ptr)? {
         Value::String(s) => Some(s.clone()),
         Value::Null => None,

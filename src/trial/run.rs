@@ -8,7 +8,6 @@ use super::tally::Tally;
 use super::{Plan, TrialError, TrialOptions, TrialOutcome};
 use crate::client::{self, Endpoint};
 use crate::core::assert::Path as MetricPath;
-use crate::core::metrics::Summarizer;
 use crate::observe::gpu::GpuSource;
 use crate::observe::scrape::ScrapeRecord;
 use crate::observe::{self, Observed, Observer};
@@ -19,8 +18,9 @@ use crate::report::{self, ResultsDir};
 use crate::report::{Mode, PromptLengths};
 use crate::run::{self, Completed};
 use crate::spec::{Experiment, Phase, TargetSpec, Workload};
-use crate::workload::capacity::{Bounds, Search};
+use crate::workload::capacity::{Bounds, Found, Search};
 use crate::workload::{self, PhasePlan, Schedule};
+use std::collections::BTreeMap;
 use std::time::SystemTime;
 use tokio::time::Instant;
 
@@ -54,6 +54,7 @@ pub async fn run_trial(
         interrupted,
         write_errors,
         probes,
+        found,
     } = executed;
     // With a capacity search, the run's phases are its probes too, each after its search. The
     // snapshot keeps to the declared phases: which loads a live search probes is a measurement.
@@ -72,7 +73,7 @@ pub async fn run_trial(
     }
     manifest.finished(tallied.completed, interrupted);
     let parts = Parts {
-        capacity: capacity_found(exp, &probes),
+        capacity: capacity_found(exp, &probes, &found),
         mode: resolved.mode,
         prompt_lengths: pre.prompt_lengths.clone(),
         scrapes: &observed.scrapes,
@@ -136,36 +137,19 @@ fn with_probes(exp: &Experiment, probes: &[Probe]) -> Experiment {
     out
 }
 
-/// What each capacity search found, by its phase's name.
+/// What each capacity search found, with its probes' phases, by the search's phase name.
 fn capacity_found(
     exp: &Experiment,
     probes: &[Probe],
-) -> std::collections::BTreeMap<String, report::Capacity> {
+    found: &BTreeMap<String, Found>,
+) -> BTreeMap<String, report::Capacity> {
     exp.phases
         .iter()
         .filter_map(|p| {
-            let Workload::Capacity {
-                over,
-                min,
-                max,
-                step,
-                max_probes,
-                ..
-            } = &p.workload
-            else {
+            let Workload::Capacity { over, .. } = &p.workload else {
                 return None;
             };
-            let mut search = Search::new(Bounds {
-                min: *min,
-                max: *max,
-                step: *step,
-                max_probes: *max_probes,
-            });
-            let mine: Vec<&Probe> = probes.iter().filter(|x| x.search == p.name).collect();
-            for x in &mine {
-                search.report(x.load, x.passed);
-            }
-            let found = search.found();
+            let f = found.get(&p.name)?;
             Some((
                 p.name.clone(),
                 report::Capacity {
@@ -173,11 +157,12 @@ fn capacity_found(
                         crate::spec::CapacityOver::Concurrency => "concurrency",
                         crate::spec::CapacityOver::Rate(_) => "rate",
                     },
-                    max_passing: found.max_passing,
-                    first_failing: found.first_failing,
-                    converged: found.converged,
-                    probes: mine
+                    max_passing: f.max_passing,
+                    first_failing: f.first_failing,
+                    converged: f.converged,
+                    probes: probes
                         .iter()
+                        .filter(|x| x.search == p.name)
                         .map(|x| report::CapacityProbe {
                             phase: x.phase.name.clone(),
                             load: x.load,
@@ -405,8 +390,9 @@ struct Executed {
     recorder: Option<Recorder>,
     interrupted: bool,
     write_errors: Vec<String>,
-    /// Capacity searches: each probe (a phase of its own) and what each search found.
+    /// Capacity searches: each probe (a phase of its own), and what each search found.
     probes: Vec<Probe>,
+    found: BTreeMap<String, Found>,
 }
 
 /// One probe of a capacity search: the phase it ran as, after the search's own phase.
@@ -421,7 +407,7 @@ pub(super) struct Probe {
 const WRITE_ERRORS_KEPT: usize = 5;
 
 /// The state phases run in: each record goes to `requests.jsonl` as it completes, into the
-/// tally, into the recording, and into a capacity probe's own summary.
+/// tally and into the recording.
 struct Runner<'a> {
     exp: &'a Experiment,
     resolved: &'a Resolved,
@@ -438,7 +424,7 @@ struct Runner<'a> {
 
 impl Runner<'_> {
     /// Runs one phase; `true` when the run was interrupted.
-    async fn run(&mut self, plan: &PhasePlan, mut probe: Option<&mut Summarizer>) -> bool {
+    async fn run(&mut self, plan: &PhasePlan) -> bool {
         if self.opts.interrupt.as_ref().is_some_and(|i| *i.borrow()) {
             return true;
         }
@@ -451,9 +437,6 @@ impl Runner<'_> {
                 rec.add(&c.record, c.path, c.body, cap);
             }
             tally.add(&c.record);
-            if let Some(p) = probe.as_deref_mut() {
-                p.add(&c.record);
-            }
             writer.send(c.record);
         };
         let phase = run::run_phase(
@@ -486,25 +469,18 @@ impl Runner<'_> {
     }
 
     /// Runs a capacity search: probes chosen one after another, each a phase of its own
-    /// whose figures decide the next. `true` when the run was interrupted.
-    async fn search(&mut self, spec: &Phase, salt: u64, probes: &mut Vec<Probe>) -> bool {
-        let Workload::Capacity {
-            min,
-            max,
-            step,
-            max_probes,
-            slo,
-            ..
-        } = &spec.workload
-        else {
-            return false;
+    /// whose figures decide the next. `None` when the run was interrupted.
+    async fn search(
+        &mut self,
+        spec: &Phase,
+        bounds: Bounds,
+        salt: u64,
+        probes: &mut Vec<Probe>,
+    ) -> Option<Found> {
+        let mut search = Search::new(bounds);
+        let Workload::Capacity { slo, .. } = &spec.workload else {
+            return Some(search.found());
         };
-        let mut search = Search::new(Bounds {
-            min: *min,
-            max: *max,
-            step: *step,
-            max_probes: *max_probes,
-        });
         while let Some(load) = search.next() {
             let Some((name, workload)) = spec.workload.probe(&spec.name, load) else {
                 break;
@@ -527,12 +503,12 @@ impl Runner<'_> {
                         .map(|(p, k, i)| (p.as_str(), *k, *i)),
                 );
             }
-            let mut summarizer = Summarizer::new(self.exp.slo);
-            if self.run(&plan.phases[0], Some(&mut summarizer)).await {
-                return true;
+            if self.run(&plan.phases[0]).await {
+                return None;
             }
-            let (figures, _) = summarizer.finish();
-            let lookup = |p: &MetricPath| figures.value(&p.metric, p.stat).ok().flatten();
+            // The tally has the probe's records (no request sent, no figures: it misses).
+            let figures = self.tally.phase_summary(&phase.name);
+            let lookup = |p: &MetricPath| figures.as_ref()?.value(&p.metric, p.stat).ok().flatten();
             let passed = slo.iter().all(|a| a.evaluate(&lookup).passed);
             search.report(load, passed);
             probes.push(Probe {
@@ -542,7 +518,7 @@ impl Runner<'_> {
                 passed,
             });
         }
-        false
+        Some(search.found())
     }
 }
 
@@ -576,13 +552,24 @@ async fn execute(
     };
     let mut interrupted = false;
     let mut probes = Vec::new();
+    let mut found = BTreeMap::new();
     for plan in &schedule.phases {
         let spec = exp.phases.iter().find(|p| p.name == plan.name);
-        interrupted = match spec {
-            Some(spec) if matches!(spec.workload, Workload::Capacity { .. }) => {
-                runner.search(spec, schedule.salt, &mut probes).await
+        let bounds = spec.and_then(|s| Bounds::of(&s.workload));
+        interrupted = match (spec, bounds) {
+            (Some(spec), Some(bounds)) => {
+                match runner
+                    .search(spec, bounds, schedule.salt, &mut probes)
+                    .await
+                {
+                    Some(f) => {
+                        found.insert(spec.name.clone(), f);
+                        false
+                    }
+                    None => true,
+                }
             }
-            _ => runner.run(plan, None).await,
+            _ => runner.run(plan).await,
         };
         if interrupted {
             break;
@@ -610,6 +597,7 @@ async fn execute(
         interrupted,
         write_errors,
         probes,
+        found,
     })
 }
 

@@ -110,6 +110,11 @@ impl Tally {
         }
     }
 
+    /// One phase's figures so far (a capacity probe's, as soon as it has run).
+    pub fn phase_summary(&self, phase: &str) -> Option<PhaseSummary> {
+        Some(self.phases.get(phase)?.summary.clone().finish().0)
+    }
+
     /// Summarises each phase of `exp` with its fidelity, its turns and the server's view
     /// from `scrapes`.
     pub fn finish(mut self, exp: &Experiment, scrapes: &[ScrapeRecord]) -> Tallied {

@@ -13,6 +13,7 @@
 //! says so. A probe near the threshold can come out either way; the result reports every
 //! probe's figures so the margin is visible.
 
+use crate::spec::Workload;
 use serde::Serialize;
 
 /// The search's bounds.
@@ -23,6 +24,27 @@ pub struct Bounds {
     /// The grid: loads are `min + k·step`, and the answer is found to within one step.
     pub step: f64,
     pub max_probes: u32,
+}
+
+impl Bounds {
+    /// A capacity workload's bounds (`None` for any other workload).
+    pub fn of(w: &Workload) -> Option<Self> {
+        match *w {
+            Workload::Capacity {
+                min,
+                max,
+                step,
+                max_probes,
+                ..
+            } => Some(Self {
+                min,
+                max,
+                step,
+                max_probes,
+            }),
+            _ => None,
+        }
+    }
 }
 
 /// What the search found.

@@ -10,7 +10,6 @@ use inferlab::replay::Fixture;
 use inferlab::spec::Experiment;
 use inferlab::spec_io;
 use inferlab::trial::{self, Baselines, TrialOptions, TrialOutcome};
-use std::collections::HashMap;
 use std::path::Path;
 
 const EXPERIMENT: &str = r#"schema_version = 1
@@ -45,17 +44,9 @@ fn opts(root: &Path, required: bool) -> TrialOptions {
     }
 }
 
-fn env_with(vars: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> + use<> {
-    let map: HashMap<String, String> = vars
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    move |k| map.get(k).cloned()
-}
-
 async fn run(exp: &Experiment, root: &Path, env: &[(&str, &str)], required: bool) -> TrialOutcome {
     let target = exp.target("box").unwrap();
-    let plan = trial::plan(exp, target, &env_with(env), &root.join("fixtures")).unwrap();
+    let plan = trial::plan(exp, target, &common::env_with(env), &root.join("fixtures")).unwrap();
     trial::run_trial(exp, target, plan, &opts(root, required))
         .await
         .unwrap()

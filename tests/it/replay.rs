@@ -8,7 +8,6 @@ use inferlab::report::Mode;
 use inferlab::spec::Experiment;
 use inferlab::spec_io;
 use inferlab::trial::{self, Plan, TrialOptions};
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 const EXPERIMENT: &str = r#"schema_version = 1
@@ -40,14 +39,6 @@ fn experiment(src: &str) -> Experiment {
     spec_io::parse("round_trip.toml", "round_trip", src).unwrap()
 }
 
-fn env_with(vars: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> + use<> {
-    let map: HashMap<String, String> = vars
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    move |k| map.get(k).cloned()
-}
-
 fn opts(root: &Path) -> TrialOptions {
     TrialOptions {
         results_root: root.join("results"),
@@ -65,7 +56,7 @@ async fn record_then_replay_reproduces_the_run() {
     let server = common::start().await;
     let exp = experiment(EXPERIMENT);
     let target = exp.target("box").unwrap().clone();
-    let env = env_with(&[
+    let env = common::env_with(&[
         ("INFERLAB_BOX_URL", &format!("{}/v1", server.url)),
         ("INFERLAB_BOX_API_KEY", "sk-secret-key-123"),
         ("INFERLAB_RECORD", "1"),
@@ -98,7 +89,13 @@ async fn record_then_replay_reproduces_the_run() {
     assert!(live.dir.join("histograms/warm/ttft.hdr").is_file());
 
     // No URL now: the fixture makes it a replay.
-    let plan = trial::plan(&exp, &target, &env_with(&[]), &root.join("fixtures")).unwrap();
+    let plan = trial::plan(
+        &exp,
+        &target,
+        &common::env_with(&[]),
+        &root.join("fixtures"),
+    )
+    .unwrap();
     assert_eq!(plan.mode(), Some(Mode::Replay));
     let replayed = trial::run_trial(&exp, &target, plan, &opts(&root))
         .await
@@ -129,7 +126,7 @@ async fn a_changed_experiment_no_longer_matches_its_fixture() {
     let server = common::start().await;
     let exp = experiment(EXPERIMENT);
     let target = exp.target("box").unwrap().clone();
-    let env = env_with(&[("INFERLAB_BOX_URL", &server.url), ("INFERLAB_RECORD", "1")]);
+    let env = common::env_with(&[("INFERLAB_BOX_URL", &server.url), ("INFERLAB_RECORD", "1")]);
     let plan = trial::plan(&exp, &target, &env, &root.join("fixtures")).unwrap();
     trial::run_trial(&exp, &target, plan, &opts(&root))
         .await
@@ -140,7 +137,13 @@ async fn a_changed_experiment_no_longer_matches_its_fixture() {
         "suffixes = 2, suffix_tokens = 4",
         "suffixes = 2, suffix_tokens = 5",
     ));
-    let plan = trial::plan(&changed, &target, &env_with(&[]), &root.join("fixtures")).unwrap();
+    let plan = trial::plan(
+        &changed,
+        &target,
+        &common::env_with(&[]),
+        &root.join("fixtures"),
+    )
+    .unwrap();
     let out = trial::run_trial(&changed, &target, plan, &opts(&root))
         .await
         .unwrap();
@@ -154,7 +157,13 @@ async fn a_changed_experiment_no_longer_matches_its_fixture() {
 
     // Another seed: refused before anything runs.
     let reseeded = experiment(&EXPERIMENT.replace("seed = 9", "seed = 10"));
-    let plan = trial::plan(&reseeded, &target, &env_with(&[]), &root.join("fixtures")).unwrap();
+    let plan = trial::plan(
+        &reseeded,
+        &target,
+        &common::env_with(&[]),
+        &root.join("fixtures"),
+    )
+    .unwrap();
     let err = trial::run_trial(&reseeded, &target, plan, &opts(&root))
         .await
         .unwrap_err()
@@ -172,7 +181,7 @@ fn modes_come_from_the_environment() {
     let exp = experiment(EXPERIMENT);
     let target = exp.target("box").unwrap();
     let fixtures = root.join("fixtures");
-    match trial::plan(&exp, target, &env_with(&[]), &fixtures).unwrap() {
+    match trial::plan(&exp, target, &common::env_with(&[]), &fixtures).unwrap() {
         Plan::Ignored { reason } => {
             assert!(reason.contains("INFERLAB_BOX_URL unset"), "{reason}");
         }
@@ -181,7 +190,7 @@ fn modes_come_from_the_environment() {
     let plan = trial::plan(
         &exp,
         target,
-        &env_with(&[("INFERLAB_BOX_URL", "http://h:8000/v1/")]),
+        &common::env_with(&[("INFERLAB_BOX_URL", "http://h:8000/v1/")]),
         &fixtures,
     )
     .unwrap();
@@ -203,7 +212,7 @@ fn modes_come_from_the_environment() {
     let plan = trial::plan(
         &exp,
         target,
-        &env_with(&[
+        &common::env_with(&[
             ("INFERLAB_BOX_RUNPOD_POD", "abc123"),
             ("INFERLAB_BOX_MODEL", "llama"),
         ]),
@@ -217,7 +226,7 @@ fn modes_come_from_the_environment() {
         }
         p => panic!("{p:?}"),
     }
-    let both = env_with(&[
+    let both = common::env_with(&[
         ("INFERLAB_BOX_URL", "http://h"),
         ("INFERLAB_BOX_RUNPOD_POD", "abc"),
     ]);
@@ -226,7 +235,7 @@ fn modes_come_from_the_environment() {
             .unwrap_err()
             .contains("set one")
     );
-    let bad = env_with(&[("INFERLAB_BOX_URL", "h:8000")]);
+    let bad = common::env_with(&[("INFERLAB_BOX_URL", "h:8000")]);
     assert!(
         trial::plan(&exp, target, &bad, &fixtures)
             .unwrap_err()
@@ -241,7 +250,7 @@ async fn a_replay_slowed_down_stretches_every_recorded_offset() {
     let server = common::start().await;
     let exp = experiment(EXPERIMENT);
     let target = exp.target("box").unwrap().clone();
-    let env = env_with(&[("INFERLAB_BOX_URL", &server.url), ("INFERLAB_RECORD", "1")]);
+    let env = common::env_with(&[("INFERLAB_BOX_URL", &server.url), ("INFERLAB_RECORD", "1")]);
     let plan = trial::plan(&exp, &target, &env, &root.join("fixtures")).unwrap();
     let live = trial::run_trial(&exp, &target, plan, &opts(&root))
         .await
@@ -259,7 +268,7 @@ async fn a_replay_slowed_down_stretches_every_recorded_offset() {
         / 1e3;
     assert!(first_ms > 1.0, "the fake server paces its tokens");
 
-    let slowed = env_with(&[("INFERLAB_REPLAY_SLOWDOWN", "3")]);
+    let slowed = common::env_with(&[("INFERLAB_REPLAY_SLOWDOWN", "3")]);
     let plan = trial::plan(&exp, &target, &slowed, &root.join("fixtures")).unwrap();
     assert!(matches!(plan, Plan::Replay { slowdown, .. } if slowdown == 3.0));
     let out = trial::run_trial(&exp, &target, plan, &opts(&root))
@@ -275,7 +284,7 @@ async fn a_replay_slowed_down_stretches_every_recorded_offset() {
     assert!(manifest.contains("\"replay_slowdown\": 3.0"), "{manifest}");
 
     for bad in ["0", "-1", "fast", "inf"] {
-        let env = env_with(&[("INFERLAB_REPLAY_SLOWDOWN", bad)]);
+        let env = common::env_with(&[("INFERLAB_REPLAY_SLOWDOWN", bad)]);
         let err = trial::plan(&exp, &target, &env, &root.join("fixtures")).unwrap_err();
         assert!(
             err.contains("INFERLAB_REPLAY_SLOWDOWN must be a positive number"),

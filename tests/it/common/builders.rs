@@ -109,3 +109,12 @@ impl TrialBuilder {
         trial::run_trial(exp, &target, plan, &self.opts()).await
     }
 }
+
+/// An environment of these variables only (for `trial::plan`).
+pub fn env_with(vars: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> + use<> {
+    let map: std::collections::HashMap<String, String> = vars
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    move |k| map.get(k).cloned()
+}

@@ -6,7 +6,7 @@ mod builders;
 
 // The benches include this module for its server and use neither.
 #[allow(unused_imports)]
-pub use builders::{TrialBuilder, scratch};
+pub use builders::{TrialBuilder, env_with, scratch};
 
 use axum::Router;
 use axum::body::{Body, Bytes};
