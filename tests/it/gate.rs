@@ -133,8 +133,8 @@ async fn a_gate_passes_at_the_recorded_pace_and_fails_slowed_down() {
     assert_ne!(gate(&again).outcome, Outcome::Failed, "{}", gate(&again));
     assert!(again.passed(), "{}", gate(&again));
     assert!(gate(&again).interval.is_some());
-    // Three times slower in every offset: beyond 1.5× by far, whatever the noise.
-    let slowed = run(&exp, &root, &[("INFERLAB_REPLAY_SLOWDOWN", "3")], true).await;
+    // Five times slower in every offset: beyond 1.5× by far, whatever the noise.
+    let slowed = run(&exp, &root, &[("INFERLAB_REPLAY_SLOWDOWN", "5")], true).await;
     assert_eq!(gate(&slowed).outcome, Outcome::Failed, "{}", gate(&slowed));
     assert!(!slowed.passed());
 
@@ -223,8 +223,10 @@ async fn a_capacity_search_probes_as_phases_records_and_replays() {
         serde_json::to_string(&replay.snapshot).unwrap(),
         serde_json::to_string(&live.snapshot).unwrap()
     );
-    // Thirty times slower, concurrency 1 already misses the SLO: nothing passes, one probe.
-    let slowed = run(&exp, &root, &[("INFERLAB_REPLAY_SLOWDOWN", "30")], false).await;
+    // Forty times slower, concurrency 1 already misses the SLO: nothing passes, one probe. The
+    // fake server sleeps 10 ms + 5 x 4 ms before its last event, so every recorded stream ends
+    // at 30 ms or later and every slowed one at 1.2 s or later, whatever the load.
+    let slowed = run(&exp, &root, &[("INFERLAB_REPLAY_SLOWDOWN", "40")], false).await;
     let c = slowed.summary.phases[0].capacity.clone().unwrap();
     assert_eq!((c.max_passing, c.first_failing), (None, Some(1.0)));
     assert_eq!(c.probes.len(), 1);
