@@ -67,6 +67,7 @@ expr = "all.error_rate == 0"
     let root = std::env::temp_dir().join(format!("inferlab-memory-{}", std::process::id()));
     let plan = trial::plan(&exp, &target, &env, &root.join("fixtures")).expect("plan");
     let opts = TrialOptions {
+        watch: None,
         results_root: root.join("results"),
         fixtures_root: root.join("fixtures"),
         salt: Some(1),

@@ -11,7 +11,7 @@ mod common;
 
 use inferlab::client::{self, Endpoint};
 use inferlab::core::engine::TargetKind;
-use inferlab::run::{Completed, run_phase};
+use inferlab::run::{Completed, Keep, run_phase};
 use inferlab::spec::{Api, Timeouts};
 use inferlab::spec_io;
 use inferlab::workload::{Pacing, PhasePlan, PlannedRequest, schedule};
@@ -74,7 +74,7 @@ async fn lateness(url: &str, rate: f64, seconds: f64) {
         &plan,
         &timeouts,
         Instant::now(),
-        false,
+        &Keep::default(),
         &mut sink,
     )
     .await;

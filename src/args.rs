@@ -63,6 +63,8 @@ pub enum Command {
         /// With --deploy: leave the pod running afterwards.
         #[arg(long, requires = "deploy")]
         keep: bool,
+        #[command(flatten)]
+        watch: WatchArgs,
     },
     /// Compare runs of one experiment side by side, per phase, with ratios to the first and
     /// intervals for medians. Each RUN is a run directory or an experiment's name (the latest
@@ -120,6 +122,20 @@ pub enum BaselineCommand {
 }
 
 /// The runs `compare` and `report` read.
+/// Watching a run: progress on stderr, and the client's own figures for Prometheus.
+#[derive(Args, Clone)]
+pub struct WatchArgs {
+    /// Serve the run's client-side figures (requests by outcome and error kind, in flight,
+    /// output tokens, TTFT/TPOT/ITL/E2E histograms, achieved rate) for Prometheus at
+    /// http://ADDR/metrics while it runs, e.g. 127.0.0.1:9464.
+    #[arg(long, value_name = "ADDR", env = "INFERLAB_PROMETHEUS")]
+    pub prometheus: Option<std::net::SocketAddr>,
+    /// No progress on stderr (by default a line redrawn in place on a terminal, one line per
+    /// finished phase otherwise).
+    #[arg(long)]
+    pub no_progress: bool,
+}
+
 #[derive(Args)]
 pub struct RunsArgs {
     /// Run directories, or experiments' names (the latest finished run of each target).
@@ -190,6 +206,10 @@ pub struct CalibrateArgs {
     /// Where calibration.json goes.
     #[arg(long, default_value = "results", env = "INFERLAB_RESULTS_DIR")]
     pub results: PathBuf,
+    /// Count every request as a watched run does (progress, Prometheus endpoint), to measure
+    /// what watching costs the client's timing.
+    #[command(flatten)]
+    pub watch: WatchArgs,
 }
 
 fn millis(ms: f64, flag: &str) -> anyhow::Result<Duration> {
@@ -225,6 +245,7 @@ impl CalibrateArgs {
                 .collect::<anyhow::Result<_>>()?,
             ceiling_concurrency: self.ceiling_concurrency,
             server_workers: self.server_workers,
+            watch: None,
         })
     }
 }

@@ -16,9 +16,11 @@ use crate::core::record::RequestRecord;
 use crate::run;
 use crate::spec::{Api, Timeouts};
 use crate::truth::{TruthConfig, TruthRecord, TruthServer};
+use crate::watch::Watch;
 use crate::workload::{Pacing, PhasePlan, PlannedRequest};
 use serde::Serialize;
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -35,6 +37,9 @@ pub struct CalibrateOptions {
     pub ceiling_itls: Vec<Duration>,
     pub ceiling_concurrency: u32,
     pub server_workers: usize,
+    /// Counts every request for a progress line or a Prometheus endpoint, as a run would (to
+    /// measure what watching a run costs the client's timing).
+    pub watch: Option<Arc<Watch>>,
 }
 
 impl Default for CalibrateOptions {
@@ -51,6 +56,7 @@ impl Default for CalibrateOptions {
                 .collect(),
             ceiling_concurrency: 512,
             server_workers: 1,
+            watch: None,
         }
     }
 }
@@ -127,28 +133,32 @@ pub async fn calibrate(
 ) -> std::io::Result<Calibration> {
     let mut levels = Vec::new();
     for &c in &opts.concurrency {
-        let level = measure(
-            c,
-            opts.rounds,
-            opts.ttft,
-            opts.itl,
-            opts.tokens,
-            opts.server_workers,
-        )
+        let level = Measure {
+            concurrency: c,
+            rounds: opts.rounds,
+            ttft: opts.ttft,
+            itl: opts.itl,
+            tokens: opts.tokens,
+            server_workers: opts.server_workers,
+            watch: opts.watch.as_ref(),
+        }
+        .run()
         .await?;
         progress(&level);
         levels.push(level);
     }
     let mut grid = Vec::new();
     for &itl in &opts.ceiling_itls {
-        let level = measure(
-            opts.ceiling_concurrency,
-            opts.rounds.max(2),
+        let level = Measure {
+            concurrency: opts.ceiling_concurrency,
+            rounds: opts.rounds.max(2),
+            ttft: itl,
             itl,
-            itl,
-            opts.tokens,
-            opts.server_workers,
-        )
+            tokens: opts.tokens,
+            server_workers: opts.server_workers,
+            watch: opts.watch.as_ref(),
+        }
+        .run()
         .await?;
         progress(&level);
         grid.push(level);
@@ -184,6 +194,46 @@ pub async fn measure(
     tokens: u32,
     server_workers: usize,
 ) -> std::io::Result<Level> {
+    Measure {
+        concurrency,
+        rounds,
+        ttft,
+        itl,
+        tokens,
+        server_workers,
+        watch: None,
+    }
+    .run()
+    .await
+}
+
+/// One level of a calibration, to be run.
+pub struct Measure<'a> {
+    pub concurrency: u32,
+    pub rounds: u32,
+    pub ttft: Duration,
+    pub itl: Duration,
+    pub tokens: u32,
+    pub server_workers: usize,
+    pub watch: Option<&'a Arc<Watch>>,
+}
+
+impl Measure<'_> {
+    pub async fn run(self) -> std::io::Result<Level> {
+        measure_level(self).await
+    }
+}
+
+async fn measure_level(m: Measure<'_>) -> std::io::Result<Level> {
+    let Measure {
+        concurrency,
+        rounds,
+        ttft,
+        itl,
+        tokens,
+        server_workers,
+        watch,
+    } = m;
     let concurrency = concurrency.max(1);
     let server = TruthServer::start(
         TruthConfig {
@@ -210,10 +260,29 @@ pub async fn measure(
     let cpu0 = crate::cpu::process_cpu_time();
     let scpu0 = server.cpu_time();
     let origin = Instant::now();
-    run::run_phase(&http, &ep, &phase, &timeouts, origin, false, &mut |c| {
+    let keep = run::Keep {
+        capture: false,
+        watch: watch.cloned(),
+    };
+    if let Some(w) = watch {
+        w.trial_started("calibrate", "truth");
+        w.phase_started(
+            &format!("c{concurrency}"),
+            None,
+            phase.planned() as u64,
+            None,
+        );
+    }
+    run::run_phase(&http, &ep, &phase, &timeouts, origin, &keep, &mut |c| {
+        if let Some(w) = watch {
+            w.completed(&c.record);
+        }
         records.push(c.record)
     })
     .await;
+    if let Some(w) = watch {
+        w.phase_ended();
+    }
     let wall = origin.elapsed();
     let cpu1 = crate::cpu::process_cpu_time();
     let scpu1 = server.cpu_time();

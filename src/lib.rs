@@ -41,4 +41,5 @@ pub mod spec_io;
 pub mod tokenize;
 pub mod trial;
 pub mod truth;
+pub mod watch;
 pub mod workload;

@@ -11,6 +11,7 @@ use inferlab::spec::Experiment;
 use inferlab::spec_io;
 use inferlab::trial::{Plan, TrialOutcome};
 use inferlab::truth::TruthServer;
+use inferlab::watch::{Exporter, ProgressStyle, ProgressThread, Watch};
 use inferlab::{report, run};
 use std::path::{Path, PathBuf};
 
@@ -39,8 +40,10 @@ fn dispatch(cli: &Cli) -> anyhow::Result<Exit> {
             results,
             deploy,
             keep,
+            watch,
         } => {
             let rt = run::client_runtime(None).context("starting the async runtime")?;
+            let watching = Watching::start(watch)?;
             let mut args = RunArgs {
                 experiments: cli.experiments.clone(),
                 fixtures: cli.fixtures.clone(),
@@ -53,6 +56,7 @@ fn dispatch(cli: &Cli) -> anyhow::Result<Exit> {
                 },
                 interrupt: None,
                 cost_per_hour: None,
+                watch: watching.watch.clone(),
             };
             match deploy {
                 None => rt.block_on(async {
@@ -110,7 +114,12 @@ fn dispatch(cli: &Cli) -> anyhow::Result<Exit> {
         }
         Command::Calibrate(c) => {
             let rt = run::client_runtime(Some(c.client_workers))?;
-            rt.block_on(calibrate_cmd(&c.options()?, &c.results))
+            let watching = Watching::start(&c.watch)?;
+            let opts = CalibrateOptions {
+                watch: watching.watch.clone(),
+                ..c.options()?
+            };
+            rt.block_on(calibrate_cmd(&opts, &c.results))
         }
     }
 }
@@ -207,6 +216,46 @@ async fn calibrate_cmd(opts: &CalibrateOptions, results: &Path) -> anyhow::Resul
         .with_context(|| format!("writing {}", path.display()))?;
     println!("written: {}", path.display());
     Ok(Exit::Success)
+}
+
+/// What watches a run: the progress thread and the Prometheus endpoint (each when asked for),
+/// stopped when dropped.
+struct Watching {
+    watch: Option<std::sync::Arc<Watch>>,
+    _progress: Option<ProgressThread>,
+    _exporter: Option<Exporter>,
+}
+
+impl Watching {
+    fn start(args: &args::WatchArgs) -> anyhow::Result<Self> {
+        if args.no_progress && args.prometheus.is_none() {
+            return Ok(Self {
+                watch: None,
+                _progress: None,
+                _exporter: None,
+            });
+        }
+        let watch = Watch::new();
+        let exporter = args
+            .prometheus
+            .map(|addr| Exporter::start(addr, watch.clone()))
+            .transpose()?;
+        if let Some(e) = &exporter {
+            eprintln!(
+                "serving the run's figures for Prometheus at http://{}/metrics",
+                e.addr
+            );
+        }
+        let progress = (!args.no_progress)
+            .then(|| ProgressThread::start(watch.clone(), ProgressStyle::for_stderr()))
+            .transpose()
+            .context("starting the progress thread")?;
+        Ok(Self {
+            watch: Some(watch),
+            _progress: progress,
+            _exporter: exporter,
+        })
+    }
 }
 
 /// Loads every experiment; prints each error; `None` when any file is bad.

@@ -10,6 +10,7 @@
 use crate::client::{self, Capture, Endpoint};
 use crate::core::record::RequestRecord;
 use crate::spec::Timeouts;
+use crate::watch::Watch;
 use crate::workload::{Message, Pacing, PhasePlan, PlannedRequest, Schedule, SessionPlan};
 use serde_json::Value;
 use std::sync::Arc;
@@ -48,6 +49,24 @@ pub fn client_runtime(workers: Option<usize>) -> std::io::Result<tokio::runtime:
         .build()
 }
 
+/// What a phase's requests keep besides their records.
+#[derive(Clone, Default)]
+pub struct Keep {
+    /// What the server sent, for a recording.
+    pub capture: bool,
+    /// Counts every send for a [`Watch`] (requests in flight = sent − finished).
+    pub watch: Option<Arc<Watch>>,
+}
+
+impl Keep {
+    pub fn capture(capture: bool) -> Self {
+        Self {
+            capture,
+            watch: None,
+        }
+    }
+}
+
 /// Runs every phase of `schedule`, calling `sink` for each request as it completes. Returns
 /// the run's origin instant.
 pub async fn run_schedule(
@@ -59,8 +78,9 @@ pub async fn run_schedule(
     sink: &mut (dyn FnMut(Completed) + Send),
 ) -> Instant {
     let origin = Instant::now();
+    let keep = Keep::capture(capture);
     for phase in &schedule.phases {
-        run_phase(http, ep, phase, timeouts, origin, capture, sink).await;
+        run_phase(http, ep, phase, timeouts, origin, &keep, sink).await;
     }
     origin
 }
@@ -72,7 +92,7 @@ pub async fn run_phase(
     phase: &PhasePlan,
     timeouts: &Timeouts,
     origin: Instant,
-    capture: bool,
+    keep: &Keep,
     sink: &mut (dyn FnMut(Completed) + Send),
 ) {
     let (warmups, measured): (Vec<&PlannedRequest>, Vec<&PlannedRequest>) =
@@ -83,7 +103,8 @@ pub async fn run_phase(
         phase: phase.name.clone(),
         timeouts: *timeouts,
         origin,
-        capture,
+        capture: keep.capture,
+        watch: keep.watch.clone(),
     });
     let (tx, mut rx) = mpsc::unbounded_channel();
     // Warmups one at a time, until they run out or the warmup duration passes (the request
@@ -327,6 +348,7 @@ struct Ctx {
     timeouts: Timeouts,
     origin: Instant,
     capture: bool,
+    watch: Option<Arc<Watch>>,
 }
 
 async fn execute(
@@ -336,6 +358,9 @@ async fn execute(
     cancel_at: Option<Instant>,
 ) -> Completed {
     let body = client::request_body(&ctx.ep, req);
+    if let Some(w) = &ctx.watch {
+        w.sent();
+    }
     let (record, capture) = client::execute(
         &ctx.http,
         &ctx.ep,

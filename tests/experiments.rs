@@ -59,6 +59,7 @@ fn main() -> ExitCode {
 
 fn options(fixtures: PathBuf) -> TrialOptions {
     TrialOptions {
+        watch: None,
         results_root: inferlab::env::process("INFERLAB_RESULTS_DIR")
             .map_or_else(|| root().join("results"), PathBuf::from),
         fixtures_root: fixtures,

@@ -9,7 +9,8 @@
 //! randomness), `compare` (runs of one experiment side by side), `svg` and `html` (the report
 //! page drawn from them), the wire
 //! formats `sse` and `prom`, `server` (an engine's `/metrics` → canonical series and per-phase
-//! figures), and `metrics` (records → per-phase summaries); `privacy` (what a recording must not keep).
+//! figures), `metrics` (records → per-phase summaries), `live` (a run's counters while it runs, as a
+//! Prometheus exposition and a progress line) and `slices` (figures per time slice); `privacy` (what a recording must not keep).
 
 pub mod assert;
 pub mod b64;
@@ -19,6 +20,7 @@ pub mod diag;
 pub mod engine;
 pub mod html;
 pub mod interval;
+pub mod live;
 pub mod metrics;
 pub mod privacy;
 pub mod prom;

@@ -24,6 +24,8 @@ pub struct RunArgs {
     pub interrupt: Option<watch::Receiver<bool>>,
     /// The rented pod's price, when there is one.
     pub cost_per_hour: Option<f64>,
+    /// Counts the run's requests for a progress line or a Prometheus endpoint.
+    pub watch: Option<std::sync::Arc<crate::watch::Watch>>,
 }
 
 /// What happened, for the caller to show.
@@ -126,6 +128,7 @@ pub async fn run(
         return Ok(RunResult::with(Exit::BadInput));
     }
     let opts = TrialOptions {
+        watch: args.watch.clone(),
         results_root: args.results.clone(),
         fixtures_root: args.fixtures.clone(),
         salt: env("INFERLAB_SALT").and_then(|s| s.parse().ok()),

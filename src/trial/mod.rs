@@ -169,6 +169,8 @@ pub struct TrialOptions {
     pub cost_per_hour: Option<f64>,
     /// Where baselines are, and whether a missing one fails.
     pub baselines: Baselines,
+    /// Counts the run's requests for a progress line or a Prometheus endpoint.
+    pub watch: Option<std::sync::Arc<crate::watch::Watch>>,
 }
 
 /// Where assertions' baselines are read from.

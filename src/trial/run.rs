@@ -428,15 +428,34 @@ impl Runner<'_> {
         if self.opts.interrupt.as_ref().is_some_and(|i| *i.borrow()) {
             return true;
         }
-        let capture = self.resolved.mode == Mode::Record;
+        let keep = run::Keep {
+            capture: self.resolved.mode == Mode::Record,
+            watch: self.opts.watch.clone(),
+        };
         self.observer.phase_started(&plan.name).await;
+        if let Some(w) = &keep.watch {
+            let repeat = crate::watch::Repeat {
+                index: plan.repeat,
+                of: self.exp.repeats,
+            };
+            w.phase_started(
+                &plan.name,
+                Some(repeat),
+                plan.planned() as u64,
+                plan.limit(),
+            );
+        }
         let (recorder, tally, writer) = (&mut self.recorder, &mut self.tally, &self.writer);
+        let watch = keep.watch.as_deref();
         let mut sink = |mut c: Completed| {
             c.record.repeat = plan.repeat;
             if let (Some(rec), Some(cap)) = (recorder.as_mut(), &c.capture) {
                 rec.add(&c.record, c.path, c.body, cap);
             }
             tally.add(&c.record);
+            if let Some(w) = watch {
+                w.completed(&c.record);
+            }
             writer.send(c.record);
         };
         let phase = run::run_phase(
@@ -445,7 +464,7 @@ impl Runner<'_> {
             plan,
             &self.exp.timeouts,
             self.origin,
-            capture,
+            &keep,
             &mut sink,
         );
         let mut interrupted = false;
@@ -457,6 +476,9 @@ impl Runner<'_> {
                     _ = stop.wait_for(|s| *s) => interrupted = true,
                 }
             }
+        }
+        if let Some(w) = &keep.watch {
+            w.phase_ended();
         }
         for r in self.observer.phase_ended().await {
             if let Err(e) = self.results.append_scrape(r)
@@ -534,6 +556,9 @@ async fn execute(
 ) -> Result<Executed, TrialError> {
     let capture = resolved.mode == Mode::Record;
     let writer = results.request_writer().map_err(TrialError::Results)?;
+    if let Some(w) = &opts.watch {
+        w.trial_started(&exp.name, &target.name);
+    }
     let origin = Instant::now();
     let setup = resolved.observe_setup(exp, target);
     let observer = Observer::start(http, &resolved.endpoint, setup, origin);

@@ -51,6 +51,28 @@ pub struct PhasePlan {
     pub sessions: Vec<SessionPlan>,
 }
 
+impl PhasePlan {
+    /// Requests the phase plans to send: warmups, measured requests and every conversation's
+    /// calls (a duration limit may stop it sooner).
+    pub fn planned(&self) -> usize {
+        self.requests.len()
+            + self
+                .sessions
+                .iter()
+                .flat_map(|s| &s.steps)
+                .map(|st| st.parallel as usize)
+                .sum::<usize>()
+    }
+
+    /// The phase's duration limit, when its pacing has one.
+    pub fn limit(&self) -> Option<Duration> {
+        match self.pacing {
+            Pacing::Closed { limit, .. } | Pacing::Open { limit, .. } => limit,
+            Pacing::Batches { .. } | Pacing::Sessions { .. } => None,
+        }
+    }
+}
+
 /// One conversation: an optional system prompt, then steps.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct SessionPlan {

@@ -32,6 +32,7 @@ expr = "all.error_rate == 0"
 
 fn opts(root: &Path, required: bool) -> TrialOptions {
     TrialOptions {
+        watch: None,
         results_root: root.join("results"),
         fixtures_root: root.join("fixtures"),
         salt: None,

@@ -41,6 +41,7 @@ fn experiment(src: &str) -> Experiment {
 
 fn opts(root: &Path) -> TrialOptions {
     TrialOptions {
+        watch: None,
         results_root: root.join("results"),
         fixtures_root: root.join("fixtures"),
         salt: None,

@@ -66,6 +66,7 @@ impl TrialBuilder {
 
     pub fn opts(&self) -> TrialOptions {
         TrialOptions {
+            watch: None,
             results_root: self.root.join("results"),
             fixtures_root: self.fixtures(),
             salt: None,
