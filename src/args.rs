@@ -89,6 +89,16 @@ pub enum Command {
     /// Baselines that assertions compare runs with (`baseline.warm.ttft.p99`).
     #[command(subcommand)]
     Baseline(BaselineCommand),
+    /// Rebuild summary.json of a run that died before writing it (kill -9, a lost machine)
+    /// from its requests.jsonl and server_metrics.jsonl, with the experiment it ran (from
+    /// --experiments); the summary says it was recovered.
+    Summarize {
+        /// The run's directory (results/<experiment>/<time>-<target>).
+        run_dir: PathBuf,
+        /// Rebuild even when the run has its summary.
+        #[arg(long)]
+        force: bool,
+    },
     /// Print a deployment's memory arithmetic; with RUNPOD_API_KEY, the cheapest GPU that fits.
     Plan { deployment: PathBuf },
     /// Create a deployment's pod, wait until its engine is healthy, and leave it running.

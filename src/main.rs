@@ -112,6 +112,7 @@ fn dispatch(cli: &Cli) -> anyhow::Result<Exit> {
             rt.block_on(tokio::signal::ctrl_c())?;
             Ok(Exit::Success)
         }
+        Command::Summarize { run_dir, force } => summarize(cli, run_dir, *force),
         Command::Calibrate(c) => {
             let rt = run::client_runtime(Some(c.client_workers))?;
             let watching = Watching::start(&c.watch)?;
@@ -215,6 +216,53 @@ async fn calibrate_cmd(opts: &CalibrateOptions, results: &Path) -> anyhow::Resul
     std::fs::write(&path, serde_json::to_string_pretty(&cal)?)
         .with_context(|| format!("writing {}", path.display()))?;
     println!("written: {}", path.display());
+    Ok(Exit::Success)
+}
+
+/// `summarize`: a killed run's summary, rebuilt and written.
+fn summarize(cli: &Cli, dir: &Path, force: bool) -> anyhow::Result<Exit> {
+    use inferlab::trial::recover;
+    let (name, _) = recover::manifest_names(dir).map_err(anyhow::Error::msg)?;
+    let Some(experiments) = load_all(&cli.experiments)? else {
+        return Ok(Exit::BadInput);
+    };
+    let Some(exp) = experiments.iter().find(|e| e.name == name) else {
+        anyhow::bail!(
+            "{}: the run is of experiment `{name}`, which is not in {} (--experiments names the folder)",
+            dir.display(),
+            cli.experiments.display()
+        );
+    };
+    let r = recover::recover(dir, exp, &cli.baselines, force).map_err(anyhow::Error::msg)?;
+    let rec = r.summary.recovered.as_ref();
+    println!(
+        "{}::{} recovered from {} request{}{} and {} scrape{}",
+        r.summary.experiment,
+        r.summary.target,
+        rec.map_or(0, |x| x.requests),
+        if rec.map_or(0, |x| x.requests) == 1 {
+            ""
+        } else {
+            "s"
+        },
+        rec.and_then(|x| x.partial_last_line)
+            .map_or(String::new(), |l| format!(
+                " (line {l}, cut short when the run died, skipped)"
+            )),
+        rec.map_or(0, |x| x.scrapes),
+        if rec.map_or(0, |x| x.scrapes) == 1 {
+            ""
+        } else {
+            "s"
+        },
+    );
+    print!("{}", report::phase_table(&r.summary));
+    if !r.verdicts.is_empty() {
+        // Informational: the run did not finish, so its verdicts do not decide anything.
+        println!("assertions over the requests that completed:");
+        print!("{}", report::verdict_lines(&r.verdicts));
+    }
+    println!("written: {}", dir.join("summary.json").display());
     Ok(Exit::Success)
 }
 

@@ -44,6 +44,16 @@ pub struct RunInput {
     pub phases: Vec<PhaseInput>,
     /// The server's `/metrics` over the run, scrape by scrape.
     pub timeline: Vec<Scrape>,
+    /// With `[observe] slice`: the client's figures per time slice (`slices.jsonl`).
+    pub slices: Vec<SliceRow>,
+}
+
+/// One time slice of a run: its middle and its numeric columns by name.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SliceRow {
+    pub start_s: f64,
+    pub end_s: f64,
+    pub values: BTreeMap<String, f64>,
 }
 
 /// One scrape of the server's `/metrics`, canonical series by name.
@@ -516,6 +526,7 @@ mod tests {
     fn run(target: &str, ttft: Histogram<u64>) -> RunInput {
         let p50 = ttft.value_at_quantile(0.5) as f64 / 1e3;
         RunInput {
+            slices: Vec::new(),
             target: target.into(),
             experiment: "x".into(),
             seed: 3,

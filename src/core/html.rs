@@ -90,6 +90,7 @@ pub fn report(runs: &[RunInput]) -> String {
         o.push_str("</div>");
     }
     load_charts(&mut o, runs, &c);
+    slice_charts(&mut o, runs, &c);
     timelines(&mut o, runs, &c);
     let _ = writeln!(
         o,
@@ -393,6 +394,61 @@ fn load_charts(o: &mut String, runs: &[RunInput], c: &Comparison) {
     o.push_str("</div>");
 }
 
+/// The client's figures per time slice, when the runs were sliced: what a phase's figures
+/// average away when the load changes over time.
+const SLICE_CHARTS: &[(&str, &str, &str)] = &[
+    ("requests_sent", "Requests sent per second", "requests/s"),
+    ("output_throughput", "Output tokens per second", "tokens/s"),
+    ("concurrency_mean", "Requests in flight (mean)", "requests"),
+    ("ttft_p50_ms", "TTFT p50", "ms"),
+    ("itl_p50_ms", "Inter-token latency p50", "ms"),
+    ("e2e_p90_ms", "E2E p90", "ms"),
+];
+
+fn slice_charts(o: &mut String, runs: &[RunInput], c: &Comparison) {
+    if runs.iter().all(|r| r.slices.is_empty()) {
+        return;
+    }
+    o.push_str("<h2>Over time, slice by slice</h2><p class=\"note\">Each event counts in the time slice it happened in (a send where it was sent, a TTFT where the first chunk came, a gap where its chunk came); points sit in the middle of their slice.</p><div class=\"charts\">");
+    for (key, what, unit) in SLICE_CHARTS {
+        let series: Vec<Series> = runs
+            .iter()
+            .zip(&c.targets)
+            .map(|(r, t)| Series {
+                label: t.target.clone(),
+                points: r
+                    .slices
+                    .iter()
+                    .filter_map(|s| {
+                        let width = s.end_s - s.start_s;
+                        let v = *s.values.get(*key)?;
+                        // Sends are counts per slice: per second, so widths compare.
+                        let v = if *key == "requests_sent" && width > 0.0 {
+                            v / width
+                        } else {
+                            v
+                        };
+                        Some(((s.start_s + s.end_s) / 2.0, v))
+                    })
+                    .collect(),
+            })
+            .filter(|s| !s.points.is_empty())
+            .collect();
+        if series.is_empty() {
+            continue;
+        }
+        o.push_str(&line_chart(&Chart {
+            title: format!("{what} per slice"),
+            x_label: "time since the run started (s)".into(),
+            y_label: (*unit).into(),
+            series,
+            markers: Vec::new(),
+            y_at_least: None,
+        }));
+    }
+    o.push_str("</div>");
+}
+
 fn timelines(o: &mut String, runs: &[RunInput], c: &Comparison) {
     if runs.iter().all(|r| r.timeline.is_empty()) {
         o.push_str("<h2>Server</h2><p class=\"empty\">No /metrics scrapes in these runs.</p>");
@@ -458,6 +514,7 @@ mod tests {
             values: BTreeMap::from([("kv_cache_usage".to_string(), kv)]),
         };
         RunInput {
+            slices: Vec::new(),
             target: target.into(),
             experiment: "x".into(),
             seed: 1,
@@ -501,6 +558,28 @@ mod tests {
         assert!(page.contains("vllm (n = 50)"));
         assert!(page.contains(">load</text>"), "phase marker");
         assert!(page.contains("(2.00× ["), "ratio with its interval");
+    }
+
+    #[test]
+    fn sliced_runs_get_charts_over_time() {
+        let mut r = run("vllm", 1);
+        assert!(!report(std::slice::from_ref(&r)).contains("slice by slice"));
+        r.slices = (0..4)
+            .map(|i| super::super::compare::SliceRow {
+                start_s: f64::from(i),
+                end_s: f64::from(i + 1),
+                values: BTreeMap::from([
+                    ("requests_sent".to_string(), f64::from(i + 1)),
+                    ("ttft_p50_ms".to_string(), 10.0 * f64::from(i + 1)),
+                ]),
+            })
+            .collect();
+        let page = report(&[r]);
+        assert!(page.contains("slice by slice"));
+        assert!(page.contains("Requests sent per second per slice"));
+        assert!(page.contains("TTFT p50 per slice"));
+        // Only the columns the slices have are drawn.
+        assert!(!page.contains("E2E p90 per slice"));
     }
 
     #[test]

@@ -27,6 +27,7 @@ pub mod prom;
 pub mod record;
 pub mod rng;
 pub mod server;
+pub mod slices;
 pub mod sse;
 pub mod svg;
 pub mod units;

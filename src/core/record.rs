@@ -88,6 +88,29 @@ impl fmt::Display for ErrorKind {
     }
 }
 
+impl std::str::FromStr for ErrorKind {
+    type Err = String;
+
+    /// The `Display` form back (`http_503`, `timeout_idle`, …).
+    fn from_str(s: &str) -> Result<Self, String> {
+        Ok(match s {
+            "connect" => ErrorKind::Connect,
+            "stream_error" => ErrorKind::StreamError,
+            "timeout_first_byte" => ErrorKind::TimeoutFirstByte,
+            "timeout_idle" => ErrorKind::TimeoutIdle,
+            "timeout_total" => ErrorKind::TimeoutTotal,
+            "disconnect" => ErrorKind::Disconnect,
+            "decode" => ErrorKind::Decode,
+            "cancelled" => ErrorKind::Cancelled,
+            "dropped" => ErrorKind::Dropped,
+            other => match other.strip_prefix("http_").map(str::parse) {
+                Some(Ok(status)) => ErrorKind::Http(status),
+                _ => return Err(format!("`{other}` is not an error kind")),
+            },
+        })
+    }
+}
+
 /// A failure with the server's or the transport's words (never containing credentials).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Failure {

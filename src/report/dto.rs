@@ -57,6 +57,7 @@ impl<'a> ExperimentDto<'a> {
             observe: ObserveDto {
                 metrics: e.observe.metrics,
                 interval_s: secs(e.observe.interval),
+                slice_s: e.observe.slice.map(secs),
             },
             calibrate: e.calibrate,
         }
@@ -94,6 +95,8 @@ impl TimeoutsDto {
 pub struct ObserveDto {
     pub metrics: bool,
     pub interval_s: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub slice_s: Option<f64>,
 }
 
 #[derive(Debug, Serialize)]

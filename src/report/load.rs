@@ -3,7 +3,7 @@
 //! experiment under a results root. Every failure names the directory or file and what is
 //! missing; nothing is written.
 
-use crate::core::compare::{Load, PhaseInput, RunInput, Scrape};
+use crate::core::compare::{Load, PhaseInput, RunInput, Scrape, SliceRow};
 use hdrhistogram::serialization::Deserializer;
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -145,7 +145,44 @@ pub fn load_run(dir: &Path) -> Result<RunInput, String> {
         provenance: provenance(&manifest),
         phases,
         timeline: timeline(&dir.join("server_metrics.jsonl"))?,
+        slices: slices(&dir.join("slices.jsonl"))?,
     })
+}
+
+/// The run's time slices (`slices.jsonl`), numeric columns only; an absent file has none.
+fn slices(path: &Path) -> Result<Vec<SliceRow>, String> {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return Ok(Vec::new());
+    };
+    let mut out = Vec::new();
+    for (i, line) in text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+    {
+        let v: Value = serde_json::from_str(line)
+            .map_err(|e| format!("{}:{}:{}: {e}", path.display(), i + 1, e.column()))?;
+        let num = |k: &str| {
+            v.get(k)
+                .and_then(Value::as_f64)
+                .ok_or_else(|| format!("{}:{}: field `{k}` is missing", path.display(), i + 1))
+        };
+        let (start_s, end_s) = (num("start_s")?, num("end_s")?);
+        let values = v
+            .as_object()
+            .map(|m| {
+                m.iter()
+                    .filter_map(|(k, x)| Some((k.clone(), x.as_f64()?)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        out.push(SliceRow {
+            start_s,
+            end_s,
+            values,
+        });
+    }
+    Ok(out)
 }
 
 /// The load a phase offered, from the manifest's experiment: a closed loop's concurrency or an

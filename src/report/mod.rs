@@ -6,6 +6,7 @@
 pub mod dto;
 pub mod load;
 mod results;
+pub mod rows;
 mod snapshot;
 mod status;
 mod text;
@@ -176,7 +177,37 @@ pub struct RunSummary {
     /// Serverless targets: cold starts and worker counts per phase.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub serverless: Option<Serverless>,
+    /// With `[observe] slice`: the run's figures per time slice (also in `slices.jsonl`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub slices: Option<Slices>,
+    /// Rebuilt by `inferlab summarize` from a run that died before writing its summary.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recovered: Option<Recovered>,
 }
+
+/// The run cut into time slices.
+#[derive(Debug, Clone, Serialize)]
+pub struct Slices {
+    pub width_s: f64,
+    pub note: &'static str,
+    pub slices: Vec<crate::core::slices::Slice>,
+}
+
+pub const SLICES_NOTE: &str = "Each event counts in the slice it happened in: a send where it was sent, an outcome and E2E where the request ended, TTFT where the first chunk arrived, each gap and each chunk's tokens where the chunk arrived; concurrency_mean is the time requests spent in flight in the slice over its width; server gauges are the scrapes taken in it. Warmup requests are left out.";
+
+/// How a killed run's summary was rebuilt.
+#[derive(Debug, Clone, Serialize)]
+pub struct Recovered {
+    /// Records read from `requests.jsonl` (every request that completed).
+    pub requests: usize,
+    /// The last line of `requests.jsonl`, cut short when the run died (skipped).
+    pub partial_last_line: Option<usize>,
+    /// Scrapes read from `server_metrics.jsonl`.
+    pub scrapes: usize,
+    pub note: &'static str,
+}
+
+pub const RECOVERED_NOTE: &str = "Recovered from requests.jsonl and server_metrics.jsonl after the run died: figures cover the requests that completed; requests in flight when it died are not in them; the last scrapes of the phase it died in are missing, so its server figures cover less of it.";
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Cost {
@@ -367,6 +398,8 @@ mod tests {
             assertions: Vec::new(),
             cost: None,
             serverless: None,
+            recovered: None,
+            slices: None,
         }
     }
 

@@ -108,6 +108,50 @@ impl<'a> RequestRow<'a> {
     }
 }
 
+fn slice_row(s: &crate::core::slices::Slice) -> serde_json::Map<String, serde_json::Value> {
+    use serde_json::{Value, json};
+    let mut row = serde_json::Map::new();
+    let mut put = |k: String, v: Value| {
+        row.insert(k, v);
+    };
+    put("schema_version".into(), json!(RESULTS_SCHEMA_VERSION));
+    put("index".into(), json!(s.index));
+    put("start_s".into(), json!(s.start_s));
+    put("end_s".into(), json!(s.end_s));
+    put("phases".into(), json!(s.phases.join(",")));
+    put("requests_sent".into(), json!(s.requests_sent));
+    put("requests_ended".into(), json!(s.requests_ended));
+    put("requests_failed".into(), json!(s.requests_failed));
+    put("errors".into(), json!(s.errors.values().sum::<u64>()));
+    put("output_tokens".into(), json!(s.output_tokens));
+    put("output_throughput".into(), json!(s.output_throughput));
+    put("request_throughput".into(), json!(s.request_throughput));
+    put("concurrency_mean".into(), json!(s.concurrency_mean));
+    for (name, l) in [("ttft", &s.ttft), ("itl", &s.itl), ("e2e", &s.e2e)] {
+        put(
+            format!("{name}_count"),
+            json!(l.as_ref().map_or(0, |l| l.count)),
+        );
+        put(
+            format!("{name}_p50_ms"),
+            json!(l.as_ref().map(|l| l.p50_ms)),
+        );
+        put(
+            format!("{name}_p90_ms"),
+            json!(l.as_ref().map(|l| l.p90_ms)),
+        );
+        put(
+            format!("{name}_p99_ms"),
+            json!(l.as_ref().map(|l| l.p99_ms)),
+        );
+    }
+    for (g, v) in &s.server {
+        put(format!("server_{g}_mean"), json!(v.mean));
+        put(format!("server_{g}_max"), json!(v.max));
+    }
+    row
+}
+
 /// One line of `server_metrics.jsonl`: a scrape, its canonical series flattened under `values`.
 #[derive(Debug, Serialize)]
 struct ScrapeRow<'a> {
@@ -227,6 +271,26 @@ impl ResultsDir {
             requests: Some(requests),
             server_metrics: None,
         })
+    }
+
+    /// An existing run's directory, to write its summary (a killed run's, recovered).
+    pub fn existing(path: &Path) -> Self {
+        Self {
+            path: path.to_path_buf(),
+            requests: None,
+            server_metrics: None,
+        }
+    }
+
+    /// `slices.jsonl`: one flat line per time slice (latencies as `ttft_p50_ms`, server gauges
+    /// as `server_kv_cache_usage_mean`, phases joined by `,`), for pandas as it is.
+    pub fn write_slices(&self, slices: &[crate::core::slices::Slice]) -> io::Result<()> {
+        let mut w = BufWriter::new(File::create(self.path.join("slices.jsonl"))?);
+        for s in slices {
+            serde_json::to_writer(&mut w, &slice_row(s))?;
+            w.write_all(b"\n")?;
+        }
+        w.flush()
     }
 
     /// Appends one scrape to `server_metrics.jsonl` (created on first use).

@@ -314,6 +314,10 @@ fn lower_assertions(
 /// TPOT from 4.3 to 5.4 ms (medians of 3 rounds); every 2 s was within noise of never.
 const DEFAULT_SCRAPE_INTERVAL: Duration = Duration::from_secs(2);
 
+/// Narrower slices hold too few requests for their percentiles to mean much, and a long run
+/// would have millions of them.
+const MIN_SLICE: Duration = Duration::from_millis(100);
+
 fn lower_observe(loc: &Locator<'_>, raw: RawObserve) -> Result<Observe, SpecError> {
     let interval = match raw.interval {
         None => DEFAULT_SCRAPE_INTERVAL,
@@ -326,9 +330,21 @@ fn lower_observe(loc: &Locator<'_>, raw: RawObserve) -> Result<Observe, SpecErro
             d
         }
     };
+    let slice = match raw.slice {
+        None => None,
+        Some(s) => {
+            let d = parse_duration(s.get_ref())
+                .map_err(|m| loc.error(Some(s.span()), "observe.slice", m))?;
+            if d < MIN_SLICE {
+                return Err(loc.error(Some(s.span()), "observe.slice", "must be at least 100ms"));
+            }
+            Some(d)
+        }
+    };
     Ok(Observe {
         metrics: raw.metrics.unwrap_or(true),
         interval,
+        slice,
     })
 }
 

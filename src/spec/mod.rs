@@ -99,6 +99,8 @@ pub struct Observe {
     pub metrics: bool,
     /// Time between periodic scrapes.
     pub interval: Duration,
+    /// Width of the time slices the run's figures are also cut into (`None`: per phase only).
+    pub slice: Option<Duration>,
 }
 
 #[derive(Debug, Clone, Serialize)]

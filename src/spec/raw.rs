@@ -69,6 +69,8 @@ pub(super) struct RawExperiment {
 pub(super) struct RawObserve {
     pub(super) metrics: Option<bool>,
     pub(super) interval: Option<Spanned<String>>,
+    /// Figures per time slice of this width, besides per phase.
+    pub(super) slice: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize, Default)]

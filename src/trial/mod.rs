@@ -5,6 +5,7 @@
 //! do the same thing.
 
 mod manifest;
+pub mod recover;
 mod run;
 mod summary;
 mod tally;

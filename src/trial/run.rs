@@ -95,6 +95,11 @@ pub async fn run_trial(
         ),
     };
     let (summary, verdicts) = summary::summarize(exp, target, tallied, parts);
+    if let Some(s) = &summary.slices {
+        results
+            .write_slices(&s.slices)
+            .map_err(TrialError::Results)?;
+    }
     persist(&results, "summary.json", &summary)?;
     persist(&results, "manifest.json", &manifest)?;
 
@@ -568,7 +573,7 @@ async fn execute(
         http,
         results,
         opts,
-        tally: Tally::new(exp.slo, exp.repeats),
+        tally: Tally::new(exp.slo, exp.repeats).sliced(exp.observe.slice),
         recorder: capture.then(Recorder::default),
         writer,
         observer,

@@ -46,6 +46,7 @@ pub fn summarize(
         all_intervals,
         all_server,
         first_warmup,
+        slices,
         ..
     } = tallied;
     let mut capacity = parts.capacity.clone();
@@ -80,6 +81,12 @@ pub fn summarize(
             .kind
             .is_serverless()
             .then(|| serverless(exp, parts.health, &first_warmup)),
+        recovered: None,
+        slices: slices.map(|slices| report::Slices {
+            width_s: exp.observe.slice.map_or(0.0, |d| d.as_secs_f64()),
+            note: report::SLICES_NOTE,
+            slices,
+        }),
     };
     let verdicts: Vec<Verdict> = exp
         .assertions

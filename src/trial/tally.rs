@@ -6,6 +6,7 @@ use crate::core::interval::Interval;
 use crate::core::metrics::{self, Histograms, PhaseSummary, Slo, Summarizer};
 use crate::core::record::RequestRecord;
 use crate::core::server::{self, Canonical, ServerSummary};
+use crate::core::slices::{Slice, Slicer};
 use crate::fidelity::{self, Row};
 use crate::observe::scrape::ScrapeRecord;
 use crate::report::NamedSummary;
@@ -20,6 +21,8 @@ pub struct Tally {
     all_by_repeat: BTreeMap<u32, Summarizer>,
     repeats: bool,
     completed: usize,
+    /// With `[observe] slice`: the run cut into time slices.
+    slicer: Option<Slicer>,
 }
 
 /// One phase's share of a [`Tally`].
@@ -58,6 +61,8 @@ pub struct Tallied {
     /// Each phase's first warmup request.
     pub first_warmup: HashMap<String, RequestRecord>,
     pub completed: usize,
+    /// With `[observe] slice`: the run's figures per time slice.
+    pub slices: Option<Vec<Slice>>,
 }
 
 impl Tally {
@@ -70,12 +75,22 @@ impl Tally {
             all_by_repeat: BTreeMap::new(),
             repeats: repeats > 1,
             completed: 0,
+            slicer: None,
         }
+    }
+
+    /// Also cuts the run into slices of `width`, when there is one.
+    pub fn sliced(mut self, width: Option<std::time::Duration>) -> Self {
+        self.slicer = width.map(Slicer::new);
+        self
     }
 
     pub fn add(&mut self, r: &RequestRecord) {
         self.completed += 1;
         self.all.add(r);
+        if let Some(s) = self.slicer.as_mut() {
+            s.add(r);
+        }
         if self.repeats {
             let slo = self.slo;
             self.all_by_repeat
@@ -147,7 +162,16 @@ impl Tally {
         }
         let (all, hists) = self.all.finish();
         histograms.push(("all".to_string(), hists));
+        let slices = self.slicer.map(|s| {
+            let taken: Vec<_> = scrapes
+                .iter()
+                .filter(|x| x.error.is_none())
+                .map(|x| (x.at, &x.values))
+                .collect();
+            s.finish(&taken)
+        });
         Tallied {
+            slices,
             all_intervals: repeat_intervals(self.all_by_repeat),
             all_server: server_view(scrapes, None, all.ttft.map(|t| t.mean_ms)),
             phases,

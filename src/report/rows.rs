@@ -1,0 +1,272 @@
+//! Reading a run's `requests.jsonl` and `server_metrics.jsonl` back into records and scrapes,
+//! for a run that died before writing its summary. A killed writer may leave its last line
+//! half-written: that line is counted and skipped; a malformed line anywhere else is an error
+//! naming the file, line, column and field.
+
+use crate::core::record::TokenCounting;
+use crate::core::record::{ChunkTime, ErrorKind, Failure, RequestRecord, ServerTimings, Usage};
+use crate::core::server::Canonical;
+use crate::observe::scrape::{Point, ScrapeRecord};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use std::path::Path;
+use std::time::Duration;
+
+/// One line of `requests.jsonl` as read back (the fields a summary needs).
+#[derive(Debug, Deserialize)]
+struct RequestIn {
+    phase: String,
+    #[serde(default)]
+    repeat: u32,
+    index: u32,
+    warmup: bool,
+    group: Option<u32>,
+    session: Option<u32>,
+    turn: Option<u32>,
+    error_kind: Option<String>,
+    error_detail: Option<String>,
+    http_status: Option<u16>,
+    intended_ms: f64,
+    sent_ms: f64,
+    headers_ms: Option<f64>,
+    end_ms: f64,
+    prompt_tokens: Option<u64>,
+    output_tokens: u64,
+    cached_tokens: Option<u64>,
+    usage_reported: bool,
+    token_counting: TokenCounting,
+    output_chars: u64,
+    events: u32,
+    send_attempts: u32,
+    chunk_offsets_ms: Vec<f64>,
+    chunk_tokens: Vec<Option<u32>>,
+    server_cache_n: Option<u64>,
+    server_prompt_n: Option<u64>,
+    server_prompt_ms: Option<f64>,
+}
+
+/// One line of `server_metrics.jsonl` as read back.
+#[derive(Debug, Deserialize)]
+struct ScrapeIn {
+    phase: String,
+    point: String,
+    at_ms: f64,
+    in_phase_ms: f64,
+    error: Option<String>,
+    http_status: Option<u16>,
+    malformed_lines: usize,
+    values: Canonical,
+}
+
+/// What a file gave back.
+#[derive(Debug)]
+pub struct ReadBack<T> {
+    pub items: Vec<T>,
+    /// The last line, cut short when the run died (`None` when the file ends cleanly).
+    pub partial_last_line: Option<usize>,
+}
+
+fn ms(v: f64) -> Duration {
+    Duration::try_from_secs_f64(v.max(0.0) / 1e3).unwrap_or_default()
+}
+
+/// Reads a JSON-lines file; a line that is not the last must be whole.
+fn read_lines<T: DeserializeOwned>(path: &Path) -> Result<ReadBack<T>, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let lines: Vec<(usize, &str)> = text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .collect();
+    let ends_cleanly = text.ends_with('\n');
+    let mut out = ReadBack {
+        items: Vec::with_capacity(lines.len()),
+        partial_last_line: None,
+    };
+    for (k, &(i, line)) in lines.iter().enumerate() {
+        match serde_json::from_str::<T>(line) {
+            Ok(v) => out.items.push(v),
+            Err(e) if k + 1 == lines.len() && (!ends_cleanly || e.is_eof()) => {
+                out.partial_last_line = Some(i + 1);
+            }
+            Err(e) => {
+                return Err(format!("{}:{}:{}: {e}", path.display(), i + 1, e.column()));
+            }
+        }
+    }
+    Ok(out)
+}
+
+impl RequestIn {
+    fn record(self, at: &str) -> Result<RequestRecord, String> {
+        let failure = match self.error_kind {
+            None => None,
+            Some(k) => Some(Failure {
+                kind: k
+                    .parse::<ErrorKind>()
+                    .map_err(|e| format!("{at}: field `error_kind`: {e}"))?,
+                detail: self.error_detail.unwrap_or_default(),
+            }),
+        };
+        let sent = ms(self.sent_ms);
+        let chunks = self
+            .chunk_offsets_ms
+            .iter()
+            .enumerate()
+            .map(|(i, &o)| ChunkTime {
+                at: sent + ms(o),
+                tokens: self.chunk_tokens.get(i).copied().flatten(),
+            })
+            .collect();
+        let server_timings = (self.server_cache_n.is_some()
+            || self.server_prompt_n.is_some()
+            || self.server_prompt_ms.is_some())
+        .then_some(ServerTimings {
+            cache_n: self.server_cache_n,
+            prompt_n: self.server_prompt_n,
+            prompt_ms: self.server_prompt_ms,
+            predicted_n: None,
+            predicted_ms: None,
+        });
+        Ok(RequestRecord {
+            phase: self.phase,
+            repeat: self.repeat,
+            index: self.index,
+            warmup: self.warmup,
+            group: self.group,
+            intended: ms(self.intended_ms),
+            sent,
+            headers: self.headers_ms.map(ms),
+            status: self.http_status,
+            chunks,
+            end: ms(self.end_ms),
+            usage: self.usage_reported.then_some(Usage {
+                prompt_tokens: self.prompt_tokens.unwrap_or(0),
+                completion_tokens: self.output_tokens,
+                cached_tokens: self.cached_tokens,
+            }),
+            token_counting: self.token_counting,
+            output_chars: self.output_chars,
+            events: self.events,
+            server_timings,
+            failure,
+            session: self.session,
+            turn: self.turn,
+            output_text: None,
+            send_attempts: self.send_attempts,
+            declared_input_tokens: None,
+            max_tokens: None,
+        })
+    }
+}
+
+/// The records of a run's `requests.jsonl`.
+pub fn read_requests(path: &Path) -> Result<ReadBack<RequestRecord>, String> {
+    let raw: ReadBack<RequestIn> = read_lines(path)?;
+    let items = raw
+        .items
+        .into_iter()
+        .enumerate()
+        .map(|(i, r)| r.record(&format!("{} (record {})", path.display(), i + 1)))
+        .collect::<Result<Vec<_>, String>>()?;
+    Ok(ReadBack {
+        items,
+        partial_last_line: raw.partial_last_line,
+    })
+}
+
+/// The scrapes of a run's `server_metrics.jsonl`; an absent file has none.
+pub fn read_scrapes(path: &Path) -> Result<ReadBack<ScrapeRecord>, String> {
+    if !path.is_file() {
+        return Ok(ReadBack {
+            items: Vec::new(),
+            partial_last_line: None,
+        });
+    }
+    let raw: ReadBack<ScrapeIn> = read_lines(path)?;
+    let items = raw
+        .items
+        .into_iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let point = Point::parse(&s.point).ok_or_else(|| {
+                format!(
+                    "{} (scrape {}): field `point`: `{}` is not start, periodic or end",
+                    path.display(),
+                    i + 1,
+                    s.point
+                )
+            })?;
+            // GPU samples are written beside the scrapes; their series are all `gpu_*`.
+            let gpu = !s.values.is_empty() && s.values.keys().all(|k| k.starts_with("gpu_"));
+            Ok(ScrapeRecord {
+                phase: s.phase,
+                point,
+                at: ms(s.at_ms),
+                in_phase: ms(s.in_phase_ms),
+                error: s.error,
+                issues: s.malformed_lines,
+                values: s.values,
+                raw: None,
+                status: s.http_status,
+                gpu,
+            })
+        })
+        .collect::<Result<Vec<_>, String>>()?;
+    Ok(ReadBack {
+        items,
+        partial_last_line: raw.partial_last_line,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::record::RequestRecord;
+    use crate::report::RequestRow;
+
+    #[test]
+    fn a_written_row_reads_back_as_the_same_figures_and_a_cut_last_line_is_skipped() {
+        let mut r = RequestRecord::dropped("steady", 3, Some(1), ms(10.0), ms(10.5));
+        r.failure = None;
+        r.chunks = vec![
+            ChunkTime {
+                at: ms(30.0),
+                tokens: Some(1),
+            },
+            ChunkTime {
+                at: ms(34.0),
+                tokens: Some(2),
+            },
+        ];
+        r.end = ms(35.0);
+        r.token_counting = TokenCounting::Exact;
+        r.usage = Some(Usage {
+            prompt_tokens: 8,
+            completion_tokens: 3,
+            cached_tokens: Some(4),
+        });
+        let line = serde_json::to_string(&RequestRow::new(&r)).unwrap();
+        let dir = std::env::temp_dir().join(format!("inferlab-rows-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("requests.jsonl");
+        let cut = &line[..line.len() / 2];
+        std::fs::write(&path, format!("{line}\n{line}\n{cut}")).unwrap();
+        let back = read_requests(&path).unwrap();
+        assert_eq!(back.items.len(), 2);
+        assert_eq!(back.partial_last_line, Some(3));
+        let b = &back.items[0];
+        let close = |a: Option<Duration>, b: Option<Duration>| {
+            (a.unwrap().as_secs_f64() - b.unwrap().as_secs_f64()).abs() < 1e-9
+        };
+        assert!(close(b.ttft(), r.ttft()));
+        assert!(close(b.tpot(), r.tpot()));
+        assert_eq!(b.output_tokens(), 3);
+        assert_eq!(b.usage, r.usage);
+        // A broken line that is not the last is an error with its place.
+        std::fs::write(&path, format!("{cut}\n{line}\n")).unwrap();
+        let err = read_requests(&path).unwrap_err();
+        assert!(err.contains("requests.jsonl:1:"), "{err}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

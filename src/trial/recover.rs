@@ -1,0 +1,178 @@
+//! A summary for a run that died before writing one (`kill -9`, a lost machine): the records in
+//! its `requests.jsonl` (written as each request completed) and the scrapes in
+//! `server_metrics.jsonl` go through the same tally and summary as a finished run, the
+//! experiment's assertions are evaluated, and `summary.json` says it was recovered and from
+//! how many requests.
+
+use super::summary::{self, Parts};
+use super::tally::Tally;
+use crate::baseline::BaselineState;
+use crate::core::assert::Verdict;
+use crate::core::record::RequestRecord;
+use crate::report::load::{read_json, str_at};
+use crate::report::rows::{read_requests, read_scrapes};
+use crate::report::{self, Mode, PromptLengths, ResultsDir, RunSummary};
+use crate::spec::{Experiment, Phase, Workload};
+use std::collections::BTreeSet;
+use std::path::Path;
+
+/// A rebuilt summary, written to the run's directory.
+pub struct RecoveredRun {
+    pub summary: RunSummary,
+    pub verdicts: Vec<Verdict>,
+}
+
+/// The experiment and target a run directory's manifest names.
+pub fn manifest_names(dir: &Path) -> Result<(String, String), String> {
+    let manifest = read_json(&dir.join("manifest.json"))?;
+    let field = |ptr: &str| {
+        str_at(&manifest, ptr).ok_or_else(|| {
+            format!(
+                "{}: field `{}` is missing",
+                dir.join("manifest.json").display(),
+                ptr.trim_start_matches('/').replace('/', ".")
+            )
+        })
+    };
+    Ok((field("/experiment/name")?, field("/target/name")?))
+}
+
+/// Rebuilds `summary.json` of the run in `dir` with `exp` (the experiment it ran). A run with
+/// a summary is refused unless `force`.
+pub fn recover(
+    dir: &Path,
+    exp: &Experiment,
+    baselines: &Path,
+    force: bool,
+) -> Result<RecoveredRun, String> {
+    let manifest_path = dir.join("manifest.json");
+    let manifest = read_json(&manifest_path)?;
+    let (_, target_name) = manifest_names(dir)?;
+    let target = exp.target(&target_name).ok_or_else(|| {
+        format!(
+            "{}: target `{target_name}` is not in experiment `{}`",
+            manifest_path.display(),
+            exp.name
+        )
+    })?;
+    let seed = manifest.get("seed").and_then(serde_json::Value::as_u64);
+    if seed != Some(exp.seed) {
+        return Err(format!(
+            "{}: the run used seed {}, experiment `{}` now has {}: not the experiment it ran",
+            manifest_path.display(),
+            seed.map_or("(none)".into(), |s| s.to_string()),
+            exp.name,
+            exp.seed
+        ));
+    }
+    if dir.join("summary.json").is_file() && !force {
+        return Err(format!(
+            "{}: the run finished and has its summary; --force rebuilds it anyway",
+            dir.join("summary.json").display()
+        ));
+    }
+    let mode = match str_at(&manifest, "/mode").as_deref() {
+        Some("live") => Mode::Live,
+        Some("record") => Mode::Record,
+        Some("replay") => Mode::Replay,
+        other => {
+            return Err(format!(
+                "{}: field `mode`: {other:?} is not live, record or replay",
+                manifest_path.display()
+            ));
+        }
+    };
+    let requests = read_requests(&dir.join("requests.jsonl"))?;
+    let scrapes = read_scrapes(&dir.join("server_metrics.jsonl"))?;
+    let exp = with_probe_phases(exp, &requests.items);
+    let mut tally = Tally::new(exp.slo, exp.repeats).sliced(exp.observe.slice);
+    for r in &requests.items {
+        tally.add(r);
+    }
+    let tallied = tally.finish(&exp, &scrapes.items);
+    let results = ResultsDir::existing(dir);
+    for (phase, hists) in &tallied.histograms {
+        results
+            .write_histograms(phase, hists)
+            .map_err(|e| format!("{}: {e}", dir.join("histograms").display()))?;
+    }
+    let parts = Parts {
+        mode,
+        prompt_lengths: PromptLengths::Approximate(
+            "not known: the summary was recovered from a killed run".into(),
+        ),
+        scrapes: &scrapes.items,
+        health: Default::default(),
+        interrupted: true,
+        cost_per_hour: None,
+        noise_floor: None,
+        baseline: BaselineState::read(
+            baselines,
+            &exp.name,
+            &target.name,
+            exp.assertions.iter().any(|a| {
+                a.applies_to(&target.name) && a.applies_in(mode.as_str()) && a.reads_baseline()
+            }),
+            false,
+        ),
+        pairing: format!(
+            "recovered run {} (salt {})",
+            dir.display(),
+            str_at(&manifest, "/salt").unwrap_or_default()
+        ),
+        capacity: Default::default(),
+    };
+    let (mut summary, verdicts) = summary::summarize(&exp, target, tallied, parts);
+    summary.recovered = Some(report::Recovered {
+        requests: requests.items.len(),
+        partial_last_line: requests.partial_last_line,
+        scrapes: scrapes.items.len(),
+        note: report::RECOVERED_NOTE,
+    });
+    if let Some(s) = &summary.slices {
+        results
+            .write_slices(&s.slices)
+            .map_err(|e| format!("{}: {e}", dir.join("slices.jsonl").display()))?;
+    }
+    results
+        .write_json("summary.json", &summary)
+        .map_err(|e| format!("{}: {e}", dir.join("summary.json").display()))?;
+    Ok(RecoveredRun { summary, verdicts })
+}
+
+/// The experiment with the phases the records name that it does not declare: a capacity
+/// search's probes (`<search>_c<N>`, `<search>_r<rate>`), each after its search.
+fn with_probe_phases(exp: &Experiment, records: &[RequestRecord]) -> Experiment {
+    let declared: BTreeSet<&str> = exp.phases.iter().map(|p| p.name.as_str()).collect();
+    let mut seen: Vec<&str> = Vec::new();
+    for r in records {
+        if !declared.contains(r.phase.as_str()) && !seen.contains(&r.phase.as_str()) {
+            seen.push(&r.phase);
+        }
+    }
+    let mut out = exp.clone();
+    out.phases = exp
+        .phases
+        .iter()
+        .flat_map(|search| {
+            let probes = seen.iter().filter_map(|name| probe_phase(search, name));
+            std::iter::once(search.clone()).chain(probes.collect::<Vec<_>>())
+        })
+        .collect();
+    out
+}
+
+/// The probe phase `name` of capacity search `search`, if it is one.
+fn probe_phase(search: &Phase, name: &str) -> Option<Phase> {
+    if !matches!(search.workload, Workload::Capacity { .. }) {
+        return None;
+    }
+    let rest = name.strip_prefix(search.name.as_str())?.strip_prefix('_')?;
+    let load: f64 = rest.get(1..)?.parse().ok()?;
+    let (probe, workload) = search.workload.probe(&search.name, load)?;
+    (probe == name).then(|| Phase {
+        name: probe,
+        workload,
+        ..search.clone()
+    })
+}
