@@ -29,6 +29,13 @@ SUMMARY_PHASES = {
     "prompt_tokens": "int", "output_tokens": "int", "ttft.p50_ms": "num", "ttft.p99_ms": "num",
     "e2e.p50_ms": "num", "tpot.p50_ms": "num", "chunk_itl.p50_ms": "num",
 }
+SLICES = {
+    "schema_version": "int", "index": "int", "start_s": "num", "end_s": "num", "phases": "str",
+    "requests_sent": "int", "requests_ended": "int", "requests_failed": "int", "errors": "int",
+    "output_tokens": "num", "output_throughput": "num", "request_throughput": "num",
+    "concurrency_mean": "num", "ttft_count": "int", "ttft_p50_ms": "num", "itl_p50_ms": "num",
+    "e2e_p90_ms": "num",
+}
 SERVER_METRICS = {
     "schema_version": "int", "phase": "str", "point": "str", "at_ms": "num",
     "in_phase_ms": "num", "ok": "bool",
@@ -63,7 +70,7 @@ def main():
     runs = sorted(p.parent for p in root.glob("*/*/manifest.json"))
     if not runs:
         sys.exit(f"check-results-pandas: no run directories under {root}")
-    problems, rows = [], 0
+    problems, rows, sliced = [], 0, 0
     for run in runs:
         requests = run / "requests.jsonl"
         df = pd.read_json(requests, lines=True)
@@ -77,6 +84,16 @@ def main():
             summary = json.loads(summary_path.read_text())
             phases = pd.json_normalize(summary["phases"])
             check(phases, SUMMARY_PHASES, f"{summary_path} (phases)", problems)
+        slices = run / "slices.jsonl"
+        if slices.exists():
+            sliced += 1
+            sl = pd.read_json(slices, lines=True)
+            if sl.empty:
+                problems.append(f"{slices}: no rows")
+            else:
+                check(sl, SLICES, slices, problems)
+                if list(sl["index"]) != list(range(len(sl))):
+                    problems.append(f"{slices}: slices are not contiguous from 0")
         metrics = run / "server_metrics.jsonl"
         if metrics.exists() and metrics.stat().st_size > 0:
             sm = pd.json_normalize([json.loads(line) for line in metrics.read_text().splitlines() if line])
@@ -86,7 +103,7 @@ def main():
     for p in problems[:40]:
         print(p, file=sys.stderr)
     print(f"check-results-pandas: pandas {pd.__version__}: {len(runs)} runs, {rows} request rows, "
-          f"{len(problems)} problems")
+          f"{sliced} with time slices, {len(problems)} problems")
     sys.exit(1 if problems else 0)
 
 

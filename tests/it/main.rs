@@ -13,3 +13,4 @@ mod replay;
 mod runpod;
 mod tokenizer;
 mod truth;
+mod watch;

@@ -1,0 +1,112 @@
+#!/usr/bin/env bash
+# A real Prometheus server (Debian's `prometheus` package, installed when missing) scrapes
+# inferlab's endpoint every second during a replayed run (trace_replay on llama.cpp, ~8 s);
+# its HTTP API is then asked, while the run goes on, for the requests inferlab has counted:
+# fails unless Prometheus holds a non-zero count with the run's labels, and unless its TTFT
+# histogram answers a quantile query. Loopback only; everything under target/prometheus.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+cd "$here/.."
+log() { printf 'check-prometheus: %s\n' "$*" >&2; }
+die() { log "$*"; exit 1; }
+
+PROMETHEUS=$(command -v prometheus || true)
+if [ -z "$PROMETHEUS" ]; then
+  log "installing Debian's prometheus"
+  SUDO=; [ "$(id -u)" = 0 ] || SUDO="sudo -n"
+  $SUDO apt-get install -y -q --no-install-recommends prometheus >/dev/null \
+    || { $SUDO apt-get update -q >/dev/null && $SUDO apt-get install -y -q --no-install-recommends prometheus >/dev/null; }
+  PROMETHEUS=$(command -v prometheus)
+fi
+log "$("$PROMETHEUS" --version 2>&1 | head -1)"
+
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+PROM_PORT=$(free_port)
+EXPORTER_PORT=$(free_port)
+WORK=target/prometheus
+rm -rf "$WORK"
+mkdir -p "$WORK/data"
+cat >"$WORK/prometheus.yml" <<EOF
+global:
+  scrape_interval: 1s
+  scrape_timeout: 900ms
+scrape_configs:
+  - job_name: inferlab
+    static_configs:
+      - targets: ["127.0.0.1:$EXPORTER_PORT"]
+EOF
+
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+}
+trap cleanup EXIT
+
+"$PROMETHEUS" --config.file="$WORK/prometheus.yml" --storage.tsdb.path="$WORK/data" \
+  --web.listen-address="127.0.0.1:$PROM_PORT" >"$WORK/prometheus.log" 2>&1 &
+pids+=($!)
+api="http://127.0.0.1:$PROM_PORT/api/v1"
+for _ in $(seq 1 100); do
+  curl -fsS "http://127.0.0.1:$PROM_PORT/-/ready" >/dev/null 2>&1 && break
+  sleep 0.2
+done
+curl -fsS "http://127.0.0.1:$PROM_PORT/-/ready" >/dev/null || { cat "$WORK/prometheus.log" >&2; die "prometheus did not become ready"; }
+
+cargo build --locked --quiet
+# The replay server and the exporter bind loopback; no live target is configured.
+env $(env | grep -o '^INFERLAB_[A-Z0-9_]*' | sed 's/^/-u /') \
+  target/debug/inferlab run trace_replay --target llamacpp --results "$WORK/results" \
+  --prometheus "127.0.0.1:$EXPORTER_PORT" --no-progress >"$WORK/run.log" 2>&1 &
+run=$!
+pids+=($run)
+
+query() {
+  curl -fsS --get "$api/query" --data-urlencode "query=$1" \
+    | python3 -c 'import json,sys; r=json.load(sys.stdin)["data"]["result"]; print(r[0]["value"][1] if r else "")'
+}
+q='sum(inferlab_requests_total{experiment="trace_replay",target="llamacpp",phase="replay",outcome="ok"})'
+count=""
+for _ in $(seq 1 60); do
+  count=$(query "$q" || true)
+  if [ -n "$count" ] && python3 -c "import sys; sys.exit(0 if float('$count') > 0 else 1)"; then
+    break
+  fi
+  kill -0 "$run" 2>/dev/null || break
+  sleep 1
+done
+[ -n "$count" ] && python3 -c "import sys; sys.exit(0 if float('$count') > 0 else 1)" \
+  || { cat "$WORK/run.log" >&2; die "Prometheus holds no request count from inferlab (got '$count')"; }
+log "Prometheus counted $count requests so far (query: $q)"
+p50=$(query 'histogram_quantile(0.5, sum by (le) (rate(inferlab_time_to_first_token_seconds_bucket[30s])))' || true)
+log "TTFT p50 from the scraped histogram: ${p50:-none} s"
+[ -n "$p50" ] && [ "$p50" != "NaN" ] || die "the TTFT histogram answers no quantile"
+# The shipped Grafana dashboard's queries, run by this Prometheus with its variables set to
+# everything: each must parse and run; the count of those with data is shown.
+python3 - "$api" dashboards/grafana-inferlab.json <<'PY' || die "a dashboard query failed"
+import json, sys, urllib.parse, urllib.request
+api, path = sys.argv[1], sys.argv[2]
+exprs = [t["expr"] for p in json.load(open(path))["panels"] for t in p.get("targets", [])]
+with_data = 0
+for e in exprs:
+    q = e.replace("$__rate_interval", "30s")
+    for v in ("$experiment", "$target", "$phase"):
+        q = q.replace(v, ".*")
+    url = api + "/query?" + urllib.parse.urlencode({"query": q})
+    try:
+        body = json.load(urllib.request.urlopen(url, timeout=10))
+    except Exception as err:  # an HTTP 400 carries PromQL's own words
+        sys.exit(f"check-prometheus: dashboard query {e!r}: {err}")
+    if body.get("status") != "success":
+        sys.exit(f"check-prometheus: dashboard query {e!r}: {body}")
+    with_data += bool(body["data"]["result"])
+print(f"check-prometheus: dashboard: {len(exprs)} queries run, {with_data} with data", file=sys.stderr)
+if with_data < len(exprs) // 2:
+    sys.exit("check-prometheus: most dashboard queries found no data")
+PY
+wait "$run" || { cat "$WORK/run.log" >&2; die "the run failed"; }
+up=$(curl -fsS "$api/targets" | python3 -c 'import json,sys; t=json.load(sys.stdin)["data"]["activeTargets"]; print(",".join(x["health"] for x in t))')
+log "scrape target health after the run: $up"
+log "ok"
