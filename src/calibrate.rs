@@ -224,6 +224,7 @@ impl Measure<'_> {
     }
 }
 
+/// [`Measure::run`]'s body, unpacked.
 async fn measure_level(m: Measure<'_>) -> std::io::Result<Level> {
     let Measure {
         concurrency,

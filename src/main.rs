@@ -61,7 +61,14 @@ fn dispatch(cli: &Cli) -> anyhow::Result<Exit> {
             match deploy {
                 None => rt.block_on(async {
                     args.interrupt = Some(interrupt_on_ctrl_c());
-                    let mut print = print_event;
+                    let watch = watching.watch.clone();
+                    let mut print = |e: Event<'_>| {
+                        // Progress lines out of the way of what is printed.
+                        if let Some(w) = &watch {
+                            w.settle();
+                        }
+                        print_event(e)
+                    };
                     Ok(harness::run(args, &env, &mut print).await?.code)
                 }),
                 // A deployed run handles its signals itself: it must release the pod.

@@ -20,6 +20,10 @@ use std::time::{Duration, Instant};
 pub struct Watch {
     sent: AtomicU64,
     state: Mutex<State>,
+    /// The progress line on the terminal now (empty: none); held while drawing.
+    shown: Mutex<String>,
+    /// How progress is drawn, once a progress thread draws it.
+    style: Mutex<Option<ProgressStyle>>,
 }
 
 #[derive(Default)]
@@ -273,6 +277,7 @@ const REDRAW: Duration = Duration::from_millis(100);
 
 impl ProgressThread {
     pub fn start(watch: Arc<Watch>, style: ProgressStyle) -> std::io::Result<Self> {
+        *watch.style.lock().unwrap_or_else(|e| e.into_inner()) = Some(style);
         let stop = Arc::new(AtomicBool::new(false));
         let stopping = stop.clone();
         let handle = std::thread::Builder::new()
@@ -295,11 +300,24 @@ impl Drop for ProgressThread {
 }
 
 fn draw(watch: &Watch, style: ProgressStyle, stop: &AtomicBool) {
-    let mut shown = String::new();
     loop {
         let stopping = stop.load(Ordering::Relaxed);
+        watch.redraw(style, stopping);
+        if stopping {
+            return;
+        }
+        std::thread::sleep(REDRAW);
+    }
+}
+
+impl Watch {
+    /// One step of drawing: the lines of phases that ended, then the running phase's line (or
+    /// none, when `settled`). Serialised by the drawing lock, so the progress thread and
+    /// [`Watch::settle`] never interleave.
+    fn redraw(&self, style: ProgressStyle, settled: bool) {
+        let mut shown = self.shown.lock().unwrap_or_else(|e| e.into_inner());
         let mut err = std::io::stderr().lock();
-        for line in watch.take_ended() {
+        for line in self.take_ended() {
             // The finished phase's line replaces its progress line and stays.
             if style == ProgressStyle::Terminal && !shown.is_empty() {
                 let _ = write!(err, "\r\x1b[2K");
@@ -308,12 +326,12 @@ fn draw(watch: &Watch, style: ProgressStyle, stop: &AtomicBool) {
             let _ = writeln!(err, "{line}");
         }
         if style == ProgressStyle::Terminal {
-            match watch.progress_line() {
-                Some(line) if !stopping && line != shown => {
+            match self.progress_line() {
+                Some(line) if !settled && line != *shown => {
                     let _ = write!(err, "\r\x1b[2K{line}");
-                    shown = line;
+                    *shown = line;
                 }
-                Some(_) if !stopping => {}
+                Some(_) if !settled => {}
                 _ if !shown.is_empty() => {
                     let _ = write!(err, "\r\x1b[2K");
                     shown.clear();
@@ -322,11 +340,15 @@ fn draw(watch: &Watch, style: ProgressStyle, stop: &AtomicBool) {
             }
         }
         let _ = err.flush();
-        drop(err);
-        if stopping {
-            return;
+    }
+
+    /// Before something else is printed: the lines of phases that ended are written and the
+    /// progress line is cleared (it comes back at the next redraw, if a phase is running).
+    pub fn settle(&self) {
+        let style = *self.style.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(style) = style {
+            self.redraw(style, true);
         }
-        std::thread::sleep(REDRAW);
     }
 }
 
