@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # What watching a run costs the client's timing: `inferlab calibrate` (the client against the
 # built-in truth server) in three setups, interleaved ROUNDS times so drift hits all alike:
-#   plain     --no-progress
-#   progress  the progress line redrawn in a real terminal (a tmux pane), ten times a second
+#   plain     nothing watches
+#   progress  --progress: the line redrawn in a real terminal (a tmux pane), ten times a second
 #   exporter  --prometheus with a scraper reading /metrics ten times a second (Prometheus
 #             itself scrapes every few seconds: this is harsher)
 # and prints, per concurrency, the median over rounds of the TTFT error's median and p99 and
@@ -26,14 +26,14 @@ trap 'tmux -L "$SOCK" kill-server 2>/dev/null || true' EXIT
 
 for r in $(seq 1 "$ROUNDS"); do
   echo "round $r/$ROUNDS" >&2
-  "$BIN" "${ARGS[@]}" --no-progress --results "$OUT/plain-$r" >/dev/null 2>&1
+  "$BIN" "${ARGS[@]}" --results "$OUT/plain-$r" >/dev/null 2>&1
 
   tmux -L "$SOCK" new-session -d -s cost -x 160 -y 10 \
-    "'$BIN' ${ARGS[*]} --results '$OUT/progress-$r' >/dev/null; tmux -L '$SOCK' wait-for -S done-$r"
+    "'$BIN' ${ARGS[*]} --progress --results '$OUT/progress-$r' >/dev/null; tmux -L '$SOCK' wait-for -S done-$r"
   tmux -L "$SOCK" wait-for "done-$r"
 
   port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-  "$BIN" "${ARGS[@]}" --no-progress --prometheus "127.0.0.1:$port" --results "$OUT/exporter-$r" >/dev/null 2>&1 &
+  "$BIN" "${ARGS[@]}" --prometheus "127.0.0.1:$port" --results "$OUT/exporter-$r" >/dev/null 2>&1 &
   run=$!
   scrapes=0
   while kill -0 "$run" 2>/dev/null; do

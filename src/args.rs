@@ -131,7 +131,6 @@ pub enum BaselineCommand {
     },
 }
 
-/// The runs `compare` and `report` read.
 /// Watching a run: progress on stderr, and the client's own figures for Prometheus.
 #[derive(Args, Clone)]
 pub struct WatchArgs {
@@ -146,6 +145,7 @@ pub struct WatchArgs {
     pub no_progress: bool,
 }
 
+/// The runs `compare` and `report` read.
 #[derive(Args)]
 pub struct RunsArgs {
     /// Run directories, or experiments' names (the latest finished run of each target).
@@ -216,10 +216,13 @@ pub struct CalibrateArgs {
     /// Where calibration.json goes.
     #[arg(long, default_value = "results", env = "INFERLAB_RESULTS_DIR")]
     pub results: PathBuf,
-    /// Count every request as a watched run does (progress, Prometheus endpoint), to measure
-    /// what watching costs the client's timing.
-    #[command(flatten)]
-    pub watch: WatchArgs,
+    /// Watch the calibration as a run is watched (the progress line), to measure what
+    /// watching costs the client's timing (off by default).
+    #[arg(long)]
+    pub progress: bool,
+    /// Serve its figures for Prometheus at http://ADDR/metrics, to measure what that costs.
+    #[arg(long, value_name = "ADDR")]
+    pub prometheus: Option<std::net::SocketAddr>,
 }
 
 fn millis(ms: f64, flag: &str) -> anyhow::Result<Duration> {
@@ -240,6 +243,14 @@ impl TruthArgs {
 }
 
 impl CalibrateArgs {
+    /// Watching, only where asked for.
+    pub fn watch(&self) -> WatchArgs {
+        WatchArgs {
+            prometheus: self.prometheus,
+            no_progress: !self.progress,
+        }
+    }
+
     pub fn options(&self) -> anyhow::Result<CalibrateOptions> {
         Ok(CalibrateOptions {
             concurrency: self.concurrency.clone(),

@@ -122,7 +122,7 @@ fn dispatch(cli: &Cli) -> anyhow::Result<Exit> {
         Command::Summarize { run_dir, force } => summarize(cli, run_dir, *force),
         Command::Calibrate(c) => {
             let rt = run::client_runtime(Some(c.client_workers))?;
-            let watching = Watching::start(&c.watch)?;
+            let watching = Watching::start(&c.watch())?;
             let opts = CalibrateOptions {
                 watch: watching.watch.clone(),
                 ..c.options()?
@@ -241,27 +241,19 @@ fn summarize(cli: &Cli, dir: &Path, force: bool) -> anyhow::Result<Exit> {
         );
     };
     let r = recover::recover(dir, exp, &cli.baselines, force).map_err(anyhow::Error::msg)?;
-    let rec = r.summary.recovered.as_ref();
+    let plural = |n: usize| if n == 1 { "" } else { "s" };
+    let (requests, scrapes, cut) = r.summary.recovered.as_ref().map_or((0, 0, None), |x| {
+        (x.requests, x.scrapes, x.partial_last_line)
+    });
     println!(
-        "{}::{} recovered from {} request{}{} and {} scrape{}",
+        "{}::{} recovered from {requests} request{} and {scrapes} scrape{}{}",
         r.summary.experiment,
         r.summary.target,
-        rec.map_or(0, |x| x.requests),
-        if rec.map_or(0, |x| x.requests) == 1 {
-            ""
-        } else {
-            "s"
-        },
-        rec.and_then(|x| x.partial_last_line)
-            .map_or(String::new(), |l| format!(
-                " (line {l}, cut short when the run died, skipped)"
-            )),
-        rec.map_or(0, |x| x.scrapes),
-        if rec.map_or(0, |x| x.scrapes) == 1 {
-            ""
-        } else {
-            "s"
-        },
+        plural(requests),
+        plural(scrapes),
+        cut.map_or(String::new(), |l| format!(
+            "; line {l} of requests.jsonl was cut short when the run died and is skipped"
+        )),
     );
     print!("{}", report::phase_table(&r.summary));
     if !r.verdicts.is_empty() {

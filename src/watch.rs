@@ -149,7 +149,7 @@ impl Watch {
         st.current = Some(Running {
             trial: format!("{}::{}", st.experiment, st.target),
             label,
-            counters: PhaseCounters::new(planned),
+            counters: PhaseCounters::counts_only(planned),
             started: Instant::now(),
             elapsed: None,
             limit,

@@ -43,11 +43,18 @@ impl Buckets {
     }
 
     pub fn observe(&mut self, seconds: f64) {
-        if let Some(i) = self.bounds.iter().position(|&b| seconds <= b) {
-            self.counts[i] += 1;
+        self.observe_n(seconds, 1);
+    }
+
+    /// `n` observations of the same value.
+    pub fn observe_n(&mut self, seconds: f64, n: u64) {
+        // The first bound at or above the value (`le`), found by bisection.
+        let i = self.bounds.partition_point(|&b| b < seconds);
+        if let Some(c) = self.counts.get_mut(i) {
+            *c += n;
         }
-        self.sum_s += seconds;
-        self.count += 1;
+        self.sum_s += seconds * n as f64;
+        self.count += n;
     }
 
     pub fn count(&self) -> u64 {
@@ -76,11 +83,15 @@ pub struct PhaseCounters {
     /// Gaps between output chunks, divided among the tokens a chunk carried when that is known.
     pub itl: Buckets,
     pub e2e: Buckets,
+    /// Whether the latency histograms are kept (a progress line needs only the counts).
+    latencies: bool,
 }
 
 impl PhaseCounters {
+    /// Counts and latency histograms.
     pub fn new(planned: u64) -> Self {
         Self {
+            latencies: true,
             planned,
             done: 0,
             warmups: 0,
@@ -91,6 +102,14 @@ impl PhaseCounters {
             tpot: Buckets::new(TOKEN_BUCKETS_S),
             itl: Buckets::new(TOKEN_BUCKETS_S),
             e2e: Buckets::new(E2E_BUCKETS_S),
+        }
+    }
+
+    /// Counts only, no latency histograms (less work per request).
+    pub fn counts_only(planned: u64) -> Self {
+        Self {
+            latencies: false,
+            ..Self::new(planned)
         }
     }
 
@@ -114,7 +133,7 @@ impl PhaseCounters {
             self.warmups += 1;
             return;
         }
-        if !r.ok() {
+        if !r.ok() || !self.latencies {
             return;
         }
         let secs = |d: std::time::Duration| d.as_secs_f64();
@@ -130,9 +149,8 @@ impl PhaseCounters {
         for pair in r.chunks.windows(2) {
             let gap = secs(pair[1].at.saturating_sub(pair[0].at));
             let tokens = pair[1].tokens.unwrap_or(1).max(1);
-            for _ in 0..tokens {
-                self.itl.observe(gap / f64::from(tokens));
-            }
+            self.itl
+                .observe_n(gap / f64::from(tokens), u64::from(tokens));
         }
     }
 
@@ -498,6 +516,18 @@ mod tests {
             e.types.get("inferlab_request_duration_seconds"),
             Some(&prom::MetricType::Histogram)
         );
+    }
+
+    #[test]
+    fn a_value_on_a_bound_counts_in_that_bucket_and_beyond_the_last_only_in_the_count() {
+        let mut b = Buckets::new(TTFT_BUCKETS_S);
+        b.observe(0.05);
+        b.observe_n(0.051, 2);
+        b.observe(100.0);
+        let at = |bound: f64| b.counts[TTFT_BUCKETS_S.iter().position(|&x| x == bound).unwrap()];
+        assert_eq!((at(0.05), at(0.1)), (1, 2));
+        assert_eq!(b.counts.iter().sum::<u64>(), 3);
+        assert_eq!(b.count(), 4);
     }
 
     #[test]
