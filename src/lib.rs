@@ -9,7 +9,10 @@
 //! the generated tests, so both do exactly the same thing, as named stages: resolve the target
 //! → `preflight` (server facts through `probe`, context and prompt-length checks, calibration)
 //! → `observe::Observer` around `run`'s phases → tally → summary and verdicts → results →
-//! `replay::Recorder` (live runs recorded as fixtures) → snapshot. `harness` discovers,
+//! `replay::Recorder` (live runs recorded as fixtures) → snapshot. While it runs, `watch` counts
+//! every send and finished request (`core::live` renders them as a progress line and a
+//! Prometheus exposition); `core::slices` cuts the run into time slices; `trial::recover`
+//! summarises a run that died from what it left on disk. `harness` discovers,
 //! selects and runs the trials (for `inferlab run`, `run --deploy` through `runpod::matrix`,
 //! and `tests/experiments.rs`); the binary only parses, dispatches and prints. Afterwards,
 //! `report::load` reads finished run directories back, `core::compare` sets them side by
