@@ -10,14 +10,9 @@ cd "$here/.."
 log() { printf 'check-prometheus: %s\n' "$*" >&2; }
 die() { log "$*"; exit 1; }
 
-PROMETHEUS=$(command -v prometheus || true)
-if [ -z "$PROMETHEUS" ]; then
-  log "installing Debian's prometheus"
-  SUDO=; [ "$(id -u)" = 0 ] || SUDO="sudo -n"
-  $SUDO apt-get install -y -q --no-install-recommends prometheus >/dev/null \
-    || { $SUDO apt-get update -q >/dev/null && $SUDO apt-get install -y -q --no-install-recommends prometheus >/dev/null; }
-  PROMETHEUS=$(command -v prometheus)
-fi
+"$here/apt-install.sh" prometheus
+"$here/apt-install.sh" curl
+PROMETHEUS=$(command -v prometheus)
 log "$("$PROMETHEUS" --version 2>&1 | head -1)"
 
 free_port() {

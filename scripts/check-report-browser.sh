@@ -11,14 +11,8 @@ RESULTS=${1:-results}
 OUT=target/reports
 log() { printf 'check-report-browser: %s\n' "$*" >&2; }
 
-CHROMIUM=$(command -v chromium || true)
-if [ -z "$CHROMIUM" ]; then
-  log "installing Debian's chromium"
-  SUDO=; [ "$(id -u)" = 0 ] || SUDO="sudo -n"
-  $SUDO apt-get install -y -q --no-install-recommends chromium >/dev/null \
-    || { $SUDO apt-get update -q >/dev/null && $SUDO apt-get install -y -q --no-install-recommends chromium >/dev/null; }
-  CHROMIUM=$(command -v chromium)
-fi
+"$here/apt-install.sh" chromium
+CHROMIUM=$(command -v chromium)
 
 cargo build --locked --quiet
 rm -rf "$OUT"

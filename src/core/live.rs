@@ -391,20 +391,28 @@ impl Progress<'_> {
         }
     }
 
+    /// Errors, achieved rate and elapsed time, as both lines end.
+    fn tail(&self) -> String {
+        let failed = self.counters.failed();
+        format!(
+            "{failed} error{}, {:.1} req/s, {}",
+            if failed == 1 { "" } else { "s" },
+            self.counters.rate(self.elapsed_s),
+            clock(self.elapsed_s)
+        )
+    }
+
     /// One line: trial, phase, done of planned, in flight, errors, rate, elapsed, left.
     pub fn line(&self) -> String {
         let c = self.counters;
         let mut out = format!(
-            "{} {} {}/{} done, {} in flight, {} error{}, {:.1} req/s, {}",
+            "{} {} {}/{} done, {} in flight, {}",
             self.trial,
             self.phase,
             c.done,
             c.planned,
             self.in_flight,
-            c.failed(),
-            if c.failed() == 1 { "" } else { "s" },
-            c.rate(self.elapsed_s),
-            clock(self.elapsed_s)
+            self.tail()
         );
         if let Some(left) = self.remaining_s() {
             let _ = write!(out, ", ~{} left", clock(left));
@@ -416,15 +424,12 @@ impl Progress<'_> {
     pub fn finished_line(&self) -> String {
         let c = self.counters;
         let mut out = format!(
-            "{} {} finished: {}/{} requests, {} error{}, {:.1} req/s, {}",
+            "{} {} finished: {}/{} requests, {}",
             self.trial,
             self.phase,
             c.done,
             c.planned,
-            c.failed(),
-            if c.failed() == 1 { "" } else { "s" },
-            c.rate(self.elapsed_s),
-            clock(self.elapsed_s)
+            self.tail()
         );
         if !c.errors.is_empty() {
             let kinds: Vec<String> = c.errors.iter().map(|(k, n)| format!("{k} {n}")).collect();

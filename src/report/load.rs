@@ -151,21 +151,12 @@ pub fn load_run(dir: &Path) -> Result<RunInput, String> {
 
 /// The run's time slices (`slices.jsonl`), numeric columns only; an absent file has none.
 fn slices(path: &Path) -> Result<Vec<SliceRow>, String> {
-    let Ok(text) = std::fs::read_to_string(path) else {
-        return Ok(Vec::new());
-    };
     let mut out = Vec::new();
-    for (i, line) in text
-        .lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty())
-    {
-        let v: Value = serde_json::from_str(line)
-            .map_err(|e| format!("{}:{}:{}: {e}", path.display(), i + 1, e.column()))?;
+    for (i, v) in json_lines(path)? {
         let num = |k: &str| {
             v.get(k)
                 .and_then(Value::as_f64)
-                .ok_or_else(|| format!("{}:{}: field `{k}` is missing", path.display(), i + 1))
+                .ok_or_else(|| format!("{}:{i}: field `{k}` is missing", path.display()))
         };
         let (start_s, end_s) = (num("start_s")?, num("end_s")?);
         let values = v
@@ -236,17 +227,8 @@ fn provenance(manifest: &Value) -> Vec<(String, String)> {
 
 /// The run's successful `/metrics` scrapes, in order; an absent file is an empty timeline.
 fn timeline(path: &Path) -> Result<Vec<Scrape>, String> {
-    let Ok(text) = std::fs::read_to_string(path) else {
-        return Ok(Vec::new());
-    };
     let mut out: Vec<Scrape> = Vec::new();
-    for (i, line) in text
-        .lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty())
-    {
-        let v: Value = serde_json::from_str(line)
-            .map_err(|e| format!("{}:{}:{}: {e}", path.display(), i + 1, e.column()))?;
+    for (_, v) in json_lines(path)? {
         if v.get("ok").and_then(Value::as_bool) != Some(true) {
             continue;
         }
@@ -275,6 +257,23 @@ fn timeline(path: &Path) -> Result<Vec<Scrape>, String> {
         });
     }
     Ok(out)
+}
+
+/// A JSON-lines file's objects with their line numbers (from 1); an absent file has none, a
+/// line that is not JSON is an error naming the file, line and column.
+fn json_lines(path: &Path) -> Result<Vec<(usize, Value)>, String> {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return Ok(Vec::new());
+    };
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(i, line)| {
+            serde_json::from_str(line)
+                .map(|v| (i + 1, v))
+                .map_err(|e| format!("{}:{}:{}: {e}", path.display(), i + 1, e.column()))
+        })
+        .collect()
 }
 
 /// The latency histograms stored for one phase; a missing one is simply absent (a phase
