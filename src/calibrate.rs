@@ -133,32 +133,30 @@ pub async fn calibrate(
 ) -> std::io::Result<Calibration> {
     let mut levels = Vec::new();
     for &c in &opts.concurrency {
-        let level = Measure {
-            concurrency: c,
-            rounds: opts.rounds,
-            ttft: opts.ttft,
-            itl: opts.itl,
-            tokens: opts.tokens,
-            server_workers: opts.server_workers,
-            watch: opts.watch.as_ref(),
-        }
-        .run()
+        let level = measure(
+            c,
+            opts.rounds,
+            opts.ttft,
+            opts.itl,
+            opts.tokens,
+            opts.server_workers,
+            opts.watch.as_ref(),
+        )
         .await?;
         progress(&level);
         levels.push(level);
     }
     let mut grid = Vec::new();
     for &itl in &opts.ceiling_itls {
-        let level = Measure {
-            concurrency: opts.ceiling_concurrency,
-            rounds: opts.rounds.max(2),
-            ttft: itl,
+        let level = measure(
+            opts.ceiling_concurrency,
+            opts.rounds.max(2),
             itl,
-            tokens: opts.tokens,
-            server_workers: opts.server_workers,
-            watch: opts.watch.as_ref(),
-        }
-        .run()
+            itl,
+            opts.tokens,
+            opts.server_workers,
+            opts.watch.as_ref(),
+        )
         .await?;
         progress(&level);
         grid.push(level);
@@ -185,7 +183,7 @@ pub async fn calibrate(
     })
 }
 
-/// One level against a fresh truth server.
+/// One level against a fresh truth server; with `watch`, counted as a watched run is.
 pub async fn measure(
     concurrency: u32,
     rounds: u32,
@@ -193,48 +191,8 @@ pub async fn measure(
     itl: Duration,
     tokens: u32,
     server_workers: usize,
+    watch: Option<&Arc<Watch>>,
 ) -> std::io::Result<Level> {
-    Measure {
-        concurrency,
-        rounds,
-        ttft,
-        itl,
-        tokens,
-        server_workers,
-        watch: None,
-    }
-    .run()
-    .await
-}
-
-/// One level of a calibration, to be run.
-pub struct Measure<'a> {
-    pub concurrency: u32,
-    pub rounds: u32,
-    pub ttft: Duration,
-    pub itl: Duration,
-    pub tokens: u32,
-    pub server_workers: usize,
-    pub watch: Option<&'a Arc<Watch>>,
-}
-
-impl Measure<'_> {
-    pub async fn run(self) -> std::io::Result<Level> {
-        measure_level(self).await
-    }
-}
-
-/// [`Measure::run`]'s body, unpacked.
-async fn measure_level(m: Measure<'_>) -> std::io::Result<Level> {
-    let Measure {
-        concurrency,
-        rounds,
-        ttft,
-        itl,
-        tokens,
-        server_workers,
-        watch,
-    } = m;
     let concurrency = concurrency.max(1);
     let server = TruthServer::start(
         TruthConfig {

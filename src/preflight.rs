@@ -90,6 +90,7 @@ async fn calibrate(schedule: &Schedule) -> Result<Level, PreflightError> {
         Duration::from_millis(5),
         16,
         1,
+        None,
     )
     .await
     .map_err(|e| PreflightError::Calibration(e.to_string()))

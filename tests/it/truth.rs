@@ -187,6 +187,7 @@ async fn calibration_measures_a_small_client_error() {
         Duration::from_millis(5),
         16,
         1,
+        None,
     )
     .await
     .unwrap();
