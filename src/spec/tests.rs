@@ -287,6 +287,11 @@ fn sglang_targets_may_use_the_native_api() {
     "[observe]\ninterval = \"10ms\"\n[slo]",
     "x.toml:23:12: observe.interval: must be at least 50ms"
 )]
+#[case::slice(
+    "[slo]",
+    "[observe]\nslice = \"20ms\"\n[slo]",
+    "x.toml:23:9: observe.slice: must be at least 100ms"
+)]
 #[case::warmup_duration(
     "name = \"cold\"",
     "name = \"cold\"\nwarmup_duration = \"5\"",
