@@ -242,6 +242,21 @@ fn histogram(
     }
 }
 
+/// A counter's samples, one per value of `label` in each series.
+fn counter_by(
+    out: &mut String,
+    name: &str,
+    label: &str,
+    series: &[Series],
+    values: fn(&PhaseCounters) -> Vec<(&str, u64)>,
+) {
+    for s in series {
+        for (v, n) in values(s.counters) {
+            let _ = writeln!(out, "{name}{{{}}} {n}", labels(s, &[(label, v)]));
+        }
+    }
+}
+
 /// The exposition of every phase seen so far (Prometheus text format 0.0.4).
 pub fn exposition(series: &[Series]) -> String {
     let mut out = String::new();
@@ -251,30 +266,26 @@ pub fn exposition(series: &[Series]) -> String {
         "counter",
         "Requests finished, by outcome: ok, error (a server or transport fault), cancelled (in flight at the phase's duration limit), dropped (never sent).",
     );
-    for s in series {
-        for (outcome, n) in &s.counters.outcomes {
-            let _ = writeln!(
-                out,
-                "inferlab_requests_total{{{}}} {n}",
-                labels(s, &[("outcome", outcome)])
-            );
-        }
-    }
+    counter_by(
+        &mut out,
+        "inferlab_requests_total",
+        "outcome",
+        series,
+        |c| c.outcomes.iter().map(|(k, n)| (*k, *n)).collect(),
+    );
     family(
         &mut out,
         "inferlab_request_errors_total",
         "counter",
         "Failed requests by error kind (http_503, timeout_idle, disconnect, ...).",
     );
-    for s in series {
-        for (kind, n) in &s.counters.errors {
-            let _ = writeln!(
-                out,
-                "inferlab_request_errors_total{{{}}} {n}",
-                labels(s, &[("kind", kind)])
-            );
-        }
-    }
+    counter_by(
+        &mut out,
+        "inferlab_request_errors_total",
+        "kind",
+        series,
+        |c| c.errors.iter().map(|(k, n)| (k.as_str(), *n)).collect(),
+    );
     let gauge = |out: &mut String, name: &str, help: &str, value: &dyn Fn(&Series) -> f64| {
         family(out, name, "gauge", help);
         for s in series {
