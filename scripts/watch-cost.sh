@@ -3,8 +3,10 @@
 # built-in truth server) in three setups, interleaved ROUNDS times so drift hits all alike:
 #   plain     nothing watches
 #   progress  --progress: the line redrawn in a real terminal (a tmux pane), ten times a second
-#   exporter  --prometheus with a scraper reading /metrics ten times a second (Prometheus
-#             itself scrapes every few seconds: this is harsher)
+#   exporter  --prometheus with a scraper reading /metrics ten times a second over one
+#             kept-alive connection, as Prometheus does (it scrapes every few seconds: this is
+#             harsher). A scraper spawning a process per scrape (curl in a loop) costs the
+#             client more than the exporter does: on 2 cores the spawns take CPU from it.
 # and prints, per concurrency, the median over rounds of the TTFT error's median and p99 and
 # the ITL error's p99 — next to the round-to-round spread of the plain setup (the noise).
 #
@@ -35,13 +37,29 @@ for r in $(seq 1 "$ROUNDS"); do
   port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
   "$BIN" "${ARGS[@]}" --prometheus "127.0.0.1:$port" --results "$OUT/exporter-$r" >/dev/null 2>&1 &
   run=$!
-  scrapes=0
-  while kill -0 "$run" 2>/dev/null; do
-    curl -fsS "http://127.0.0.1:$port/metrics" >/dev/null 2>&1 && scrapes=$((scrapes + 1))
-    sleep 0.1
-  done
+  python3 - "$port" "$run" <<'PY' &
+import http.client, os, sys, time
+port, run = int(sys.argv[1]), int(sys.argv[2])
+scrapes, conn = 0, None
+while True:
+    try:
+        os.kill(run, 0)
+    except OSError:
+        break
+    try:
+        conn = conn or http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+        conn.request("GET", "/metrics")
+        resp = conn.getresponse()
+        resp.read()
+        scrapes += resp.status == 200
+    except (OSError, http.client.HTTPException):
+        conn = None
+    time.sleep(0.1)
+print(f"  exporter: {scrapes} scrapes", file=sys.stderr)
+PY
+  scraper=$!
   wait "$run"
-  echo "  exporter: $scrapes scrapes" >&2
+  wait "$scraper"
 done
 
 python3 - "$OUT" "$ROUNDS" <<'PY'
