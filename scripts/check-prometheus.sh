@@ -3,7 +3,9 @@
 # inferlab's endpoint every second during a replayed run (trace_replay on llama.cpp, ~8 s);
 # its HTTP API is then asked, while the run goes on, for the requests inferlab has counted:
 # fails unless Prometheus holds a non-zero count with the run's labels, and unless its TTFT
-# histogram answers a quantile query. Loopback only; everything under target/prometheus.
+# histogram answers a quantile query; and, once the run is over, unless its last scrape (the
+# endpoint waits for it) holds every planned request. Loopback only; everything under
+# target/prometheus.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 cd "$here/.."
@@ -132,4 +134,13 @@ if with_data < len(exprs) // 2:
 PY
 wait "$run" || { cat "$WORK/run.log" >&2; die "the run failed"; }
 log "scrape target after the run: $(targets)"
+# Having been scraped, the endpoint waited for one more scrape after the run: Prometheus holds
+# the run's final count, every planned request.
+at=""
+all='experiment="trace_replay",target="llamacpp",phase="replay"'
+final=$(query "sum(max_over_time(inferlab_requests_total{$all}[5m]))" || true)
+planned=$(query "max(max_over_time(inferlab_requests_planned{$all}[5m]))" || true)
+log "Prometheus's last scrape holds $final of $planned planned requests"
+grep -q '^the run is over' "$WORK/run.log" || { cat "$WORK/run.log" >&2; die "the endpoint did not wait for a last scrape"; }
+[ -n "$final" ] && [ "$final" = "$planned" ] || die "Prometheus holds $final requests of the $planned the run sent"
 log "ok"

@@ -139,6 +139,17 @@ pub struct WatchArgs {
     /// http://ADDR/metrics while it runs, e.g. 127.0.0.1:9464.
     #[arg(long, value_name = "ADDR", env = "INFERLAB_PROMETHEUS")]
     pub prometheus: Option<std::net::SocketAddr>,
+    /// Once the run is over, keep the endpoint up until the next scrape, which reads the run's
+    /// final figures (otherwise a scraper misses what happened after its last scrape); at most
+    /// this long, and only if something scraped during the run. `0s`: stop at once.
+    #[arg(
+        long,
+        value_name = "DURATION",
+        env = "INFERLAB_PROMETHEUS_LINGER",
+        default_value = "30s",
+        value_parser = inferlab::core::diag::parse_duration
+    )]
+    pub prometheus_linger: Duration,
     /// No progress on stderr (by default a line redrawn in place on a terminal, one line per
     /// finished phase otherwise).
     #[arg(long)]
@@ -247,6 +258,8 @@ impl CalibrateArgs {
     pub fn watch(&self) -> WatchArgs {
         WatchArgs {
             prometheus: self.prometheus,
+            // Nothing reads a calibration's final figures from the endpoint.
+            prometheus_linger: Duration::ZERO,
             no_progress: !self.progress,
         }
     }

@@ -58,7 +58,7 @@ fn dispatch(cli: &Cli) -> anyhow::Result<Exit> {
                 cost_per_hour: None,
                 watch: watching.watch.clone(),
             };
-            match deploy {
+            let code = match deploy {
                 None => rt.block_on(async {
                     args.interrupt = Some(interrupt_on_ctrl_c());
                     let watch = watching.watch.clone();
@@ -73,7 +73,12 @@ fn dispatch(cli: &Cli) -> anyhow::Result<Exit> {
                 }),
                 // A deployed run handles its signals itself: it must release the pod.
                 Some(deployment) => rt.block_on(deployed::run(deployment, args, *keep)),
+            }?;
+            // A run stopped by a signal is left at once.
+            if !matches!(code, Exit::Interrupted | Exit::Terminated) {
+                rt.block_on(watching.finish());
             }
+            Ok(code)
         }
         Command::Compare { runs, json } => {
             let runs = load_runs(runs)?;
@@ -270,7 +275,8 @@ fn summarize(cli: &Cli, dir: &Path, force: bool) -> anyhow::Result<Exit> {
 struct Watching {
     watch: Option<std::sync::Arc<Watch>>,
     _progress: Option<ProgressThread>,
-    _exporter: Option<Exporter>,
+    exporter: Option<Exporter>,
+    linger: std::time::Duration,
 }
 
 impl Watching {
@@ -279,7 +285,8 @@ impl Watching {
             return Ok(Self {
                 watch: None,
                 _progress: None,
-                _exporter: None,
+                exporter: None,
+                linger: args.prometheus_linger,
             });
         }
         let watch = Watch::new();
@@ -300,8 +307,27 @@ impl Watching {
         Ok(Self {
             watch: Some(watch),
             _progress: progress,
-            _exporter: exporter,
+            exporter,
+            linger: args.prometheus_linger,
         })
+    }
+
+    /// The run is over: the endpoint, if something scrapes it, waits for one more scrape (at
+    /// most the linger; Ctrl-C ends the wait).
+    async fn finish(&self) {
+        let Some(e) = &self.exporter else { return };
+        if e.scrapes() == 0 || self.linger.is_zero() {
+            return;
+        }
+        eprintln!(
+            "the run is over: http://{}/metrics serves its final figures until the next scrape \
+             (at most {:?}; --prometheus-linger 0s to skip)",
+            e.addr, self.linger
+        );
+        tokio::select! {
+            _ = e.last_scrape(self.linger) => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
     }
 }
 

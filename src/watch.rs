@@ -356,6 +356,8 @@ impl Watch {
 /// stops when dropped.
 pub struct Exporter {
     pub addr: SocketAddr,
+    /// Scrapes answered so far.
+    scrapes: Arc<AtomicU64>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     handle: Option<std::thread::JoinHandle<()>>,
 }
@@ -372,6 +374,8 @@ impl Exporter {
             .enable_all()
             .build()?;
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let scrapes = Arc::new(AtomicU64::new(0));
+        let counted = scrapes.clone();
         let handle = std::thread::Builder::new()
             .name("inferlab-exporter".into())
             .spawn(move || {
@@ -383,13 +387,16 @@ impl Exporter {
                         "/metrics",
                         axum::routing::get(move || {
                             let watch = watch.clone();
+                            let counted = counted.clone();
                             async move {
+                                let body = watch.exposition();
+                                counted.fetch_add(1, Ordering::Relaxed);
                                 (
                                     [(
                                         axum::http::header::CONTENT_TYPE,
                                         "text/plain; version=0.0.4; charset=utf-8",
                                     )],
-                                    watch.exposition(),
+                                    body,
                                 )
                             }
                         }),
@@ -403,9 +410,34 @@ impl Exporter {
             })?;
         Ok(Self {
             addr,
+            scrapes,
             shutdown: Some(tx),
             handle: Some(handle),
         })
+    }
+
+    /// Scrapes answered so far.
+    pub fn scrapes(&self) -> u64 {
+        self.scrapes.load(Ordering::Relaxed)
+    }
+
+    /// Once the run is over: when something has been scraping, waits for its next scrape (which
+    /// reads the run's final figures), for at most `at_most`. Without it a scraper loses what
+    /// happened after its last scrape before the end, up to a whole scrape interval. Returns
+    /// at once when nothing has scraped. Whether a scrape came.
+    pub async fn last_scrape(&self, at_most: Duration) -> bool {
+        let before = self.scrapes();
+        if before == 0 || at_most.is_zero() {
+            return false;
+        }
+        let deadline = tokio::time::Instant::now() + at_most;
+        while tokio::time::Instant::now() < deadline {
+            if self.scrapes() > before {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        self.scrapes() > before
     }
 }
 
@@ -469,5 +501,49 @@ mod tests {
             "inferlab_requests_planned{experiment=\"exp\",target=\"t\",phase=\"steady\"} 6"
         ));
         assert!(text.contains("outcome=\"ok\"} 2"));
+    }
+
+    fn scrape(addr: SocketAddr) -> bool {
+        use std::io::Read;
+        let Ok(mut s) = std::net::TcpStream::connect(addr) else {
+            return false;
+        };
+        let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
+        let _ = write!(s, "GET /metrics HTTP/1.0\r\nHost: {addr}\r\n\r\n");
+        let mut text = String::new();
+        let _ = s.read_to_string(&mut text);
+        text.starts_with("HTTP/1.1 200") || text.starts_with("HTTP/1.0 200")
+    }
+
+    #[test]
+    fn once_the_run_is_over_the_endpoint_waits_for_a_scraper_to_read_it_again() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        let e = Exporter::start("127.0.0.1:0".parse().unwrap(), Watch::new()).unwrap();
+        // Nothing ever scraped: nothing to wait for.
+        let t = Instant::now();
+        assert!(!rt.block_on(e.last_scrape(Duration::from_secs(60))));
+        assert!(t.elapsed() < Duration::from_secs(30));
+
+        assert!(scrape(e.addr));
+        assert_eq!(e.scrapes(), 1);
+        // Scraped during the run, not after: the wait ends at its bound.
+        let t = Instant::now();
+        assert!(!rt.block_on(e.last_scrape(Duration::from_millis(300))));
+        assert!(t.elapsed() >= Duration::from_millis(300));
+
+        // The scraper comes back: the wait ends with its scrape, long before the bound.
+        let addr = e.addr;
+        let scraper = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(200));
+            scrape(addr)
+        });
+        let t = Instant::now();
+        assert!(rt.block_on(e.last_scrape(Duration::from_secs(60))));
+        assert!(t.elapsed() < Duration::from_secs(30));
+        assert!(scraper.join().unwrap());
+        assert_eq!(e.scrapes(), 2);
     }
 }

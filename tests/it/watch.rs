@@ -305,8 +305,30 @@ fn prometheus_reads_the_clients_series_while_the_run_goes_on() {
         e.types.get("inferlab_requests_total"),
         Some(&prom::MetricType::Counter)
     );
+    // The run ends; having been scraped, the endpoint stays up for one more scrape, which
+    // reads every request of the run, and then inferlab exits (well before its 30 s bound).
+    let over = std::iter::from_fn(|| lines.recv_timeout(Duration::from_secs(60)).ok())
+        .find(|l| l.starts_with("the run is over"))
+        .expect("the endpoint announces it waits for a last scrape");
+    assert!(over.contains("at most 30s"), "{over}");
+    let last = prom::parse_filtered(&http_get(&addr, "/metrics").unwrap(), &|_| true);
+    let requests: f64 = last
+        .series("inferlab_requests_total")
+        .filter(|s| s.label("phase") == Some("replay"))
+        .map(|s| s.value)
+        .sum();
+    assert_eq!(requests, 42.0, "every request of the phase, its warmup too");
+    assert!(
+        last.series("inferlab_requests_in_flight")
+            .all(|s| s.value == 0.0)
+    );
+    let waited = Instant::now();
     let status = child.wait().unwrap();
     assert!(status.success());
+    assert!(
+        waited.elapsed() < Duration::from_secs(20),
+        "exits after the last scrape, not at the bound"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 
