@@ -164,6 +164,7 @@ fn capacity(o: &mut String, runs: &[RunInput]) {
                 })
                 .collect();
             let converged = c.get("converged").and_then(Value::as_bool) == Some(true);
+            let cut_short = c.get("cut_short").and_then(Value::as_bool) == Some(true);
             let _ = write!(
                 rows,
                 "<tr><td>{}</td><td><code>{}</code></td><td>{}</td><td><b>{}</b>{}</td><td>{}</td><td>{}</td></tr>",
@@ -171,11 +172,7 @@ fn capacity(o: &mut String, runs: &[RunInput]) {
                 escape(&p.name),
                 escape(c.get("over").and_then(Value::as_str).unwrap_or("")),
                 escape(&num("max_passing")),
-                if converged {
-                    ""
-                } else {
-                    " (at least: probes ran out)"
-                },
+                crate::core::units::capacity_bound(converged, cut_short),
                 escape(&num("first_failing")),
                 escape(&probes.join(", "))
             );

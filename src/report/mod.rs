@@ -62,8 +62,12 @@ pub struct Capacity {
     pub max_passing: Option<f64>,
     /// The lowest load whose probe missed it (`None`: the highest passed).
     pub first_failing: Option<f64>,
-    /// Found to within one step (false: the probes ran out; `max_passing` is a lower bound).
+    /// Found to within one step (false: the probes ran out, or the run died mid-search;
+    /// `max_passing` is a lower bound).
     pub converged: bool,
+    /// A recovered summary's search that the run's death cut short.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub cut_short: bool,
     pub probes: Vec<CapacityProbe>,
 }
 

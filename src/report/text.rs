@@ -129,11 +129,7 @@ fn capacity_line(summary: &RunSummary, name: &str) -> Option<String> {
         "capacity: highest {} meeting the SLO {}{} (lowest missing it: {}); probes: {}",
         c.over,
         fmt(c.max_passing),
-        if c.converged {
-            ""
-        } else {
-            " at least (probes ran out)"
-        },
+        crate::core::units::capacity_bound(c.converged, c.cut_short),
         fmt(c.first_failing),
         probes.join(", ")
     ))

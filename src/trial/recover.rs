@@ -2,8 +2,9 @@
 //! its `requests.jsonl` (written as each request completed) and the scrapes in
 //! `server_metrics.jsonl` go through the same tally and summary as a finished run, the
 //! experiment's assertions are evaluated, and `summary.json` says it was recovered and from
-//! how many requests.
+//! how many requests. A capacity search's answer is rebuilt from the probes that ended.
 
+use super::run::{Probe, capacity_found};
 use super::summary::{self, Parts};
 use super::tally::Tally;
 use crate::baseline::BaselineState;
@@ -13,7 +14,8 @@ use crate::report::load::{read_json, str_at};
 use crate::report::rows::{read_requests, read_scrapes};
 use crate::report::{self, Mode, PromptLengths, ResultsDir, RunSummary};
 use crate::spec::{Experiment, Phase, Workload};
-use std::collections::BTreeSet;
+use crate::workload::capacity::{Bounds, Search};
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 /// A rebuilt summary, written to the run's directory.
@@ -84,11 +86,13 @@ pub fn recover(
     };
     let requests = read_requests(&dir.join("requests.jsonl"))?;
     let scrapes = read_scrapes(&dir.join("server_metrics.jsonl"))?;
+    let declared = exp;
     let exp = with_probe_phases(exp, &requests.items);
     let mut tally = Tally::new(exp.slo, exp.repeats).sliced(exp.observe.slice);
     for r in &requests.items {
         tally.add(r);
     }
+    let capacity = searches_found(declared, &requests.items, &tally);
     let tallied = tally.finish(&exp, &scrapes.items);
     let results = ResultsDir::existing(dir);
     for (phase, hists) in &tallied.histograms {
@@ -120,7 +124,7 @@ pub fn recover(
             dir.display(),
             str_at(&manifest, "/salt").unwrap_or_default()
         ),
-        capacity: Default::default(),
+        capacity,
     };
     let (mut summary, verdicts) = summary::summarize(&exp, target, tallied, parts);
     summary.recovered = Some(report::Recovered {
@@ -159,6 +163,72 @@ fn with_probe_phases(exp: &Experiment, records: &[RequestRecord]) -> Experiment 
             std::iter::once(search.clone()).chain(probes.collect::<Vec<_>>())
         })
         .collect();
+    out
+}
+
+/// What the run's capacity searches had found when it died. The probes whose measured requests
+/// are all on disk are judged by their search's SLO again and told to the search in the order
+/// they ran, as the run told it; the probe the kill cut short is left out. A search the kill
+/// interrupted is therefore not converged, and its `max_passing` is a lower bound.
+fn searches_found(
+    declared: &Experiment,
+    records: &[RequestRecord],
+    tally: &Tally,
+) -> BTreeMap<String, report::Capacity> {
+    let mut ran: Vec<&str> = Vec::new();
+    for r in records {
+        if !ran.contains(&r.phase.as_str()) {
+            ran.push(&r.phase);
+        }
+    }
+    let mut probes = Vec::new();
+    let mut found = BTreeMap::new();
+    let mut cut_short = BTreeSet::new();
+    for search in &declared.phases {
+        let (Some(bounds), Workload::Capacity { slo, requests, .. }) =
+            (Bounds::of(&search.workload), &search.workload)
+        else {
+            continue;
+        };
+        let mut s = Search::new(bounds);
+        for name in &ran {
+            let Some(phase) = probe_phase(search, name) else {
+                continue;
+            };
+            let measured = records
+                .iter()
+                .filter(|r| r.phase == *name && !r.warmup)
+                .count();
+            // Cut short by the kill; nothing after it ran.
+            if measured < *requests as usize {
+                break;
+            }
+            // The probe the search would have chosen next, or the records are not its.
+            let Some(load) = s.next().filter(|&l| {
+                search.workload.probe(&search.name, l).map(|(n, _)| n) == Some(phase.name.clone())
+            }) else {
+                break;
+            };
+            let passed = tally.meets(name, slo);
+            s.report(load, passed);
+            probes.push(Probe {
+                search: search.name.clone(),
+                phase,
+                load,
+                passed,
+            });
+        }
+        if !s.found().probes.is_empty() {
+            if s.next().is_some() {
+                cut_short.insert(search.name.clone());
+            }
+            found.insert(search.name.clone(), s.found());
+        }
+    }
+    let mut out = capacity_found(declared, &probes, &found);
+    for (name, c) in &mut out {
+        c.cut_short = cut_short.contains(name);
+    }
     out
 }
 

@@ -7,7 +7,6 @@ use super::summary::{self, Parts};
 use super::tally::Tally;
 use super::{Plan, TrialError, TrialOptions, TrialOutcome};
 use crate::client::{self, Endpoint};
-use crate::core::assert::Path as MetricPath;
 use crate::observe::gpu::GpuSource;
 use crate::observe::scrape::ScrapeRecord;
 use crate::observe::{self, Observed, Observer};
@@ -143,7 +142,7 @@ fn with_probes(exp: &Experiment, probes: &[Probe]) -> Experiment {
 }
 
 /// What each capacity search found, with its probes' phases, by the search's phase name.
-fn capacity_found(
+pub(super) fn capacity_found(
     exp: &Experiment,
     probes: &[Probe],
     found: &BTreeMap<String, Found>,
@@ -165,6 +164,7 @@ fn capacity_found(
                     max_passing: f.max_passing,
                     first_failing: f.first_failing,
                     converged: f.converged,
+                    cut_short: false,
                     probes: probes
                         .iter()
                         .filter(|x| x.search == p.name)
@@ -533,10 +533,8 @@ impl Runner<'_> {
             if self.run(&plan.phases[0]).await {
                 return None;
             }
-            // The tally has the probe's records (no request sent, no figures: it misses).
-            let figures = self.tally.phase_summary(&phase.name);
-            let lookup = |p: &MetricPath| figures.as_ref()?.value(&p.metric, p.stat).ok().flatten();
-            let passed = slo.iter().all(|a| a.evaluate(&lookup).passed);
+            // The tally has the probe's records.
+            let passed = self.tally.meets(&phase.name, slo);
             search.report(load, passed);
             probes.push(Probe {
                 search: spec.name.clone(),

@@ -130,6 +130,16 @@ impl Tally {
         Some(self.phases.get(phase)?.summary.clone().finish().0)
     }
 
+    /// Whether `phase` (a capacity probe) met every assertion of `slo`. A phase without
+    /// figures (no request sent) misses.
+    pub fn meets(&self, phase: &str, slo: &[crate::core::assert::Assertion]) -> bool {
+        let figures = self.phase_summary(phase);
+        let lookup = |p: &crate::core::assert::Path| {
+            figures.as_ref()?.value(&p.metric, p.stat).ok().flatten()
+        };
+        slo.iter().all(|a| a.evaluate(&lookup).passed)
+    }
+
     /// Summarises each phase of `exp` with its fidelity, its turns and the server's view
     /// from `scrapes`.
     pub fn finish(mut self, exp: &Experiment, scrapes: &[ScrapeRecord]) -> Tallied {

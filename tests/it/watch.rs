@@ -1,7 +1,8 @@
 //! Watching a run from outside, with the real binary replaying a committed fixture: the
 //! progress line in a real terminal (tmux), plain lines when stderr is a pipe, the Prometheus
 //! endpoint read with the project's parser while the run goes on, time slices that add up to
-//! the run, and a run killed with SIGKILL summarised from what it left on disk.
+//! the run, and a run killed with SIGKILL summarised from what it left on disk (a capacity
+//! search's answer included).
 
 use inferlab::core::prom;
 use std::io::{BufRead, Read, Write};
@@ -394,6 +395,124 @@ fn a_run_killed_with_sigkill_is_summarised_from_what_it_left() {
         .unwrap();
     assert_eq!(again.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&again.stderr).contains("--force"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The `capacity` block of a summary's search phase.
+fn capacity_block(run: &Path) -> serde_json::Value {
+    let s: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("summary.json")).unwrap()).unwrap();
+    s["phases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "capacity")
+        .expect("the search's phase")["capacity"]
+        .clone()
+}
+
+fn copy_run(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to.join("histograms")).unwrap();
+    for f in ["manifest.json", "requests.jsonl", "server_metrics.jsonl"] {
+        std::fs::copy(from.join(f), to.join(f)).unwrap();
+    }
+}
+
+fn summarize(dir: &Path, run: &Path) -> String {
+    let out = inferlab(dir)
+        .args(["summarize", run.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    text
+}
+
+/// A capacity search's summary rebuilt from its records finds what the search found; one cut
+/// short mid-probe (its requests.jsonl ending inside the last probe, as a run killed there
+/// leaves it) keeps the probes that ended and says its answer is a lower bound.
+#[test]
+fn a_killed_capacity_search_is_summarised_with_what_it_had_found() {
+    let dir = crate::common::scratch("watch-capacity");
+    std::fs::create_dir_all(dir.join("experiments")).unwrap();
+    std::fs::copy(
+        repo().join("experiments/capacity.toml"),
+        dir.join("experiments/capacity.toml"),
+    )
+    .unwrap();
+    let out = inferlab(&dir)
+        .args([
+            "run",
+            "capacity",
+            "--target",
+            "llamacpp",
+            "--results",
+            "out",
+        ])
+        .arg("--no-progress")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let run = std::fs::read_dir(dir.join("out/capacity"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let found = capacity_block(&run);
+    let probes = found["probes"].as_array().unwrap().clone();
+    assert!(probes.len() >= 3, "{found}");
+
+    // Every probe on disk: the same answer, probe for probe.
+    let whole = dir.join("whole");
+    copy_run(&run, &whole);
+    summarize(&dir, &whole);
+    assert_eq!(capacity_block(&whole), found);
+
+    // Cut inside the last probe: that probe is left out, the rest judged again.
+    let last = probes.last().unwrap()["phase"].as_str().unwrap();
+    let cut = dir.join("cut");
+    copy_run(&run, &cut);
+    let text = std::fs::read_to_string(run.join("requests.jsonl")).unwrap();
+    let mut kept = String::new();
+    let mut in_last = 0;
+    for line in text.lines() {
+        let r: serde_json::Value = serde_json::from_str(line).unwrap();
+        if r["phase"] == last {
+            in_last += 1;
+            if in_last > 10 {
+                break;
+            }
+        }
+        kept.push_str(line);
+        kept.push('\n');
+    }
+    std::fs::write(cut.join("requests.jsonl"), kept).unwrap();
+    let printed = summarize(&dir, &cut);
+    let c = capacity_block(&cut);
+    let ended = &probes[..probes.len() - 1];
+    assert_eq!(c["probes"].as_array().unwrap(), ended, "{c}");
+    let highest_met = ended
+        .iter()
+        .filter(|p| p["passed"] == true)
+        .map(|p| p["load"].as_f64().unwrap())
+        .fold(None, |m: Option<f64>, l| Some(m.map_or(l, |m| m.max(l))));
+    assert_eq!(c["max_passing"].as_f64(), highest_met, "{c}");
+    assert_eq!(c["converged"], false, "{c}");
+    assert_eq!(c["cut_short"], true, "{c}");
+    assert!(
+        printed.contains("at least (the run died mid-search)"),
+        "{printed}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 
