@@ -400,13 +400,33 @@ const SLICE_CHARTS: &[(&str, &str, &str)] = &[
     ("ttft_p50_ms", "TTFT p50", "ms"),
     ("itl_p50_ms", "Inter-token latency p50", "ms"),
     ("e2e_p90_ms", "E2E p90", "ms"),
+    (
+        "server_kv_cache_usage_mean",
+        "Server KV-cache usage (mean of its scrapes)",
+        "fraction",
+    ),
+    (
+        "server_requests_waiting_max",
+        "Requests waiting at the server (max of its scrapes)",
+        "requests",
+    ),
+    (
+        "server_preemptions_increase",
+        "Server preemptions",
+        "preemptions",
+    ),
+    (
+        "server_prefix_cache_hit_rate",
+        "Server prefix-cache hit rate",
+        "fraction",
+    ),
 ];
 
 fn slice_charts(o: &mut String, runs: &[RunInput], c: &Comparison) {
     if runs.iter().all(|r| r.slices.is_empty()) {
         return;
     }
-    o.push_str("<h2>Over time, slice by slice</h2><p class=\"note\">Each event counts in the time slice it happened in (a send where it was sent, a TTFT where the first chunk came, a gap where its chunk came); points sit in the middle of their slice.</p><div class=\"charts\">");
+    o.push_str("<h2>Over time, slice by slice</h2><p class=\"note\">Each event counts in the time slice it happened in (a send where it was sent, a TTFT where the first chunk came, a gap where its chunk came); the server's figures come from the scrapes taken in the slice (a counter's increase since the scrape before); points sit in the middle of their slice.</p><div class=\"charts\">");
     for (key, what, unit) in SLICE_CHARTS {
         let series: Vec<Series> = runs
             .iter()
@@ -568,6 +588,7 @@ mod tests {
                 values: BTreeMap::from([
                     ("requests_sent".to_string(), f64::from(i + 1)),
                     ("ttft_p50_ms".to_string(), 10.0 * f64::from(i + 1)),
+                    ("server_preemptions_increase".to_string(), f64::from(i)),
                 ]),
             })
             .collect();
@@ -575,8 +596,10 @@ mod tests {
         assert!(page.contains("slice by slice"));
         assert!(page.contains("Requests sent per second per slice"));
         assert!(page.contains("TTFT p50 per slice"));
+        assert!(page.contains("Server preemptions per slice"));
         // Only the columns the slices have are drawn.
         assert!(!page.contains("E2E p90 per slice"));
+        assert!(!page.contains("Server KV-cache usage"));
     }
 
     #[test]

@@ -6,12 +6,14 @@
 //! its outcome and E2E in the slice it ended in, its TTFT in the slice of its first output
 //! chunk, each inter-token gap and each chunk's tokens in the slice the chunk arrived in; the
 //! mean concurrency is the time requests spent in flight within the slice over its width;
-//! server gauges are the mean and max of the scrapes taken in it. Warmup requests are left
+//! server gauges are the mean and max of the scrapes taken in it; a server counter's increase
+//! from one scrape to the next counts in the slice of the later scrape (a slice without a
+//! scrape has none: its share goes to the next one that has). Warmup requests are left
 //! out, as they are from every statistic. Slices are contiguous from the run's origin to its
 //! last event (empty ones included, so a stall shows). Pure.
 
 use crate::core::record::RequestRecord;
-use crate::core::server::{Canonical, GAUGES};
+use crate::core::server::{COUNTERS, Canonical, GAUGES};
 use hdrhistogram::Histogram;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -63,6 +65,43 @@ pub struct Slice {
     /// Server gauges scraped in the slice (`kv_cache_usage`, `requests_running`, …).
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub server: BTreeMap<String, SliceGauge>,
+    /// Server counters' increase up to the scrapes taken in the slice, each from the scrape
+    /// before it (`preemptions`, `prefix_cache_hits`, `generation_tokens`, …); a counter that
+    /// went down (a restart) counts its new value.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub server_increase: BTreeMap<String, f64>,
+    /// Δ`prefix_cache_hits` ÷ Δ`prefix_cache_queries` of the slice.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prefix_cache_hit_rate: Option<f64>,
+}
+
+/// Each counter's increase, by the slice of the scrape it was seen at (`scrapes` in time order).
+/// A counter the first scrape lacks appeared later, counting from zero (engines create some
+/// series at their first event).
+fn increases(
+    scrapes: &[(Duration, &Canonical)],
+    width: Duration,
+) -> BTreeMap<u64, BTreeMap<&'static str, f64>> {
+    let mut out: BTreeMap<u64, BTreeMap<&'static str, f64>> = BTreeMap::new();
+    let mut last: BTreeMap<&'static str, f64> = BTreeMap::new();
+    for (k, (at, values)) in scrapes.iter().enumerate() {
+        let i = (at.as_nanos() / width.as_nanos()) as u64;
+        for &c in COUNTERS {
+            let Some(&v) = values.get(c).filter(|v| v.is_finite()) else {
+                continue;
+            };
+            let before = match last.insert(c, v) {
+                Some(p) => Some(p),
+                None if k > 0 => Some(0.0),
+                None => None,
+            };
+            if let Some(p) = before {
+                let d = if v >= p { v - p } else { v };
+                *out.entry(i).or_default().entry(c).or_default() += d;
+            }
+        }
+    }
+    out
 }
 
 #[derive(Default)]
@@ -207,10 +246,26 @@ impl Slicer {
                 }
             }
         }
+        let mut in_order = scrapes.to_vec();
+        in_order.sort_by_key(|(at, _)| *at);
+        let mut increase = increases(&in_order, width);
         let mut slices = self.slices;
         (0..=last)
             .map(|i| {
                 let a = slices.remove(&i).unwrap_or_default();
+                let increase: BTreeMap<String, f64> = increase
+                    .remove(&i)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|(k, v)| (k.to_string(), v))
+                    .collect();
+                let hit_rate = match (
+                    increase.get("prefix_cache_hits"),
+                    increase.get("prefix_cache_queries"),
+                ) {
+                    (Some(h), Some(q)) if *q > 0.0 => Some(h / q),
+                    _ => None,
+                };
                 let start = w * i as f64;
                 Slice {
                     index: i,
@@ -245,6 +300,8 @@ impl Slicer {
                             )
                         })
                         .collect(),
+                    server_increase: increase,
+                    prefix_cache_hit_rate: hit_rate,
                 }
             })
             .collect()
@@ -315,6 +372,50 @@ mod tests {
         assert_eq!((c.requests_failed, c.errors["http_503"]), (1, 1));
         assert!(c.ttft.is_none() && c.e2e.is_none());
         assert_eq!(c.phases, ["ramp"]);
+    }
+
+    #[test]
+    fn counters_increase_in_the_slice_of_the_scrape_that_saw_it() {
+        let mut s = Slicer::new(ms(1000));
+        s.add(&req(0, &[3500]));
+        let c = |pairs: &[(&str, f64)]| -> Canonical {
+            pairs.iter().map(|(k, v)| (k.to_string(), *v)).collect()
+        };
+        let scrapes = [
+            // The baseline: no increase yet; hits appear only at the third scrape.
+            c(&[("preemptions", 2.0), ("prefix_cache_queries", 100.0)]),
+            c(&[("preemptions", 5.0), ("prefix_cache_queries", 140.0)]),
+            c(&[
+                ("preemptions", 6.0),
+                ("prefix_cache_queries", 180.0),
+                ("prefix_cache_hits", 10.0),
+            ]),
+            // A restart: counted from its new value.
+            c(&[
+                ("preemptions", 1.0),
+                ("prefix_cache_queries", 190.0),
+                ("prefix_cache_hits", 15.0),
+            ]),
+        ];
+        // Given out of order: taken in time order. Slice 2 has no scrape.
+        let slices = s.finish(&[
+            (ms(3200), &scrapes[3]),
+            (ms(100), &scrapes[0]),
+            (ms(1300), &scrapes[1]),
+            (ms(1700), &scrapes[2]),
+        ]);
+        assert_eq!(slices.len(), 4);
+        assert!(slices[0].server_increase.is_empty());
+        let b = &slices[1];
+        assert_eq!(b.server_increase["preemptions"], 4.0);
+        assert_eq!(b.server_increase["prefix_cache_queries"], 80.0);
+        assert_eq!(b.server_increase["prefix_cache_hits"], 10.0);
+        assert_eq!(b.prefix_cache_hit_rate, Some(10.0 / 80.0));
+        assert!(slices[2].server_increase.is_empty());
+        assert_eq!(slices[2].prefix_cache_hit_rate, None);
+        let d = &slices[3];
+        assert_eq!(d.server_increase["preemptions"], 1.0);
+        assert_eq!(d.prefix_cache_hit_rate, Some(0.5));
     }
 
     #[test]

@@ -149,6 +149,12 @@ fn slice_row(s: &crate::core::slices::Slice) -> serde_json::Map<String, serde_js
         put(format!("server_{g}_mean"), json!(v.mean));
         put(format!("server_{g}_max"), json!(v.max));
     }
+    for (c, v) in &s.server_increase {
+        put(format!("server_{c}_increase"), json!(v));
+    }
+    if let Some(r) = s.prefix_cache_hit_rate {
+        put("server_prefix_cache_hit_rate".into(), json!(r));
+    }
     row
 }
 
@@ -283,7 +289,8 @@ impl ResultsDir {
     }
 
     /// `slices.jsonl`: one flat line per time slice (latencies as `ttft_p50_ms`, server gauges
-    /// as `server_kv_cache_usage_mean`, phases joined by `,`), for pandas as it is.
+    /// as `server_kv_cache_usage_mean`, counters as `server_preemptions_increase`, phases
+    /// joined by `,`), for pandas as it is.
     pub fn write_slices(&self, slices: &[crate::core::slices::Slice]) -> io::Result<()> {
         let mut w = BufWriter::new(File::create(self.path.join("slices.jsonl"))?);
         for s in slices {
