@@ -389,8 +389,10 @@ impl Exporter {
                             let watch = watch.clone();
                             let counted = counted.clone();
                             async move {
+                                // Counted before it reads the figures: a scrape counted
+                                // after the run ended read the final ones.
+                                counted.fetch_add(1, Ordering::SeqCst);
                                 let body = watch.exposition();
-                                counted.fetch_add(1, Ordering::Relaxed);
                                 (
                                     [(
                                         axum::http::header::CONTENT_TYPE,
@@ -418,7 +420,7 @@ impl Exporter {
 
     /// Scrapes answered so far.
     pub fn scrapes(&self) -> u64 {
-        self.scrapes.load(Ordering::Relaxed)
+        self.scrapes.load(Ordering::SeqCst)
     }
 
     /// Once the run is over: when something has been scraping, waits for its next scrape (which

@@ -1,7 +1,7 @@
 //! Units on disk and for people: wall-clock labels in RFC 3339 from seconds since the Unix
-//! epoch. Pure: the caller reads the clock (`clock`), this only formats.
+//! epoch, and the words that qualify a capacity search's answer. Pure: the caller reads the
+//! clock (`clock`), this only formats.
 
-/// `2026-11-28T12:34:56Z` for `unix_s` seconds since 1970-01-01T00:00:00Z.
 /// After a capacity search's answer: why it is only a lower bound ("" when it is exact).
 pub fn capacity_bound(converged: bool, cut_short: bool) -> &'static str {
     match (converged, cut_short) {
@@ -11,6 +11,7 @@ pub fn capacity_bound(converged: bool, cut_short: bool) -> &'static str {
     }
 }
 
+/// `2026-11-28T12:34:56Z` for `unix_s` seconds since 1970-01-01T00:00:00Z.
 pub fn utc_rfc3339(unix_s: u64) -> String {
     let (y, m, d) = civil_from_days((unix_s / 86_400) as i64);
     let s = unix_s % 86_400;
