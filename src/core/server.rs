@@ -349,19 +349,26 @@ pub struct ServerSummary {
     pub counter_resets: u64,
 }
 
-/// Reset-aware increase of a counter over successive values.
+/// A counter's increase from `before` to `now`: a value that went down means the server
+/// restarted, and counted `now` since.
+pub fn increase(before: f64, now: f64) -> f64 {
+    if now >= before { now - before } else { now }
+}
+
+/// Reset-aware increase of a counter over successive values, and the resets seen.
 fn delta(values: &[f64]) -> (f64, u64) {
-    let mut total = 0.0;
-    let mut resets = 0;
-    for w in values.windows(2) {
-        if w[1] >= w[0] {
-            total += w[1] - w[0];
-        } else {
-            total += w[1];
-            resets += 1;
-        }
-    }
+    let total = values.windows(2).map(|w| increase(w[0], w[1])).sum();
+    let resets = values.windows(2).filter(|w| w[1] < w[0]).count() as u64;
     (total, resets)
+}
+
+/// Δhits ÷ Δqueries from counters' increases (`None` without queries).
+pub fn prefix_cache_hit_rate(increases: &BTreeMap<String, f64>) -> Option<f64> {
+    let (h, q) = (
+        increases.get("prefix_cache_hits")?,
+        increases.get("prefix_cache_queries")?,
+    );
+    (*q > 0.0).then(|| h / q)
 }
 
 /// Summarises a phase from its scrapes in time order (`None` for a failed scrape).
@@ -407,7 +414,7 @@ pub fn summarize_server(
         let (x, y) = (s.deltas.get(a)?, s.deltas.get(b)?);
         (*y > 0.0).then(|| x / y)
     };
-    s.prefix_cache_hit_rate = ratio("prefix_cache_hits", "prefix_cache_queries");
+    s.prefix_cache_hit_rate = prefix_cache_hit_rate(&s.deltas);
     let ms = |base: &str| ratio(&format!("{base}_sum"), &format!("{base}_count")).map(|v| v * 1e3);
     s.server_ttft_mean_ms = ms("server_ttft");
     s.server_itl_mean_ms = ms("server_itl");

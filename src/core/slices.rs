@@ -13,7 +13,7 @@
 //! last event (empty ones included, so a stall shows). Pure.
 
 use crate::core::record::RequestRecord;
-use crate::core::server::{COUNTERS, Canonical, GAUGES};
+use crate::core::server::{self, COUNTERS, Canonical, GAUGES};
 use hdrhistogram::Histogram;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -96,8 +96,7 @@ fn increases(
                 None => None,
             };
             if let Some(p) = before {
-                let d = if v >= p { v - p } else { v };
-                *out.entry(i).or_default().entry(c).or_default() += d;
+                *out.entry(i).or_default().entry(c).or_default() += server::increase(p, v);
             }
         }
     }
@@ -259,13 +258,7 @@ impl Slicer {
                     .into_iter()
                     .map(|(k, v)| (k.to_string(), v))
                     .collect();
-                let hit_rate = match (
-                    increase.get("prefix_cache_hits"),
-                    increase.get("prefix_cache_queries"),
-                ) {
-                    (Some(h), Some(q)) if *q > 0.0 => Some(h / q),
-                    _ => None,
-                };
+                let hit_rate = server::prefix_cache_hit_rate(&increase);
                 let start = w * i as f64;
                 Slice {
                     index: i,

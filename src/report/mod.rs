@@ -65,7 +65,7 @@ pub struct Capacity {
     /// Found to within one step (false: the probes ran out, or the run died mid-search;
     /// `max_passing` is a lower bound).
     pub converged: bool,
-    /// A recovered summary's search that the run's death cut short.
+    /// The search was stopped before its end (a killed run's search, recovered).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub cut_short: bool,
     pub probes: Vec<CapacityProbe>,

@@ -148,12 +148,8 @@ pub fn recover(
 /// search's probes (`<search>_c<N>`, `<search>_r<rate>`), each after its search.
 fn with_probe_phases(exp: &Experiment, records: &[RequestRecord]) -> Experiment {
     let declared: BTreeSet<&str> = exp.phases.iter().map(|p| p.name.as_str()).collect();
-    let mut seen: Vec<&str> = Vec::new();
-    for r in records {
-        if !declared.contains(r.phase.as_str()) && !seen.contains(&r.phase.as_str()) {
-            seen.push(&r.phase);
-        }
-    }
+    let mut seen = phases_in_order(records);
+    seen.retain(|p| !declared.contains(p));
     let mut out = exp.clone();
     out.phases = exp
         .phases
@@ -175,15 +171,9 @@ fn searches_found(
     records: &[RequestRecord],
     tally: &Tally,
 ) -> BTreeMap<String, report::Capacity> {
-    let mut ran: Vec<&str> = Vec::new();
-    for r in records {
-        if !ran.contains(&r.phase.as_str()) {
-            ran.push(&r.phase);
-        }
-    }
+    let ran = phases_in_order(records);
     let mut probes = Vec::new();
     let mut found = BTreeMap::new();
-    let mut cut_short = BTreeSet::new();
     for search in &declared.phases {
         let (Some(bounds), Workload::Capacity { slo, requests, .. }) =
             (Bounds::of(&search.workload), &search.workload)
@@ -218,16 +208,21 @@ fn searches_found(
                 passed,
             });
         }
-        if !s.found().probes.is_empty() {
-            if s.next().is_some() {
-                cut_short.insert(search.name.clone());
-            }
-            found.insert(search.name.clone(), s.found());
+        let f = s.found();
+        if !f.probes.is_empty() {
+            found.insert(search.name.clone(), f);
         }
     }
-    let mut out = capacity_found(declared, &probes, &found);
-    for (name, c) in &mut out {
-        c.cut_short = cut_short.contains(name);
+    capacity_found(declared, &probes, &found)
+}
+
+/// The phases the records name, in the order they first appear (the order they ran in).
+fn phases_in_order(records: &[RequestRecord]) -> Vec<&str> {
+    let mut out: Vec<&str> = Vec::new();
+    for r in records {
+        if !out.contains(&r.phase.as_str()) {
+            out.push(&r.phase);
+        }
     }
     out
 }

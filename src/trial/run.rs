@@ -164,7 +164,7 @@ pub(super) fn capacity_found(
                     max_passing: f.max_passing,
                     first_failing: f.first_failing,
                     converged: f.converged,
-                    cut_short: false,
+                    cut_short: f.cut_short,
                     probes: probes
                         .iter()
                         .filter(|x| x.search == p.name)

@@ -54,9 +54,12 @@ pub struct Found {
     pub max_passing: Option<f64>,
     /// The lowest load that failed (`None`: `max` passed).
     pub first_failing: Option<f64>,
-    /// The answer is exact to within `step` (false: the probes ran out first, and
-    /// `max_passing` is a lower bound).
+    /// The answer is exact to within `step` (false: the probes ran out first, or the search
+    /// was stopped, and `max_passing` is a lower bound).
     pub converged: bool,
+    /// The search would have probed again: it was stopped before its end (a killed run's
+    /// search, as recovered from what the run left).
+    pub cut_short: bool,
     /// The loads probed, in order, and whether each passed.
     pub probes: Vec<(f64, bool)>,
 }
@@ -144,6 +147,7 @@ impl Search {
             max_passing: self.pass,
             first_failing: self.fail,
             converged,
+            cut_short: self.next().is_some(),
             probes: self.probes.clone(),
         }
     }
@@ -212,6 +216,20 @@ mod tests {
         let short = search(bounds(1.0, 64.0, 1.0, 4), 40.0);
         assert_eq!(short.max_passing, Some(8.0));
         assert!(!short.converged, "a lower bound, and it says so");
+        assert!(!short.cut_short, "the probes ran out: the search ended");
+    }
+
+    #[test]
+    fn a_search_stopped_midway_says_it_was_cut_short() {
+        let mut s = Search::new(bounds(1.0, 64.0, 1.0, 20));
+        for v in [1.0, 2.0, 4.0] {
+            assert_eq!(s.next(), Some(v));
+            s.report(v, true);
+        }
+        let f = s.found();
+        assert!(f.cut_short && !f.converged);
+        assert_eq!(f.max_passing, Some(4.0));
+        assert!(!search(bounds(1.0, 64.0, 1.0, 20), 11.0).cut_short);
     }
 
     #[test]
