@@ -13,7 +13,8 @@
 
 use inferlab::client::{self, Endpoint};
 use inferlab::core::engine::TargetKind;
-use inferlab::observe::scrape::{Point, Scraper};
+use inferlab::core::record::Point;
+use inferlab::observe::scrape::Scraper;
 use inferlab::replay::{Exchange, Fixture, FixtureEvent, ReplayServer, Source};
 use inferlab::spec::{Api, Timeouts};
 use inferlab::workload::PlannedRequest;

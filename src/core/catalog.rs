@@ -4,7 +4,35 @@
 //! (`metrics`, `fidelity`, `observe`) name their figures from it, so validating an experiment
 //! needs none of them.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+
+/// How a trial runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    Live,
+    /// Live, and the exchanges are written as the target's fixture.
+    Record,
+    Replay,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Live => "live",
+            Mode::Record => "record",
+            Mode::Replay => "replay",
+        }
+    }
+
+    /// Assertions checked `live` are checked when recording too (a recording is a live run).
+    pub fn as_checked(self) -> Self {
+        match self {
+            Mode::Record => Mode::Live,
+            m => m,
+        }
+    }
+}
 
 /// Where a metric of an assertion path lives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

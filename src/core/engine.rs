@@ -21,6 +21,19 @@ pub enum TargetKind {
 }
 
 impl TargetKind {
+    pub const ALL: [Self; 5] = [
+        Self::Vllm,
+        Self::Sglang,
+        Self::Llamacpp,
+        Self::Openai,
+        Self::RunpodServerless,
+    ];
+
+    /// The kind its name (as written in results: `vllm`, `runpod_serverless`) names.
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.to_string() == name)
+    }
+
     /// The kind implied by a target's name, for the three named engines.
     pub fn from_name(name: &str) -> Option<Self> {
         match name {

@@ -25,6 +25,7 @@ pub mod metrics;
 pub mod privacy;
 pub mod prom;
 pub mod record;
+pub mod report;
 pub mod rng;
 pub mod server;
 pub mod slices;

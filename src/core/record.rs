@@ -1,4 +1,5 @@
-//! `RequestRecord`: what one request did, as instants.
+//! `RequestRecord`: what one request did, as instants; `ScrapeRecord`: one `/metrics` scrape
+//! or GPU sample of the server, as the observer took it.
 //!
 //! Every time is an offset from the run's origin instant (one monotonic clock per run), taken
 //! when the bytes arrived, before any decoding. Durations (TTFT, E2E, gaps) are derived by the
@@ -270,4 +271,53 @@ impl RequestRecord {
             .filter(|&n| n > 0)?;
         Some(self.e2e()? / n)
     }
+}
+
+/// Where in its phase a scrape was taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Point {
+    Start,
+    Periodic,
+    End,
+}
+
+impl Point {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Point::Start => "start",
+            Point::Periodic => "periodic",
+            Point::End => "end",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "start" => Some(Point::Start),
+            "periodic" => Some(Point::Periodic),
+            "end" => Some(Point::End),
+            _ => None,
+        }
+    }
+}
+
+/// One scrape: when, for which phase, and what it found (or why it failed).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ScrapeRecord {
+    pub phase: String,
+    pub point: Point,
+    /// Offset from the run's origin.
+    pub at: Duration,
+    /// Offset from the phase's start.
+    pub in_phase: Duration,
+    pub error: Option<String>,
+    /// Malformed lines in the exposition.
+    pub issues: usize,
+    pub values: crate::core::server::Canonical,
+    /// The exposition's used families as text, kept when recording a fixture.
+    pub raw: Option<String>,
+    pub status: Option<u16>,
+    /// A GPU sample rather than a `/metrics` scrape.
+    #[serde(default)]
+    pub gpu: bool,
 }

@@ -12,8 +12,9 @@
 
 use crate::client::Secret;
 use crate::core::prom::parse_filtered;
+use crate::core::record::{Point, ScrapeRecord};
 use crate::core::server::{Canonical, SmiRow, canonical, canonical_smi, parse_smi_line};
-use crate::observe::scrape::{CurrentPhase, Point, ScrapeRecord};
+use crate::observe::scrape::CurrentPhase;
 use std::time::Duration;
 use tokio::io::AsyncBufReadExt;
 use tokio::sync::{mpsc, watch};

@@ -8,8 +8,9 @@ pub mod gpu;
 pub mod scrape;
 
 use crate::client::Endpoint;
+use crate::core::record::{Point, ScrapeRecord};
 use gpu::GpuSource;
-use scrape::{CurrentPhase, Point, ScrapeRecord, Scraper};
+use scrape::{CurrentPhase, Scraper};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::sync::Arc;

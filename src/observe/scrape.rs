@@ -9,61 +9,12 @@
 use crate::client::Secret;
 use crate::core::engine::TargetKind;
 use crate::core::prom::parse_filtered;
+use crate::core::record::{Point, ScrapeRecord};
 use crate::core::server::{Canonical, canonical, is_used_family};
-use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
-
-/// Where in its phase a scrape was taken.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Point {
-    Start,
-    Periodic,
-    End,
-}
-
-impl Point {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Point::Start => "start",
-            Point::Periodic => "periodic",
-            Point::End => "end",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "start" => Some(Point::Start),
-            "periodic" => Some(Point::Periodic),
-            "end" => Some(Point::End),
-            _ => None,
-        }
-    }
-}
-
-/// One scrape: when, for which phase, and what it found (or why it failed).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ScrapeRecord {
-    pub phase: String,
-    pub point: Point,
-    /// Offset from the run's origin.
-    pub at: Duration,
-    /// Offset from the phase's start.
-    pub in_phase: Duration,
-    pub error: Option<String>,
-    /// Malformed lines in the exposition.
-    pub issues: usize,
-    pub values: Canonical,
-    /// The exposition's used families as text, kept when recording a fixture.
-    pub raw: Option<String>,
-    pub status: Option<u16>,
-    /// A GPU sample rather than a `/metrics` scrape.
-    #[serde(default)]
-    pub gpu: bool,
-}
 
 /// Scrapes one target.
 pub struct Scraper {

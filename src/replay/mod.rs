@@ -15,7 +15,7 @@ pub use recorder::Recorder;
 pub use server::ReplayServer;
 
 use crate::client::Capture;
-use crate::observe::scrape::Point;
+use crate::core::record::Point;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::io::{BufRead, Write};

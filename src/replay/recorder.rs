@@ -6,7 +6,7 @@ use super::{Exchange, Fixture, FixtureMeta, RecordedGpu, RecordedScrape};
 use crate::client::Capture;
 use crate::core::privacy::scrub_model_field;
 use crate::core::record::RequestRecord;
-use crate::observe::scrape::ScrapeRecord;
+use crate::core::record::ScrapeRecord;
 use serde_json::Value;
 use std::borrow::Cow;
 use std::time::Duration;
@@ -89,7 +89,7 @@ impl RecordedGpu {
     pub fn to_record(&self) -> ScrapeRecord {
         ScrapeRecord {
             phase: self.phase.clone(),
-            point: crate::observe::scrape::Point::Periodic,
+            point: crate::core::record::Point::Periodic,
             at: Duration::ZERO,
             in_phase: Duration::from_millis(self.in_phase_ms),
             error: self.error.clone(),
@@ -105,8 +105,8 @@ impl RecordedGpu {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::record::Point;
     use crate::core::server::Canonical;
-    use crate::observe::scrape::Point;
 
     fn capture(status: Option<u16>) -> Capture {
         Capture {

@@ -5,7 +5,7 @@
 //! is remembered.
 
 use super::{Exchange, Fixture, FixtureEvent, RecordedScrape};
-use crate::observe::scrape::Point;
+use crate::core::record::Point;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::State;

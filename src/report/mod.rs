@@ -8,14 +8,14 @@ pub mod load;
 mod results;
 pub mod rows;
 mod snapshot;
-mod status;
 mod text;
 
+pub use crate::core::catalog::Mode;
+pub use crate::core::report::{PromptLengths, ServerMetrics};
 pub use results::{RequestRow, RequestWriter, ResultsDir};
 pub use snapshot::{
     SnapshotAssertion, SnapshotFidelity, SnapshotPhase, SnapshotView, snapshot_view,
 };
-pub use status::{Mode, PromptLengths, ServerMetrics};
 pub use text::{phase_table, verdict_lines};
 
 use crate::core::assert::{Lookup, Path as MetricPath, Verdict};

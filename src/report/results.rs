@@ -6,7 +6,7 @@
 use super::RESULTS_SCHEMA_VERSION;
 use crate::core::metrics::Histograms;
 use crate::core::record::RequestRecord;
-use crate::observe::scrape::ScrapeRecord;
+use crate::core::record::ScrapeRecord;
 use hdrhistogram::serialization::{Serializer as _, V2DeflateSerializer};
 use serde::Serialize;
 use std::fs::File;

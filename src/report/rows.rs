@@ -5,8 +5,8 @@
 
 use crate::core::record::TokenCounting;
 use crate::core::record::{ChunkTime, ErrorKind, Failure, RequestRecord, ServerTimings, Usage};
+use crate::core::record::{Point, ScrapeRecord};
 use crate::core::server::Canonical;
-use crate::observe::scrape::{Point, ScrapeRecord};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use std::path::Path;

@@ -7,6 +7,7 @@ use super::{
     Timeouts, is_identifier,
 };
 use crate::core::assert::Assertion;
+use crate::core::catalog::Mode;
 use crate::core::diag::{Locator, parse_duration};
 use crate::core::engine::TargetKind;
 use crate::core::metrics::Slo;
@@ -295,14 +296,22 @@ fn lower_assertions(
         if let Some(modes) = a.modes {
             let span = modes.span();
             let modes = modes.into_inner();
-            if modes.is_empty() || modes.iter().any(|m| m != "live" && m != "replay") {
+            let typed: Vec<Mode> = modes
+                .iter()
+                .filter_map(|m| match m.as_str() {
+                    "live" => Some(Mode::Live),
+                    "replay" => Some(Mode::Replay),
+                    _ => None,
+                })
+                .collect();
+            if modes.is_empty() || typed.len() != modes.len() {
                 return Err(loc.error(
                     Some(span),
                     format!("assert[{i}].modes"),
                     "modes are `live` (recording included) and `replay`: name one or both, or leave `modes` out for both",
                 ));
             }
-            parsed.modes = modes;
+            parsed.modes = typed;
         }
         assertions.push(parsed);
     }

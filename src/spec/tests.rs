@@ -1,6 +1,7 @@
 //! Parsing and lowering experiment files: what is accepted, and every error located.
 
 use super::*;
+use crate::core::catalog::Mode;
 use crate::core::diag::parse_duration;
 use crate::spec_io::parse;
 use rstest::rstest;
@@ -45,10 +46,10 @@ fn repeats_strict_modes_and_baselines_lower() {
     assert_eq!((e.repeats, e.strict), (3, true));
     let a = &e.assertions[0];
     assert!(a.reads_baseline());
-    assert!(a.applies_in("replay") && !a.applies_in("live") && !a.applies_in("record"));
+    assert!(a.applies_in(Mode::Replay) && !a.applies_in(Mode::Live) && !a.applies_in(Mode::Record));
     let plain = parse("x.toml", "x", GOOD).unwrap();
     assert_eq!((plain.repeats, plain.strict), (1, false));
-    assert!(plain.assertions[0].applies_in("record"));
+    assert!(plain.assertions[0].applies_in(Mode::Record));
     // Three repeats: the phases three times over, each repeat's prompts apart.
     let s = crate::workload::schedule(&e, 1);
     let order: Vec<(u32, &str)> = s

@@ -114,9 +114,9 @@ pub fn recover(
             baselines,
             &exp.name,
             &target.name,
-            exp.assertions.iter().any(|a| {
-                a.applies_to(&target.name) && a.applies_in(mode.as_str()) && a.reads_baseline()
-            }),
+            exp.assertions
+                .iter()
+                .any(|a| a.applies_to(&target.name) && a.applies_in(mode) && a.reads_baseline()),
             false,
         ),
         pairing: format!(

@@ -7,8 +7,8 @@ use super::summary::{self, Parts};
 use super::tally::Tally;
 use super::{Plan, TrialError, TrialOptions, TrialOutcome};
 use crate::client::{self, Endpoint};
+use crate::core::record::ScrapeRecord;
 use crate::observe::gpu::GpuSource;
-use crate::observe::scrape::ScrapeRecord;
 use crate::observe::{self, Observed, Observer};
 use crate::preflight::{self, Recorded};
 use crate::probe::ServerInfo;
@@ -86,9 +86,7 @@ pub async fn run_trial(
             &exp.name,
             &target.name,
             exp.assertions.iter().any(|a| {
-                a.applies_to(&target.name)
-                    && a.applies_in(resolved.mode.as_str())
-                    && a.reads_baseline()
+                a.applies_to(&target.name) && a.applies_in(resolved.mode) && a.reads_baseline()
             }),
             opts.baselines.required,
         ),

@@ -8,8 +8,8 @@ use crate::core::assert::{Assertion, Lookup, Outcome, Path as MetricPath, Verdic
 use crate::core::catalog::Value;
 use crate::core::interval::Repeated;
 use crate::core::record::RequestRecord;
+use crate::core::record::ScrapeRecord;
 use crate::observe::Health;
-use crate::observe::scrape::ScrapeRecord;
 use crate::report::{self, Cost, RunSummary, Serverless, ServerlessPhase, VerdictRow};
 use crate::report::{Mode, PromptLengths, ServerMetrics};
 use crate::spec::{Experiment, TargetSpec};
@@ -94,13 +94,17 @@ pub fn summarize(
         .filter(|a| a.applies_to(&target.name))
         .map(|a| {
             // Listed either way, so a snapshot holds the same assertions in every mode.
-            if !a.applies_in(parts.mode.as_str()) {
+            if !a.applies_in(parts.mode) {
                 return a.not_evaluated(
                     Outcome::Skipped,
                     format!(
                         "not checked in {} mode (modes = [{}])",
                         parts.mode.as_str(),
-                        a.modes.join(", ")
+                        a.modes
+                            .iter()
+                            .map(|m| m.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
                     ),
                 );
             }

@@ -5,10 +5,10 @@
 use crate::core::interval::Interval;
 use crate::core::metrics::{self, Histograms, PhaseSummary, Slo, Summarizer};
 use crate::core::record::RequestRecord;
+use crate::core::record::ScrapeRecord;
 use crate::core::server::{self, Canonical, ServerSummary};
 use crate::core::slices::{Slice, Slicer};
 use crate::fidelity::{self, Row};
-use crate::observe::scrape::ScrapeRecord;
 use crate::report::NamedSummary;
 use crate::spec::Experiment;
 use std::collections::{BTreeMap, HashMap};

@@ -40,6 +40,7 @@ mod verdict;
 
 pub use verdict::{IntervalMethod, Operand, Outcome, Verdict, format_value};
 
+use crate::core::catalog::Mode;
 use crate::core::interval::{self, Interval, Repeated, Spread};
 use parse::{Parser, err};
 use std::fmt;
@@ -130,7 +131,7 @@ pub struct Assertion {
     pub targets: Vec<String>,
     /// The modes it is checked in (`live`, which includes recording, and `replay`); empty:
     /// both.
-    pub modes: Vec<String>,
+    pub modes: Vec<Mode>,
     lhs: Node,
     cmp: Cmp,
     cmp_column: usize,
@@ -189,10 +190,9 @@ impl Assertion {
             && (self.targets.is_empty() || self.targets.iter().any(|t| t == name))
     }
 
-    /// Whether it is checked on a trial running in `mode` (`live`, `record` or `replay`).
-    pub fn applies_in(&self, mode: &str) -> bool {
-        let mode = if mode == "record" { "live" } else { mode };
-        self.modes.is_empty() || self.modes.iter().any(|m| m == mode)
+    /// Whether it is checked on a trial running in `mode` (recording counts as `live`).
+    pub fn applies_in(&self, mode: Mode) -> bool {
+        self.modes.is_empty() || self.modes.contains(&mode.as_checked())
     }
 
     /// Whether a path reads the baseline.

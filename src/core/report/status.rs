@@ -1,29 +1,9 @@
-//! What a run was and what it could see, as types (written to `summary.json` as the words
-//! people read): its mode, whether prompt lengths are exact, whether server metrics came.
+//! What a run could see, as types (written to `summary.json` as the words people read, and
+//! read back from them): whether prompt lengths are exact, whether server metrics came.
 
 use crate::core::engine::TargetKind;
-use serde::{Serialize, Serializer};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::fmt;
-
-/// How a trial runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Mode {
-    Live,
-    /// Live, and the exchanges are written as the target's fixture.
-    Record,
-    Replay,
-}
-
-impl Mode {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Mode::Live => "live",
-            Mode::Record => "record",
-            Mode::Replay => "replay",
-        }
-    }
-}
 
 /// Whether prompts have exactly their declared token lengths, and how that is known.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,6 +46,12 @@ impl Serialize for PromptLengths {
     }
 }
 
+impl<'de> Deserialize<'de> for PromptLengths {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d).map(|w| Self::parse(&w))
+    }
+}
+
 /// Whether the server's `/metrics` was collected.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ServerMetrics {
@@ -85,6 +71,35 @@ impl ServerMetrics {
     }
 }
 
+impl ServerMetrics {
+    /// From the words a summary keeps (what `Display` writes); `None` for other words.
+    pub fn parse(words: &str) -> Option<Self> {
+        if words == "off" {
+            return Some(Self::Off);
+        }
+        if words == "unavailable" {
+            return Some(Self::Unavailable(None));
+        }
+        if let Some(why) = words.strip_prefix("unavailable: ") {
+            return Some(Self::Unavailable(Some(why.to_string())));
+        }
+        if let Some(kind) = words
+            .strip_prefix("none: ")
+            .and_then(|r| r.strip_suffix(" targets have no /metrics"))
+        {
+            return TargetKind::parse(kind).map(Self::NotServed);
+        }
+        let counts = words
+            .strip_prefix("scraped (")?
+            .strip_suffix(" scrapes succeeded)")?;
+        let (ok, of) = counts.split_once(" of ")?;
+        Some(Self::Scraped {
+            ok: ok.parse().ok()?,
+            of: of.parse().ok()?,
+        })
+    }
+}
+
 impl fmt::Display for ServerMetrics {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -100,6 +115,17 @@ impl fmt::Display for ServerMetrics {
 impl Serialize for ServerMetrics {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for ServerMetrics {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let words = String::deserialize(d)?;
+        Self::parse(&words).ok_or_else(|| {
+            serde::de::Error::custom(format!(
+                "`{words}` is not `scraped (N of M scrapes succeeded)`, `off`, `none: …` or `unavailable…`"
+            ))
+        })
     }
 }
 
@@ -137,5 +163,23 @@ mod tests {
             )
         );
         assert!(!ServerMetrics::Off.scraped());
+    }
+
+    #[test]
+    fn server_metrics_round_trip_through_their_words() {
+        let all = [
+            ServerMetrics::Scraped { ok: 3, of: 4 },
+            ServerMetrics::Off,
+            ServerMetrics::NotServed(TargetKind::Llamacpp),
+            ServerMetrics::NotServed(TargetKind::RunpodServerless),
+            ServerMetrics::Unavailable(None),
+            ServerMetrics::Unavailable(Some("connection refused".into())),
+        ];
+        for m in all {
+            let json = serde_json::to_string(&m).unwrap();
+            assert_eq!(serde_json::from_str::<ServerMetrics>(&json).unwrap(), m);
+        }
+        let e = serde_json::from_str::<ServerMetrics>("\"sometimes\"").unwrap_err();
+        assert!(e.to_string().contains("`sometimes` is not"), "{e}");
     }
 }
