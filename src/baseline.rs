@@ -9,9 +9,8 @@ use crate::core::b64;
 use crate::core::catalog::{Scope, Value};
 use crate::core::interval::{Interval, Repeated};
 use crate::core::metrics::PhaseSummary;
-use crate::report::load::{read_json, str_at};
+use crate::results::{FinishedRun, ResultsError, RunDir};
 use serde::{Deserialize, Serialize};
-use serde_json::Value as Json;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -69,91 +68,62 @@ pub struct BaselinePhase {
 }
 
 impl Baseline {
-    /// Reads a finished run directory (its `manifest.json`, `summary.json` and histograms).
+    /// A finished run directory (its `manifest.json`, `summary.json` and histograms).
     pub fn from_run(dir: &Path, saved_at: String) -> Result<Self, String> {
-        let manifest = read_json(&dir.join("manifest.json"))?;
-        let summary_path = dir.join("summary.json");
-        if !summary_path.is_file() {
-            return Err(format!(
+        let run = RunDir::open(dir).map_err(|e| match e {
+            ResultsError::Unfinished { dir } => format!(
                 "{}: no summary.json: the run did not finish, and an unfinished run is no baseline",
                 dir.display()
-            ));
-        }
-        let summary = read_json(&summary_path)?;
-        if summary.get("interrupted").and_then(Json::as_bool) == Some(true) {
+            ),
+            e => e.to_string(),
+        })?;
+        Self::of(&run, saved_at)
+    }
+
+    /// The baseline of a finished run.
+    pub fn of(run: &FinishedRun, saved_at: String) -> Result<Self, String> {
+        let (s, m) = (&run.summary, &run.manifest);
+        if s.interrupted {
             return Err(format!(
                 "{}: the run was interrupted; a baseline needs a whole run",
-                summary_path.display()
+                run.dir.join("summary.json").display()
             ));
         }
-        let text = str_at;
-        let need = |v: &Json, file: &str, ptr: &str| {
-            text(v, ptr).ok_or_else(|| {
-                format!(
-                    "{}: field `{}` is missing",
-                    dir.join(file).display(),
-                    ptr.trim_start_matches('/').replace('/', ".")
-                )
-            })
-        };
-        let phase = |name: &str, summary_v: &Json, intervals: Option<&Json>| {
-            let at = |what: &str| format!("{}: phase `{name}`: {what}", summary_path.display());
-            let summary: PhaseSummary =
-                serde_json::from_value(summary_v.clone()).map_err(|e| at(&e.to_string()))?;
-            let intervals = match intervals {
-                Some(i) => {
-                    serde_json::from_value(i.clone()).map_err(|e| at(&format!("intervals: {e}")))?
-                }
-                None => BTreeMap::new(),
-            };
+        let phase = |name: &str, summary: &PhaseSummary, intervals: &BTreeMap<String, Interval>| {
             Ok::<_, String>(BaselinePhase {
                 name: name.to_string(),
-                summary,
-                intervals,
-                histograms: histograms(&dir.join("histograms").join(name))?,
+                summary: summary.clone(),
+                intervals: intervals.clone(),
+                histograms: histograms(&run.dir.join("histograms").join(name))?,
             })
         };
-        let phases = summary
-            .get("phases")
-            .and_then(Json::as_array)
-            .ok_or_else(|| format!("{}: field `phases` is missing", summary_path.display()))?
+        let phases = s
+            .phases
             .iter()
-            .enumerate()
-            .map(|(i, p)| {
-                let name = p.get("name").and_then(Json::as_str).ok_or_else(|| {
-                    format!(
-                        "{}: field `phases[{i}].name` is missing",
-                        summary_path.display()
-                    )
-                })?;
-                phase(name, p, p.get("intervals"))
-            })
+            .map(|p| phase(&p.name, &p.summary, &p.intervals))
             .collect::<Result<Vec<_>, String>>()?;
-        let all = summary
-            .get("all")
-            .ok_or_else(|| format!("{}: field `all` is missing", summary_path.display()))?;
-        let all = phase("all", all, summary.get("all_intervals"))?;
+        let all = phase("all", &s.all, &s.all_intervals)?;
+        let fixture = m.fixture.as_ref();
         Ok(Self {
             schema_version: BASELINE_SCHEMA_VERSION,
-            experiment: need(&summary, "summary.json", "/experiment")?,
-            target: need(&summary, "summary.json", "/target")?,
+            experiment: s.experiment.clone(),
+            target: s.target.clone(),
             saved_at,
             source: Source {
-                run: dir.display().to_string(),
-                mode: need(&manifest, "manifest.json", "/mode")?,
-                started_at: text(&manifest, "/started_at"),
-                model: text(&manifest, "/model"),
-                engine_version: text(&manifest, "/server_version")
-                    .or_else(|| text(&manifest, "/fixture/engine_version")),
-                git_revision: text(&manifest, "/git_revision"),
-                fixture_recorded_at: text(&manifest, "/fixture/recorded_at"),
-                replay_slowdown: manifest.get("replay_slowdown").and_then(Json::as_f64),
-                pairing: text(&summary, "/repeats/pairing"),
+                run: run.dir.display().to_string(),
+                mode: m.mode.as_str().to_string(),
+                started_at: m.started_at.clone(),
+                model: m.model.clone(),
+                engine_version: m
+                    .server_version
+                    .clone()
+                    .or_else(|| fixture.and_then(|f| f.engine_version.clone())),
+                git_revision: m.git_revision.clone(),
+                fixture_recorded_at: fixture.and_then(|f| f.recorded_at.clone()),
+                replay_slowdown: m.replay_slowdown,
+                pairing: s.repeats.as_ref().map(|r| r.pairing.clone()),
             },
-            repeats: summary
-                .pointer("/repeats/repeats")
-                .and_then(Json::as_u64)
-                .map_or(1, |n| n as u32),
+            repeats: s.repeats.as_ref().map_or(1, |r| r.repeats),
             phases,
             all,
         })
@@ -223,38 +193,33 @@ pub fn runs_to_save(
     results: &Path,
     trial: &str,
     run_dir: Option<&Path>,
-) -> Result<(Vec<PathBuf>, Vec<String>), String> {
+) -> Result<(Vec<FinishedRun>, Vec<String>), String> {
     let (experiment, target) = match trial.split_once("::") {
         Some((e, t)) => (e, Some(t)),
         None => (trial, None),
     };
     if let Some(dir) = run_dir {
-        let summary = read_json(&dir.join("summary.json"))
+        let run = RunDir::open(dir)
             .map_err(|e| format!("{e} (a baseline is saved from a finished run directory)"))?;
-        let of = |k: &str| summary.get(k).and_then(Json::as_str).unwrap_or("");
-        if of("experiment") != experiment || target.is_some_and(|t| of("target") != t) {
+        let s = &run.summary;
+        if s.experiment != experiment || target.is_some_and(|t| s.target != t) {
             return Err(format!(
                 "{} is a run of {}::{}, not of {trial}",
                 dir.display(),
-                of("experiment"),
-                of("target")
+                s.experiment,
+                s.target
             ));
         }
-        return Ok((vec![dir.to_path_buf()], Vec::new()));
+        return Ok((vec![run], Vec::new()));
     }
     let found = crate::report::load::resolve(results, &[experiment.to_string()])?;
-    let runs: Vec<PathBuf> = found
-        .runs
-        .into_iter()
-        .filter(|run| {
-            target.is_none_or(|t| {
-                read_json(&run.join("summary.json"))
-                    .ok()
-                    .and_then(|s| s.get("target").and_then(Json::as_str).map(|x| x == t))
-                    .unwrap_or(false)
-            })
-        })
-        .collect();
+    let mut runs = Vec::new();
+    for dir in &found.runs {
+        let run = RunDir::open(dir).map_err(|e| e.to_string())?;
+        if target.is_none_or(|t| run.summary.target == t) {
+            runs.push(run);
+        }
+    }
     if runs.is_empty() {
         return Err(format!(
             "no finished run of {trial} under {}: run it first (`inferlab run {experiment}`)",
@@ -264,7 +229,8 @@ pub fn runs_to_save(
     Ok((runs, found.notes))
 }
 
-/// A run's histogram files of one phase, base64 by metric (none when the directory is absent).
+/// A phase's stored histogram files as they are on disk, base64 (a baseline keeps the bytes the
+/// run wrote, not a re-encoding).
 fn histograms(dir: &Path) -> Result<BTreeMap<String, String>, String> {
     let mut out = BTreeMap::new();
     let Ok(entries) = std::fs::read_dir(dir) else {

@@ -15,7 +15,9 @@
 //! summarises a run that died from what it left on disk. `harness` discovers,
 //! selects and runs the trials (for `inferlab run`, `run --deploy` through `runpod::matrix`,
 //! and `tests/experiments.rs`); the binary only parses, dispatches and prints. Afterwards,
-//! `report::load` reads finished run directories back, `core::compare` sets them side by
+//! `results::RunDir` reads run directories back, typed (the summary as the `RunSummary` that
+//! wrote it; `baseline save`, `summarize`, `compare` and the report all read through it),
+//! `report::load` picks the runs a comparison names, `core::compare` sets them side by
 //! side (`inferlab compare`) and `core::html` draws them on one page (`inferlab report`).
 //!
 //! Leaves under everything: `core` (pure: `diag` locates input mistakes, `units` formats,
@@ -37,6 +39,7 @@ pub mod preflight;
 pub mod probe;
 pub mod replay;
 pub mod report;
+pub mod results;
 pub mod run;
 pub mod runpod;
 pub mod spec;

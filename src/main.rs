@@ -153,7 +153,7 @@ fn save_baselines(
     }
     let saved_at = inferlab::clock::utc_rfc3339(std::time::SystemTime::now());
     for run in runs {
-        let b = Baseline::from_run(&run, saved_at.clone()).map_err(anyhow::Error::msg)?;
+        let b = Baseline::of(&run, saved_at.clone()).map_err(anyhow::Error::msg)?;
         let path = b.save(&cli.baselines).map_err(anyhow::Error::msg)?;
         let phases: Vec<&str> = b.phases.iter().map(|p| p.name.as_str()).collect();
         println!(
@@ -165,7 +165,7 @@ fn save_baselines(
             b.repeats,
             if b.repeats == 1 { "" } else { "s" },
             phases.join(", "),
-            run.display()
+            run.dir.display()
         );
         if b.repeats < 2 {
             println!(

@@ -15,12 +15,12 @@
 use crate::core::record::RequestRecord;
 use crate::core::server::{self, COUNTERS, Canonical, GAUGES};
 use hdrhistogram::Histogram;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 /// Percentiles of one latency within a slice, in milliseconds.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SliceLatency {
     pub count: u64,
     pub p50_ms: f64,
@@ -29,7 +29,7 @@ pub struct SliceLatency {
 }
 
 /// A server gauge within a slice.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SliceGauge {
     pub mean: f64,
     pub max: f64,
@@ -37,7 +37,7 @@ pub struct SliceGauge {
 }
 
 /// One time slice's figures.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Slice {
     pub index: u64,
     /// From the run's origin.
@@ -63,12 +63,12 @@ pub struct Slice {
     pub itl: Option<SliceLatency>,
     pub e2e: Option<SliceLatency>,
     /// Server gauges scraped in the slice (`kv_cache_usage`, `requests_running`, …).
-    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub server: BTreeMap<String, SliceGauge>,
     /// Server counters' increase up to the scrapes taken in the slice, each from the scrape
     /// before it (`preemptions`, `prefix_cache_hits`, `generation_tokens`, …); a counter that
     /// went down (a restart) counts its new value.
-    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub server_increase: BTreeMap<String, f64>,
     /// Δ`prefix_cache_hits` ÷ Δ`prefix_cache_queries` of the slice.
     #[serde(skip_serializing_if = "Option::is_none")]

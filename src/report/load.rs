@@ -3,14 +3,11 @@
 //! experiment under a results root. Every failure names the directory or file and what is
 //! missing; nothing is written.
 
-use crate::core::compare::{Load, PhaseInput, RunInput, Scrape, SliceRow};
-use hdrhistogram::serialization::Deserializer;
+use crate::core::compare::{PhaseInput, RunInput, Scrape, SliceRow};
+use crate::results::{ManifestIn, RunDir};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-
-/// Latency histograms a comparison draws intervals from.
-const HISTOGRAMS: &[&str] = &["ttft", "tpot", "chunk_itl", "token_itl", "e2e"];
 
 /// What a comparison argument named: run directories, in order (an experiment's latest run per
 /// target, targets in name order), and notes about runs passed over.
@@ -57,8 +54,8 @@ fn latest_per_target(dir: &Path, out: &mut Resolved) -> Result<(), String> {
     let mut latest: BTreeMap<String, PathBuf> = BTreeMap::new();
     for name in names.iter().rev() {
         let run = dir.join(name);
-        let target = match read_json(&run.join("manifest.json")) {
-            Ok(m) => str_at(&m, "/target/name").unwrap_or_default(),
+        let target = match RunDir::open_partial(&run) {
+            Ok(r) => r.manifest.target.name,
             Err(e) => {
                 out.notes
                     .push(format!("passed over {}: {e}", run.display()));
@@ -86,66 +83,33 @@ fn latest_per_target(dir: &Path, out: &mut Resolved) -> Result<(), String> {
 
 /// A run directory read for comparison.
 pub fn load_run(dir: &Path) -> Result<RunInput, String> {
-    let manifest = read_json(&dir.join("manifest.json"))?;
-    let summary_path = dir.join("summary.json");
-    if !summary_path.is_file() {
-        return Err(format!(
-            "{}: no summary.json: the run did not finish (its requests.jsonl keeps every request that completed)",
-            dir.display()
-        ));
-    }
-    let summary = read_json(&summary_path)?;
-    let field = |v: &Value, file: &str, ptr: &str| -> Result<String, String> {
-        str_at(v, ptr).ok_or_else(|| {
-            format!(
-                "{}: field `{}` is missing",
-                dir.join(file).display(),
-                ptr.trim_start_matches('/').replace('/', ".")
-            )
-        })
-    };
-    let phases = summary
-        .get("phases")
-        .and_then(Value::as_array)
-        .ok_or_else(|| format!("{}: field `phases` is missing", summary_path.display()))?;
-    let phases = phases
+    let run = RunDir::open(dir).map_err(|e| e.to_string())?;
+    let phases = run
+        .summary
+        .phases
         .iter()
-        .enumerate()
-        .map(|(i, p)| {
-            let name = p.get("name").and_then(Value::as_str).ok_or_else(|| {
-                format!(
-                    "{}: field `phases[{i}].name` is missing",
-                    summary_path.display()
-                )
-            })?;
+        .map(|p| {
             Ok(PhaseInput {
-                name: name.to_string(),
-                summary: p.clone(),
-                histograms: histograms(&dir.join("histograms").join(name))?,
-                load: load_of(&manifest, name),
+                name: p.name.clone(),
+                summary: serde_json::to_value(p).map_err(|e| e.to_string())?,
+                histograms: run.histograms.get(&p.name).cloned().unwrap_or_default(),
+                load: run.load_of(&p.name),
             })
         })
         .collect::<Result<Vec<_>, String>>()?;
+    let m = &run.manifest;
     Ok(RunInput {
-        target: field(&manifest, "manifest.json", "/target/name")?,
-        experiment: field(&manifest, "manifest.json", "/experiment/name")?,
-        seed: manifest
-            .get("seed")
-            .and_then(Value::as_u64)
-            .ok_or_else(|| {
-                format!(
-                    "{}: field `seed` is missing",
-                    dir.join("manifest.json").display()
-                )
-            })?,
-        engine: field(&manifest, "manifest.json", "/target/kind")?,
-        version: str_at(&manifest, "/server_version"),
-        mode: str_at(&manifest, "/mode").unwrap_or_default(),
+        target: m.target.name.clone(),
+        experiment: m.experiment.name.clone(),
+        seed: m.seed,
+        engine: m.target.kind.to_string(),
+        version: m.server_version.clone(),
+        mode: m.mode.as_str().to_string(),
         dir: dir.display().to_string(),
-        provenance: provenance(&manifest),
+        provenance: provenance(m),
         phases,
-        timeline: timeline(&dir.join("server_metrics.jsonl"))?,
-        slices: slices(&dir.join("slices.jsonl"))?,
+        timeline: timeline(&run.scrapes_path())?,
+        slices: slices(&run.slices_path())?,
     })
 }
 
@@ -176,51 +140,42 @@ fn slices(path: &Path) -> Result<Vec<SliceRow>, String> {
     Ok(out)
 }
 
-/// The load a phase offered, from the manifest's experiment: a closed loop's concurrency or an
-/// open loop's rate.
-fn load_of(manifest: &Value, phase: &str) -> Option<Load> {
-    let phases = manifest.pointer("/experiment/phases")?.as_array()?;
-    let w = phases
-        .iter()
-        .find(|p| p.get("name").and_then(Value::as_str) == Some(phase))?
-        .get("workload")?;
-    if w.get("kind").and_then(Value::as_str) == Some("concurrent") {
-        return w.get("concurrency")?.as_f64().map(Load::Concurrency);
-    }
-    w.get("rate_per_s")?.as_f64().map(Load::RatePerS)
-}
-
 /// Where a run came from, for people: model, hardware (a recording's model details), when,
 /// the client's calibration, the code's revision.
-fn provenance(manifest: &Value) -> Vec<(String, String)> {
-    let details = manifest
-        .pointer("/fixture/model_details")
-        .or_else(|| manifest.pointer("/model_details"));
+fn provenance(m: &ManifestIn) -> Vec<(String, String)> {
     let mut out = Vec::new();
     let mut put = |label: &str, v: Option<String>| {
         if let Some(v) = v.filter(|v| !v.is_empty()) {
             out.push((label.to_string(), v));
         }
     };
-    put("model", str_at(manifest, "/model"));
-    put("hardware", details.and_then(|d| str_at(d, "/hardware")));
+    let fixture = m.fixture.as_ref();
+    put("model", m.model.clone());
+    put(
+        "hardware",
+        fixture
+            .and_then(|f| f.model_details.as_ref())
+            .and_then(|d| d.hardware.clone()),
+    );
     put(
         "recorded",
-        manifest
-            .pointer("/fixture/engine_version")
-            .and_then(|_| str_at(manifest, "/fixture/recorded_at")),
+        fixture
+            .filter(|f| f.engine_version.is_some())
+            .and_then(|f| f.recorded_at.clone()),
     );
-    put("started", str_at(manifest, "/started_at"));
+    put("started", m.started_at.clone());
     put(
         "client TTFT error p99",
-        manifest
-            .pointer("/calibration/ttft_error_p99_ms")
-            .and_then(Value::as_f64)
+        m.calibration
+            .as_ref()
+            .and_then(|c| c.ttft_error_p99_ms)
             .map(|ms| format!("{ms:.3} ms")),
     );
     put(
         "git revision",
-        str_at(manifest, "/git_revision").map(|r| r.chars().take(12).collect()),
+        m.git_revision
+            .as_ref()
+            .map(|r| r.chars().take(12).collect()),
     );
     out
 }
@@ -274,43 +229,4 @@ fn json_lines(path: &Path) -> Result<Vec<(usize, Value)>, String> {
                 .map_err(|e| format!("{}:{}:{}: {e}", path.display(), i + 1, e.column()))
         })
         .collect()
-}
-
-/// The latency histograms stored for one phase; a missing one is simply absent (a phase
-/// without successes has none).
-fn histograms(dir: &Path) -> Result<BTreeMap<String, hdrhistogram::Histogram<u64>>, String> {
-    let mut out = BTreeMap::new();
-    for metric in HISTOGRAMS {
-        let path = dir.join(format!("{metric}.hdr"));
-        let Ok(bytes) = std::fs::read(&path) else {
-            continue;
-        };
-        let h = Deserializer::new()
-            .deserialize(&mut bytes.as_slice())
-            .map_err(|e| format!("{}: not an HdrHistogram: {e:?}", path.display()))?;
-        out.insert(metric.to_string(), h);
-    }
-    Ok(out)
-}
-
-/// A JSON file; an error names the file, line and column.
-pub(crate) fn read_json(path: &Path) -> Result<Value, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    serde_json::from_str(&text).map_err(|e| {
-        format!(
-            "{}:{}:{}: {e} (half-written?)",
-            path.display(),
-            e.line(),
-            e.column()
-        )
-    })
-}
-
-/// The string (or the number, as text) at a JSON pointer; `None` when absent or null.
-pub(crate) fn str_at(v: &Value, ptr: &str) -> Option<String> {
-    match v.pointer(ptr)? {
-        Value::String(s) => Some(s.clone()),
-        Value::Null => None,
-        other => Some(other.to_string()),
-    }
 }

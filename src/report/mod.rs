@@ -23,7 +23,8 @@ use crate::core::catalog::{Dim, Scope, Value, server_metric_is_time};
 use crate::core::interval::{Interval, Repeated};
 use crate::core::metrics::{PhaseSummary, interval_key};
 use crate::core::server::ServerSummary;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 /// Version of every results file's layout: 2 names units in the experiment's fields
@@ -32,7 +33,7 @@ use std::collections::BTreeMap;
 pub const RESULTS_SCHEMA_VERSION: u32 = 2;
 
 /// A phase's summary with its name, in schedule order.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct NamedSummary {
     pub name: String,
     #[serde(flatten)]
@@ -42,22 +43,38 @@ pub struct NamedSummary {
     /// Declared versus achieved load.
     pub fidelity: crate::fidelity::Fidelity,
     /// Multi-turn and agentic phases: the same figures by turn (or step) index.
-    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub by_turn: BTreeMap<u32, PhaseSummary>,
     /// With repeats: each client statistic's mean over them and its 95 % interval, keyed by
     /// the summary's field names (`ttft.p50_ms`, `error_rate`).
-    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub intervals: BTreeMap<String, Interval>,
     /// A capacity search: what it found (its probes are the phases after it).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub capacity: Option<Capacity>,
 }
 
+/// What a capacity search varied: requests in flight, or requests per second.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SearchedOver {
+    Concurrency,
+    Rate,
+}
+
+impl SearchedOver {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Concurrency => "concurrency",
+            Self::Rate => "rate",
+        }
+    }
+}
+
 /// What a capacity search found.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Capacity {
-    /// `concurrency` or `rate` (requests per second).
-    pub over: &'static str,
+    pub over: SearchedOver,
     /// The highest load whose probe met the SLO (`None`: not even the lowest).
     pub max_passing: Option<f64>,
     /// The lowest load whose probe missed it (`None`: the highest passed).
@@ -66,12 +83,12 @@ pub struct Capacity {
     /// `max_passing` is a lower bound).
     pub converged: bool,
     /// The search was stopped before its end (a killed run's search, recovered).
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub cut_short: bool,
     pub probes: Vec<CapacityProbe>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CapacityProbe {
     pub phase: String,
     pub load: f64,
@@ -91,34 +108,34 @@ impl Capacity {
 }
 
 /// How a run's intervals were made.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Repeats {
     pub repeats: u32,
-    pub method: &'static str,
+    pub method: Cow<'static, str>,
     pub confidence: f64,
     /// Which repeats these are: runs with the same pairing (replays of one recording) have
     /// corresponding repeats, compared repeat by repeat; others are compared as independent.
     pub pairing: String,
-    pub note: &'static str,
+    pub note: Cow<'static, str>,
 }
 
 pub const REPEATS_NOTE: &str = "Each phase ran once per repeat, in order, with fresh prompts. The pooled figures cover every repeat; `intervals` give each client statistic's per-repeat values, their mean and a two-sided Student-t interval for that mean. Assertions read the mean and decide on the interval of left minus right.";
 
 /// An assertion verdict as stored.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct VerdictRow {
     pub expr: String,
     pub passed: bool,
     /// `passed`, `failed` or `inconclusive` (an interval that straddles the threshold; it
     /// passes unless the experiment is strict).
-    pub outcome: &'static str,
+    pub outcome: Cow<'static, str>,
     /// With repeats: the 95 % interval of left − right.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub difference_ci: Option<[f64; 2]>,
     pub lhs: Option<f64>,
     pub rhs: Option<f64>,
     /// `s` for durations (values in seconds), empty for plain numbers.
-    pub unit: &'static str,
+    pub unit: Cow<'static, str>,
     pub operands: BTreeMap<String, Option<f64>>,
     pub reason: Option<String>,
     /// With a calibration: the sides differ by no more than the client's own error.
@@ -131,14 +148,15 @@ impl From<&Verdict> for VerdictRow {
         Self {
             expr: v.source.clone(),
             passed: v.passed,
-            outcome: v.outcome.name(),
+            outcome: v.outcome.name().into(),
             difference_ci: v.interval.map(|(lo, hi)| [lo, hi]),
             lhs: v.lhs,
             rhs: v.rhs,
             unit: match v.dim {
                 Dim::Time => "s",
                 Dim::Plain => "",
-            },
+            }
+            .into(),
             operands: v
                 .operands
                 .iter()
@@ -151,7 +169,7 @@ impl From<&Verdict> for VerdictRow {
 }
 
 /// `summary.json`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RunSummary {
     pub schema_version: u32,
     pub experiment: String,
@@ -163,7 +181,7 @@ pub struct RunSummary {
     pub phases: Vec<NamedSummary>,
     pub all: PhaseSummary,
     /// With repeats: the whole run's intervals (as a phase's `intervals`).
-    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub all_intervals: BTreeMap<String, Interval>,
     /// With repeats: how many, and how the intervals were made.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -190,17 +208,17 @@ pub struct RunSummary {
 }
 
 /// The run cut into time slices.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Slices {
     pub width_s: f64,
-    pub note: &'static str,
+    pub note: Cow<'static, str>,
     pub slices: Vec<crate::core::slices::Slice>,
 }
 
 pub const SLICES_NOTE: &str = "Each event counts in the slice it happened in: a send where it was sent, an outcome and E2E where the request ended, TTFT where the first chunk arrived, each gap and each chunk's tokens where the chunk arrived; concurrency_mean is the time requests spent in flight in the slice over its width; server gauges are the scrapes taken in it. Warmup requests are left out.";
 
 /// How a killed run's summary was rebuilt.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Recovered {
     /// Records read from `requests.jsonl` (every request that completed).
     pub requests: usize,
@@ -208,12 +226,12 @@ pub struct Recovered {
     pub partial_last_line: Option<usize>,
     /// Scrapes read from `server_metrics.jsonl`.
     pub scrapes: usize,
-    pub note: &'static str,
+    pub note: Cow<'static, str>,
 }
 
 pub const RECOVERED_NOTE: &str = "Recovered from requests.jsonl and server_metrics.jsonl after the run died: figures cover the requests that completed; requests in flight when it died are not in them; the last scrapes of the phase it died in are missing, so its server figures cover less of it.";
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Cost {
     pub per_hour_usd: f64,
     pub trial_usd: f64,
@@ -221,15 +239,15 @@ pub struct Cost {
 }
 
 /// What a serverless endpoint did around each phase.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Serverless {
-    pub note: &'static str,
+    pub note: Cow<'static, str>,
     pub phases: BTreeMap<String, ServerlessPhase>,
 }
 
 pub const SERVERLESS_NOTE: &str = "RunPod serverless re-chunks the engine's stream: chunk gaps (chunk_itl) are the platform's, not the engine's ITL. Each phase's first warmup request is reported as its cold start, apart from TTFT.";
 
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct ServerlessPhase {
     /// The endpoint's `/health` (`jobs`, `workers`) right before and right after the phase.
     pub health_before: Option<serde_json::Value>,
@@ -443,5 +461,31 @@ mod tests {
         assert_eq!(value(&s, "cold.requests"), None);
         assert_eq!(value(&s, "all.server.preemptions"), None);
         assert_eq!(value(&s, "all.fidelity.ok"), None);
+    }
+
+    #[test]
+    fn a_run_summary_reads_back_as_it_was_written() {
+        let mut s = run_summary();
+        s.phases[0].capacity = Some(Capacity {
+            over: SearchedOver::Rate,
+            max_passing: Some(4.0),
+            first_failing: None,
+            converged: false,
+            cut_short: true,
+            probes: vec![CapacityProbe {
+                phase: "warm_r4".into(),
+                load: 4.0,
+                passed: true,
+            }],
+        });
+        s.recovered = Some(Recovered {
+            requests: 3,
+            partial_last_line: Some(4),
+            scrapes: 2,
+            note: RECOVERED_NOTE.into(),
+        });
+        let text = serde_json::to_string(&s).unwrap();
+        let back: RunSummary = serde_json::from_str(&text).unwrap();
+        assert_eq!(serde_json::to_string(&back).unwrap(), text);
     }
 }

@@ -127,7 +127,7 @@ fn capacity_line(summary: &RunSummary, name: &str) -> Option<String> {
         .collect();
     Some(format!(
         "capacity: highest {} meeting the SLO {}{} (lowest missing it: {}); probes: {}",
-        c.over,
+        c.over.as_str(),
         fmt(c.max_passing),
         crate::core::units::capacity_bound(c.converged, c.cut_short),
         fmt(c.first_failing),

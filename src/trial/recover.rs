@@ -10,9 +10,9 @@ use super::tally::Tally;
 use crate::baseline::BaselineState;
 use crate::core::assert::Verdict;
 use crate::core::record::RequestRecord;
-use crate::report::load::{read_json, str_at};
 use crate::report::rows::{read_requests, read_scrapes};
-use crate::report::{self, Mode, PromptLengths, ResultsDir, RunSummary};
+use crate::report::{self, PromptLengths, ResultsDir, RunSummary};
+use crate::results::RunDir;
 use crate::spec::{Experiment, Phase, Workload};
 use crate::workload::capacity::{Bounds, Search};
 use std::collections::{BTreeMap, BTreeSet};
@@ -26,17 +26,10 @@ pub struct RecoveredRun {
 
 /// The experiment and target a run directory's manifest names.
 pub fn manifest_names(dir: &Path) -> Result<(String, String), String> {
-    let manifest = read_json(&dir.join("manifest.json"))?;
-    let field = |ptr: &str| {
-        str_at(&manifest, ptr).ok_or_else(|| {
-            format!(
-                "{}: field `{}` is missing",
-                dir.join("manifest.json").display(),
-                ptr.trim_start_matches('/').replace('/', ".")
-            )
-        })
-    };
-    Ok((field("/experiment/name")?, field("/target/name")?))
+    let m = RunDir::open_partial(dir)
+        .map_err(|e| e.to_string())?
+        .manifest;
+    Ok((m.experiment.name, m.target.name))
 }
 
 /// Rebuilds `summary.json` of the run in `dir` with `exp` (the experiment it ran). A run with
@@ -47,45 +40,35 @@ pub fn recover(
     baselines: &Path,
     force: bool,
 ) -> Result<RecoveredRun, String> {
+    let run = RunDir::open_partial(dir).map_err(|e| e.to_string())?;
     let manifest_path = dir.join("manifest.json");
-    let manifest = read_json(&manifest_path)?;
-    let (_, target_name) = manifest_names(dir)?;
-    let target = exp.target(&target_name).ok_or_else(|| {
+    let manifest = &run.manifest;
+    let target_name = &manifest.target.name;
+    let target = exp.target(target_name).ok_or_else(|| {
         format!(
             "{}: target `{target_name}` is not in experiment `{}`",
             manifest_path.display(),
             exp.name
         )
     })?;
-    let seed = manifest.get("seed").and_then(serde_json::Value::as_u64);
-    if seed != Some(exp.seed) {
+    if manifest.seed != exp.seed {
         return Err(format!(
             "{}: the run used seed {}, experiment `{}` now has {}: not the experiment it ran",
             manifest_path.display(),
-            seed.map_or("(none)".into(), |s| s.to_string()),
+            manifest.seed,
             exp.name,
             exp.seed
         ));
     }
-    if dir.join("summary.json").is_file() && !force {
+    if run.has_summary() && !force {
         return Err(format!(
             "{}: the run finished and has its summary; --force rebuilds it anyway",
             dir.join("summary.json").display()
         ));
     }
-    let mode = match str_at(&manifest, "/mode").as_deref() {
-        Some("live") => Mode::Live,
-        Some("record") => Mode::Record,
-        Some("replay") => Mode::Replay,
-        other => {
-            return Err(format!(
-                "{}: field `mode`: {other:?} is not live, record or replay",
-                manifest_path.display()
-            ));
-        }
-    };
-    let requests = read_requests(&dir.join("requests.jsonl"))?;
-    let scrapes = read_scrapes(&dir.join("server_metrics.jsonl"))?;
+    let mode = manifest.mode;
+    let requests = read_requests(&run.requests_path())?;
+    let scrapes = read_scrapes(&run.scrapes_path())?;
     let declared = exp;
     let exp = with_probe_phases(exp, &requests.items);
     let mut tally = Tally::new(exp.slo, exp.repeats).sliced(exp.observe.slice);
@@ -119,11 +102,7 @@ pub fn recover(
                 .any(|a| a.applies_to(&target.name) && a.applies_in(mode) && a.reads_baseline()),
             false,
         ),
-        pairing: format!(
-            "recovered run {} (salt {})",
-            dir.display(),
-            str_at(&manifest, "/salt").unwrap_or_default()
-        ),
+        pairing: format!("recovered run {} (salt {})", dir.display(), manifest.salt),
         capacity,
     };
     let (mut summary, verdicts) = summary::summarize(&exp, target, tallied, parts);
@@ -131,7 +110,7 @@ pub fn recover(
         requests: requests.items.len(),
         partial_last_line: requests.partial_last_line,
         scrapes: scrapes.items.len(),
-        note: report::RECOVERED_NOTE,
+        note: report::RECOVERED_NOTE.into(),
     });
     if let Some(s) = &summary.slices {
         results

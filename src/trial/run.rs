@@ -156,8 +156,8 @@ pub(super) fn capacity_found(
                 p.name.clone(),
                 report::Capacity {
                     over: match over {
-                        crate::spec::CapacityOver::Concurrency => "concurrency",
-                        crate::spec::CapacityOver::Rate(_) => "rate",
+                        crate::spec::CapacityOver::Concurrency => report::SearchedOver::Concurrency,
+                        crate::spec::CapacityOver::Rate(_) => report::SearchedOver::Rate,
                     },
                     max_passing: f.max_passing,
                     first_failing: f.first_failing,

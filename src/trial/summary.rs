@@ -67,10 +67,10 @@ pub fn summarize(
         all_intervals,
         repeats: (exp.repeats > 1).then_some(report::Repeats {
             repeats: exp.repeats,
-            method: crate::core::interval::METHOD,
+            method: crate::core::interval::METHOD.into(),
             confidence: crate::core::interval::CONFIDENCE,
             pairing: parts.pairing.clone(),
-            note: report::REPEATS_NOTE,
+            note: report::REPEATS_NOTE.into(),
         }),
         all_server,
         server_metrics: server_metrics_status(exp, target, parts.scrapes),
@@ -84,7 +84,7 @@ pub fn summarize(
         recovered: None,
         slices: slices.map(|slices| report::Slices {
             width_s: exp.observe.slice.map_or(0.0, |d| d.as_secs_f64()),
-            note: report::SLICES_NOTE,
+            note: report::SLICES_NOTE.into(),
             slices,
         }),
     };
@@ -229,7 +229,7 @@ fn serverless(
         })
         .collect();
     Serverless {
-        note: report::SERVERLESS_NOTE,
+        note: report::SERVERLESS_NOTE.into(),
         phases,
     }
 }
