@@ -219,7 +219,7 @@ where
     reap_leftovers(api, ledger, log).await?;
     let started = Instant::now();
     let id = create(api, ledger, dep, &body, &mut report, started, log).await?;
-    let url = super::proxy_url(env, &id, &dep.port.to_string());
+    let url = crate::env::runpod_proxy_url(env, &id, &dep.port.to_string());
     report.url = Some(url.clone());
     let ended = {
         let work = async {

@@ -77,7 +77,7 @@ pub fn plan_at(
     let get = |s: &str| env(&target_var(&target.name, s)).filter(|v| !v.trim().is_empty());
     let (base_url, api_key, gpu) = match source {
         TargetSource::Serverless { id } => (
-            format!("{}/openai", crate::runpod::serverless_url(env, &id)),
+            format!("{}/openai", crate::env::runpod_serverless_url(env, &id)),
             // The endpoint takes the RunPod key unless the target has its own.
             get("API_KEY").or_else(|| env("RUNPOD_API_KEY")),
             None,
@@ -89,7 +89,7 @@ pub fn plan_at(
             GpuSource::from_env(env, &target.name, None),
         ),
         TargetSource::Pod { id, port } => (
-            crate::runpod::proxy_url(env, &id, &port),
+            crate::env::runpod_proxy_url(env, &id, &port),
             get("API_KEY"),
             GpuSource::from_env(env, &target.name, Some(&id)),
         ),

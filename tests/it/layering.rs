@@ -1,7 +1,8 @@
 //! The module layering holds: everything under `src/core/` is pure (no clock, environment,
-//! files, network or runtime) and uses only `core`, and no two modules of the library import
-//! each other, directly or around a loop. Read from the source, so a change that breaks the
-//! layering fails here with the file and the offending line.
+//! files, network or runtime) and uses only `core`; no two modules of the library import each
+//! other, directly or around a loop; none of the imports in `NEVER` exists. Read from the
+//! source, so a change that breaks the layering fails here with the file and the offending
+//! line.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -37,16 +38,81 @@ fn module_of(path: &Path) -> String {
     parts.join("::")
 }
 
-/// Modules with children are nodes per child (`observe::gpu`), others per file.
-fn node(path_after_crate: &str, nested: &BTreeSet<String>) -> String {
+/// Modules with children are nodes per child (`observe::gpu`), others per file. A path to an
+/// item of a module with children that is not a child of its own (`runpod::proxy_url`, a free
+/// function in `runpod/mod.rs`) is an edge to the module itself.
+fn node(path_after_crate: &str, nested: &BTreeSet<String>, nodes: &BTreeSet<String>) -> String {
     let mut parts = path_after_crate.split("::");
     let top = parts.next().unwrap_or("");
     match parts.next() {
         Some(child) if nested.contains(top) && child.starts_with(|c: char| c.is_lowercase()) => {
-            format!("{top}::{child}")
+            let child = format!("{top}::{child}");
+            if nodes.contains(&child) {
+                child
+            } else {
+                top.to_string()
+            }
         }
         _ => top.to_string(),
     }
+}
+
+/// The import graph of `(module, code)` pairs (`observe::gpu`, `runpod` for a `mod.rs`),
+/// `nested` naming the modules with children: every node and the nodes each one uses.
+fn graph(
+    files: &[(String, String)],
+    nested: &BTreeSet<String>,
+) -> (BTreeSet<String>, BTreeMap<String, BTreeSet<String>>) {
+    // Nodes as they are named by their files, then every edge resolved against them.
+    let mut nodes = BTreeSet::new();
+    for (m, _) in files {
+        let mut parts = m.split("::");
+        let top = parts.next().unwrap_or("").to_string();
+        nodes.insert(match parts.next() {
+            Some(child) if nested.contains(&top) => format!("{top}::{child}"),
+            _ => top,
+        });
+    }
+    let mut edges: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for (m, code) in files {
+        let from = node(m, nested, &nodes);
+        for (at, _) in code.match_indices("crate::") {
+            let rest = &code[at + "crate::".len()..];
+            let path: String = rest
+                .chars()
+                .take_while(|c| c.is_alphanumeric() || *c == '_' || *c == ':')
+                .collect();
+            let to = node(path.trim_end_matches(':'), nested, &nodes);
+            if to != from && nodes.contains(&to) {
+                edges.entry(from.clone()).or_default().insert(to);
+            }
+        }
+    }
+    (nodes, edges)
+}
+
+/// Imports that must never exist, as (user, used) top-level modules: data read back never
+/// depends on the observer that produced it; a trial never reaches into the RunPod client.
+const NEVER: &[(&str, &str)] = &[
+    ("report", "observe"),
+    ("replay", "observe"),
+    ("results", "observe"),
+    ("results", "trial"),
+    ("trial", "runpod"),
+];
+
+/// Edges that break [`NEVER`], as `from -> to`.
+fn forbidden(edges: &BTreeMap<String, BTreeSet<String>>) -> Vec<String> {
+    let top = |n: &str| n.split("::").next().unwrap_or("").to_string();
+    let mut out = Vec::new();
+    for (from, tos) in edges {
+        for to in tos {
+            if NEVER.contains(&(top(from).as_str(), top(to).as_str())) {
+                out.push(format!("{from} -> {to}"));
+            }
+        }
+    }
+    out
 }
 
 const IMPURE: &[&str] = &[
@@ -94,7 +160,7 @@ fn the_core_is_pure_and_depends_only_on_itself() {
 }
 
 #[test]
-fn the_library_has_no_import_cycles() {
+fn the_library_has_no_import_cycles_and_no_forbidden_imports() {
     let mut files = rust_files(&src());
     // The binary's own modules are not the library's.
     files.retain(|f| {
@@ -106,28 +172,21 @@ fn the_library_has_no_import_cycles() {
         .filter(|f| f.ends_with("mod.rs"))
         .map(|f| module_of(f))
         .collect();
-    let nodes: BTreeSet<String> = files.iter().map(|f| node(&module_of(f), &nested)).collect();
-    let mut edges: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    for f in &files {
-        let from = node(&module_of(f), &nested);
-        let code = code(f);
-        for (at, _) in code.match_indices("crate::") {
-            let rest = &code[at + "crate::".len()..];
-            let path: String = rest
-                .chars()
-                .take_while(|c| c.is_alphanumeric() || *c == '_' || *c == ':')
-                .collect();
-            let to = node(path.trim_end_matches(':'), &nested);
-            if to != from && nodes.contains(&to) {
-                edges.entry(from.clone()).or_default().insert(to);
-            }
-        }
+    let sources: Vec<(String, String)> = files.iter().map(|f| (module_of(f), code(f))).collect();
+    for (f, (_, code)) in files.iter().zip(&sources) {
         assert!(
             !code.contains("crate::{"),
             "{}: grouped `crate::{{…}}` imports hide edges from this check",
             f.display()
         );
     }
+    let (nodes, edges) = graph(&sources, &nested);
+    let never = forbidden(&edges);
+    assert!(
+        never.is_empty(),
+        "imports that must not exist:\n{}",
+        never.join("\n")
+    );
     // A cycle exists iff some module reaches itself.
     let mut cycles = Vec::new();
     for start in &nodes {
@@ -148,4 +207,30 @@ fn the_library_has_no_import_cycles() {
     cycles.sort();
     cycles.dedup();
     assert!(cycles.is_empty(), "import cycles:\n{}", cycles.join("\n"));
+}
+
+/// A planted upward edge to a free function in a `mod.rs` (the kind of edge this check once
+/// dropped, `crate::runpod::proxy_url` resolving to no node) is seen as a forbidden import,
+/// while paths to a child module's items still resolve to the child.
+#[test]
+fn a_planted_edge_to_a_free_function_in_a_mod_rs_is_caught() {
+    let files: Vec<(String, String)> = [
+        ("trial", "pub fn run() { crate::runpod::proxy_url(); }"),
+        ("trial::run", "pub fn go() {}"),
+        ("runpod", "pub fn proxy_url() {}"),
+        ("runpod::matrix", "fn m() { crate::trial::run::go(); }"),
+    ]
+    .iter()
+    .map(|(m, c)| (m.to_string(), c.to_string()))
+    .collect();
+    let nested: BTreeSet<String> = ["trial", "runpod"].map(String::from).into();
+    let (_, edges) = graph(&files, &nested);
+    assert_eq!(forbidden(&edges), vec!["trial -> runpod".to_string()]);
+    assert!(edges["runpod::matrix"].contains("trial::run"), "{edges:?}");
+    // Without the planted line, nothing is forbidden.
+    let clean: Vec<(String, String)> = files
+        .iter()
+        .map(|(m, c)| (m.clone(), c.replace("crate::runpod::proxy_url();", "")))
+        .collect();
+    assert!(forbidden(&graph(&clean, &nested).1).is_empty());
 }
