@@ -131,18 +131,7 @@ impl Baseline {
 
     /// Reads a baseline file; a malformed one is an error naming file, line:column and field.
     pub fn load(path: &Path) -> Result<Self, String> {
-        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        let de = &mut serde_json::Deserializer::from_str(&text);
-        let b: Self = serde_path_to_error::deserialize(de).map_err(|e| {
-            let field = e.path().to_string();
-            let inner = e.into_inner();
-            format!(
-                "{}:{}:{}: field `{field}`: {inner}",
-                path.display(),
-                inner.line(),
-                inner.column()
-            )
-        })?;
+        let b: Self = crate::results::read_json(path).map_err(|e| e.to_string())?;
         if b.schema_version != BASELINE_SCHEMA_VERSION {
             return Err(format!(
                 "{}: baseline schema version {} (this inferlab reads {BASELINE_SCHEMA_VERSION}): save it again",
