@@ -32,7 +32,6 @@ pub mod clock;
 pub mod core;
 pub mod cpu;
 pub mod env;
-pub mod fidelity;
 pub mod harness;
 pub mod observe;
 pub mod preflight;

@@ -7,9 +7,9 @@
 
 pub use crate::core::compare::Load;
 
-use crate::core::catalog::Mode;
+use crate::core::catalog::{LatencyMetric, Mode};
 use crate::core::engine::TargetKind;
-use crate::report::RunSummary;
+use crate::core::report::summary::RunSummary;
 use hdrhistogram::Histogram;
 use hdrhistogram::serialization::Deserializer as HdrDeserializer;
 use serde::Deserialize;
@@ -18,7 +18,13 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 /// The latency histograms a run stores per phase (`histograms/<phase>/<metric>.hdr`, µs).
-pub const HISTOGRAMS: &[&str] = &["ttft", "tpot", "chunk_itl", "token_itl", "e2e"];
+pub const HISTOGRAMS: [LatencyMetric; 5] = [
+    LatencyMetric::Ttft,
+    LatencyMetric::Tpot,
+    LatencyMetric::ChunkItl,
+    LatencyMetric::TokenItl,
+    LatencyMetric::E2e,
+];
 
 /// Why a run directory could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -118,7 +124,7 @@ pub struct FinishedRun {
     pub manifest: ManifestIn,
     pub summary: RunSummary,
     /// By phase name, then metric (`ttft`, …); a phase without successes has none.
-    pub histograms: BTreeMap<String, BTreeMap<String, Histogram<u64>>>,
+    pub histograms: BTreeMap<String, BTreeMap<LatencyMetric, Histogram<u64>>>,
 }
 
 /// A run that may not have finished: its manifest, and where its records are.
@@ -230,10 +236,10 @@ pub fn read_json<T: DeserializeOwned>(path: &Path) -> Result<T, ResultsError> {
 }
 
 /// The latency histograms stored for one phase; a missing one is simply absent.
-fn read_histograms(dir: &Path) -> Result<BTreeMap<String, Histogram<u64>>, ResultsError> {
+fn read_histograms(dir: &Path) -> Result<BTreeMap<LatencyMetric, Histogram<u64>>, ResultsError> {
     let mut out = BTreeMap::new();
     for metric in HISTOGRAMS {
-        let path = dir.join(format!("{metric}.hdr"));
+        let path = dir.join(format!("{}.hdr", metric.name()));
         let Ok(bytes) = std::fs::read(&path) else {
             continue;
         };
@@ -243,7 +249,7 @@ fn read_histograms(dir: &Path) -> Result<BTreeMap<String, Histogram<u64>>, Resul
                 path: path.clone(),
                 message: format!("{e:?}"),
             })?;
-        out.insert(metric.to_string(), h);
+        out.insert(metric, h);
     }
     Ok(out)
 }

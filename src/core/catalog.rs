@@ -79,17 +79,50 @@ pub struct Value {
     pub dim: Dim,
 }
 
-/// The latency metrics a summary holds, in a fixed order.
-pub const LATENCY_METRICS: &[&str] = &[
-    "ttft",
-    "ttft_scheduled",
-    "client_queue",
-    "e2e",
-    "tpot",
-    "ntpot",
-    "chunk_itl",
-    "token_itl",
-];
+/// A latency distribution a summary holds (milliseconds on disk, seconds in assertions).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum LatencyMetric {
+    Ttft,
+    TtftScheduled,
+    ClientQueue,
+    E2e,
+    Tpot,
+    Ntpot,
+    ChunkItl,
+    TokenItl,
+}
+
+impl LatencyMetric {
+    /// Every latency metric, in the summary's order.
+    pub const ALL: [Self; 8] = [
+        Self::Ttft,
+        Self::TtftScheduled,
+        Self::ClientQueue,
+        Self::E2e,
+        Self::Tpot,
+        Self::Ntpot,
+        Self::ChunkItl,
+        Self::TokenItl,
+    ];
+
+    /// The name in assertion paths, summary fields and histogram files.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Ttft => "ttft",
+            Self::TtftScheduled => "ttft_scheduled",
+            Self::ClientQueue => "client_queue",
+            Self::E2e => "e2e",
+            Self::Tpot => "tpot",
+            Self::Ntpot => "ntpot",
+            Self::ChunkItl => "chunk_itl",
+            Self::TokenItl => "token_itl",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|m| m.name() == s)
+    }
+}
 
 /// A statistic that follows a distribution or a gauge in an assertion (`warm.ttft.p50`,
 /// `load.server.kv_cache_usage.max`).
@@ -183,7 +216,7 @@ pub enum Dim {
 
 /// Where a metric path is wrong, in words for the user.
 pub fn check_metric(metric: &str, stat: Option<Stat>) -> Result<Dim, String> {
-    if LATENCY_METRICS.contains(&metric) {
+    if LatencyMetric::parse(metric).is_some() {
         return match stat {
             None => Err(format!(
                 "`{metric}` is a distribution: add a statistic ({})",
@@ -202,9 +235,9 @@ pub fn check_metric(metric: &str, stat: Option<Stat>) -> Result<Dim, String> {
             )),
         };
     }
-    let known: Vec<&str> = LATENCY_METRICS
-        .iter()
-        .copied()
+    let known: Vec<&str> = LatencyMetric::ALL
+        .into_iter()
+        .map(LatencyMetric::name)
         .chain(SCALAR_METRICS.iter().map(|(m, _)| *m))
         .collect();
     Err(format!(

@@ -14,11 +14,11 @@
 //! Beta(k, n + 1 − k), k = ⌈n/2⌉, which makes a resample O(1) whatever n is.
 
 use crate::core::assert::format_value;
-use crate::core::catalog::Dim;
+use crate::core::catalog::{Dim, LatencyMetric, Stat};
+use crate::core::report::summary::NamedSummary;
 use crate::core::rng::Rng;
 use hdrhistogram::Histogram;
 use serde::Serialize;
-use serde_json::Value;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
@@ -67,12 +67,13 @@ pub struct Scrape {
     pub values: BTreeMap<String, f64>,
 }
 
-/// One phase of a run: its `summary.json` object and the histograms stored beside it (µs).
+/// One phase of a run: its summary as `summary.json` holds it and the histograms stored beside
+/// it (µs).
 #[derive(Debug, Clone)]
 pub struct PhaseInput {
     pub name: String,
-    pub summary: Value,
-    pub histograms: BTreeMap<String, Histogram<u64>>,
+    pub summary: NamedSummary,
+    pub histograms: BTreeMap<LatencyMetric, Histogram<u64>>,
     /// The load it offered: concurrency (closed loop) or requests/s (open loop).
     pub load: Option<Load>,
 }
@@ -83,86 +84,162 @@ pub enum Load {
     RatePerS(f64),
 }
 
-/// A row of the comparison: where its value is in a phase summary, and for medians the
-/// histogram their interval is drawn from.
+/// A row of the comparison: its key and label, where its value is in a phase summary, and for
+/// medians the histogram their interval is drawn from.
 struct RowSpec {
     key: &'static str,
     label: &'static str,
-    pointer: &'static str,
-    median_of: Option<&'static str>,
+    value: Figure,
 }
 
-const fn row(key: &'static str, label: &'static str, pointer: &'static str) -> RowSpec {
-    RowSpec {
-        key,
-        label,
-        pointer,
-        median_of: None,
+/// Where a row's value is in a phase's summary.
+#[derive(Clone, Copy)]
+enum Figure {
+    /// A latency statistic, in milliseconds.
+    Latency(LatencyMetric, Stat),
+    Field(fn(&NamedSummary) -> Option<f64>),
+}
+
+impl Figure {
+    fn of(self, s: &NamedSummary) -> Option<f64> {
+        match self {
+            Figure::Latency(m, stat) => s.summary.latency(m).map(|l| l.stat(stat)),
+            Figure::Field(f) => f(s),
+        }
+    }
+
+    /// The histogram a median's interval is drawn from.
+    fn median_of(self) -> Option<LatencyMetric> {
+        match self {
+            Figure::Latency(m, Stat::P50) => Some(m),
+            _ => None,
+        }
     }
 }
 
-const fn median(key: &'static str, label: &'static str, pointer: &'static str) -> RowSpec {
+const fn row(
+    key: &'static str,
+    label: &'static str,
+    value: fn(&NamedSummary) -> Option<f64>,
+) -> RowSpec {
     RowSpec {
         key,
         label,
-        pointer,
-        median_of: Some(key.split_at(key.len() - 4).0),
+        value: Figure::Field(value),
     }
+}
+
+const fn latency(
+    key: &'static str,
+    label: &'static str,
+    metric: LatencyMetric,
+    stat: Stat,
+) -> RowSpec {
+    RowSpec {
+        key,
+        label,
+        value: Figure::Latency(metric, stat),
+    }
+}
+
+/// A server figure of the phase, when it was scraped.
+fn server(
+    s: &NamedSummary,
+    f: impl Fn(&crate::core::server::ServerSummary) -> Option<f64>,
+) -> Option<f64> {
+    s.server.as_ref().and_then(f)
+}
+
+fn gauge_max(s: &NamedSummary, name: &str) -> Option<f64> {
+    server(s, |v| v.gauges.get(name).map(|g| g.max))
 }
 
 const ROWS: &[RowSpec] = &[
-    row("requests", "requests", "/requests"),
-    median("ttft.p50", "TTFT p50 (ms)", "/ttft/p50_ms"),
-    row("ttft.p90", "TTFT p90 (ms)", "/ttft/p90_ms"),
-    row("ttft.p99", "TTFT p99 (ms)", "/ttft/p99_ms"),
-    median("tpot.p50", "TPOT p50 (ms)", "/tpot/p50_ms"),
-    row("tpot.p90", "TPOT p90 (ms)", "/tpot/p90_ms"),
-    row("tpot.p99", "TPOT p99 (ms)", "/tpot/p99_ms"),
-    median("chunk_itl.p50", "chunk ITL p50 (ms)", "/chunk_itl/p50_ms"),
-    row("chunk_itl.p90", "chunk ITL p90 (ms)", "/chunk_itl/p90_ms"),
-    row("chunk_itl.p99", "chunk ITL p99 (ms)", "/chunk_itl/p99_ms"),
-    median("token_itl.p50", "token ITL p50 (ms)", "/token_itl/p50_ms"),
-    row("token_itl.p90", "token ITL p90 (ms)", "/token_itl/p90_ms"),
-    row("token_itl.p99", "token ITL p99 (ms)", "/token_itl/p99_ms"),
-    median("e2e.p50", "E2E p50 (ms)", "/e2e/p50_ms"),
-    row("e2e.p90", "E2E p90 (ms)", "/e2e/p90_ms"),
-    row("e2e.p99", "E2E p99 (ms)", "/e2e/p99_ms"),
-    row("request_throughput", "requests/s", "/request_throughput"),
-    row("output_throughput", "output tokens/s", "/output_throughput"),
-    row("goodput", "goodput (requests/s within the SLO)", "/goodput"),
-    row("error_rate", "error rate", "/error_rate"),
-    row("cached_tokens", "cached prompt tokens", "/cached_tokens"),
+    row("requests", "requests", |s| Some(s.summary.requests as f64)),
+    latency("ttft.p50", "TTFT p50 (ms)", LatencyMetric::Ttft, Stat::P50),
+    latency("ttft.p90", "TTFT p90 (ms)", LatencyMetric::Ttft, Stat::P90),
+    latency("ttft.p99", "TTFT p99 (ms)", LatencyMetric::Ttft, Stat::P99),
+    latency("tpot.p50", "TPOT p50 (ms)", LatencyMetric::Tpot, Stat::P50),
+    latency("tpot.p90", "TPOT p90 (ms)", LatencyMetric::Tpot, Stat::P90),
+    latency("tpot.p99", "TPOT p99 (ms)", LatencyMetric::Tpot, Stat::P99),
+    latency(
+        "chunk_itl.p50",
+        "chunk ITL p50 (ms)",
+        LatencyMetric::ChunkItl,
+        Stat::P50,
+    ),
+    latency(
+        "chunk_itl.p90",
+        "chunk ITL p90 (ms)",
+        LatencyMetric::ChunkItl,
+        Stat::P90,
+    ),
+    latency(
+        "chunk_itl.p99",
+        "chunk ITL p99 (ms)",
+        LatencyMetric::ChunkItl,
+        Stat::P99,
+    ),
+    latency(
+        "token_itl.p50",
+        "token ITL p50 (ms)",
+        LatencyMetric::TokenItl,
+        Stat::P50,
+    ),
+    latency(
+        "token_itl.p90",
+        "token ITL p90 (ms)",
+        LatencyMetric::TokenItl,
+        Stat::P90,
+    ),
+    latency(
+        "token_itl.p99",
+        "token ITL p99 (ms)",
+        LatencyMetric::TokenItl,
+        Stat::P99,
+    ),
+    latency("e2e.p50", "E2E p50 (ms)", LatencyMetric::E2e, Stat::P50),
+    latency("e2e.p90", "E2E p90 (ms)", LatencyMetric::E2e, Stat::P90),
+    latency("e2e.p99", "E2E p99 (ms)", LatencyMetric::E2e, Stat::P99),
+    row("request_throughput", "requests/s", |s| {
+        Some(s.summary.request_throughput)
+    }),
+    row("output_throughput", "output tokens/s", |s| {
+        Some(s.summary.output_throughput)
+    }),
+    row("goodput", "goodput (requests/s within the SLO)", |s| {
+        s.summary.goodput
+    }),
+    row("error_rate", "error rate", |s| Some(s.summary.error_rate)),
+    row("cached_tokens", "cached prompt tokens", |s| {
+        Some(s.summary.cached_tokens as f64)
+    }),
     row(
         "server.prefix_cache_hit_rate",
         "server: prefix-cache hit rate",
-        "/server/prefix_cache_hit_rate",
+        |s| server(s, |v| v.prefix_cache_hit_rate),
     ),
-    row(
-        "server.kv_cache_usage.max",
-        "server: KV usage peak",
-        "/server/gauges/kv_cache_usage/max",
+    row("server.kv_cache_usage.max", "server: KV usage peak", |s| {
+        gauge_max(s, "kv_cache_usage")
+    }),
+    row("server.preemptions", "server: preemptions", |s| {
+        server(s, |v| v.deltas.get("preemptions").copied())
+    }),
+    row("server.requests_running.max", "server: running peak", |s| {
+        gauge_max(s, "requests_running")
+    }),
+    row("server.requests_waiting.max", "server: waiting peak", |s| {
+        gauge_max(s, "requests_waiting")
+    }),
+    row("server.ttft_mean", "server: TTFT mean (ms)", |s| {
+        server(s, |v| v.server_ttft_mean_ms)
+    }),
+    latency(
+        "ttft.mean",
+        "client: TTFT mean (ms)",
+        LatencyMetric::Ttft,
+        Stat::Mean,
     ),
-    row(
-        "server.preemptions",
-        "server: preemptions",
-        "/server/deltas/preemptions",
-    ),
-    row(
-        "server.requests_running.max",
-        "server: running peak",
-        "/server/gauges/requests_running/max",
-    ),
-    row(
-        "server.requests_waiting.max",
-        "server: waiting peak",
-        "/server/gauges/requests_waiting/max",
-    ),
-    row(
-        "server.ttft_mean",
-        "server: TTFT mean (ms)",
-        "/server/server_ttft_mean_ms",
-    ),
-    row("ttft.mean", "client: TTFT mean (ms)", "/ttft/mean_ms"),
 ];
 
 #[derive(Debug, Serialize)]
@@ -325,15 +402,7 @@ fn labels(runs: &[RunInput]) -> Vec<String> {
 }
 
 fn errors_of(p: &PhaseInput) -> BTreeMap<String, u64> {
-    p.summary
-        .get("errors")
-        .and_then(Value::as_object)
-        .map(|m| {
-            m.iter()
-                .filter_map(|(k, v)| Some((k.clone(), v.as_u64()?)))
-                .collect()
-        })
-        .unwrap_or_default()
+    p.summary.summary.errors.clone()
 }
 
 fn compare_row(
@@ -344,7 +413,7 @@ fn compare_row(
     phase: usize,
     row: usize,
 ) -> RowComparison {
-    let value = |p: Option<&PhaseInput>| p?.summary.pointer(spec.pointer)?.as_f64();
+    let value = |p: Option<&PhaseInput>| spec.value.of(&p?.summary);
     let reference = of.first().copied().flatten();
     let base = value(reference);
     let cells = of
@@ -357,7 +426,7 @@ fn compare_row(
                 (Some(v), Some(b)) if b != 0.0 => Some(v / b),
                 _ => None,
             };
-            let interval = match (spec.median_of, i) {
+            let interval = match (spec.value.median_of(), i) {
                 (Some(metric), 1..) => {
                     let mut rng = Rng::for_stream(seed, 0, "compare", phase as u64, row as u64);
                     rng = Rng::for_stream(rng.next_u64(), 0, "target", i as u64, 0);
@@ -385,8 +454,8 @@ fn compare_row(
     }
 }
 
-fn histogram<'a>(p: Option<&'a PhaseInput>, metric: &str) -> Option<&'a Histogram<u64>> {
-    p?.histograms.get(metric)
+fn histogram(p: Option<&PhaseInput>, metric: LatencyMetric) -> Option<&Histogram<u64>> {
+    p?.histograms.get(&metric)
 }
 
 /// One bootstrap resample's median of `h`: the value at a quantile drawn from the distribution
@@ -507,7 +576,7 @@ impl Comparison {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use crate::core::metrics::{LatencyStats, PhaseSummary};
 
     fn hist(values_us: impl IntoIterator<Item = u64>) -> Histogram<u64> {
         let mut h = Histogram::new_with_bounds(1, 3_600_000_000, 3).unwrap();
@@ -538,14 +607,16 @@ mod tests {
             timeline: Vec::new(),
             phases: vec![PhaseInput {
                 name: "warm".into(),
-                summary: json!({
-                    "requests": ttft.len(),
-                    "ttft": { "p50_ms": p50, "p90_ms": p50 * 1.2 },
-                    "error_rate": 0.0,
-                    "errors": { "timeout": 1 },
-                    "server": null,
-                }),
-                histograms: BTreeMap::from([("ttft".to_string(), ttft)]),
+                summary: NamedSummary::of(
+                    "warm",
+                    PhaseSummary {
+                        requests: ttft.len(),
+                        ttft: Some(LatencyStats::of(ttft.len(), p50, p50 * 1.2, p50 * 1.5)),
+                        errors: BTreeMap::from([("timeout".to_string(), 1)]),
+                        ..PhaseSummary::default()
+                    },
+                ),
+                histograms: BTreeMap::from([(LatencyMetric::Ttft, ttft)]),
                 load: None,
             }],
         }

@@ -6,8 +6,9 @@
 
 use super::compare::{Cell, Comparison, Load, RunInput, compare};
 use super::svg::{Chart, Series, escape, line_chart};
+use crate::core::catalog::{LatencyMetric, Stat};
+use crate::core::metrics::PhaseSummary;
 use hdrhistogram::Histogram;
-use serde_json::Value;
 use std::fmt::Write as _;
 
 const STYLE: &str = "body{font:14px/1.45 system-ui,sans-serif;margin:24px auto;max-width:1340px;color:#222;padding:0 16px}\
@@ -75,7 +76,10 @@ pub fn report(runs: &[RunInput]) -> String {
         let _ = write!(o, "<h2>Phase <code>{}</code></h2>", escape(&phase.phase));
         phase_table(&mut o, &c, i);
         o.push_str("<div class=\"charts\">");
-        for (metric, what) in [("ttft", "TTFT"), ("chunk_itl", "Inter-chunk latency")] {
+        for (metric, what) in [
+            (LatencyMetric::Ttft, "TTFT"),
+            (LatencyMetric::ChunkItl, "Inter-chunk latency"),
+        ] {
             o.push_str(&line_chart(&cdf_chart(
                 runs,
                 &c,
@@ -144,36 +148,27 @@ fn capacity(o: &mut String, runs: &[RunInput]) {
     let mut rows = String::new();
     for r in runs {
         for p in &r.phases {
-            let Some(c) = p.summary.get("capacity") else {
+            let Some(c) = &p.summary.capacity else {
                 continue;
             };
-            let num = |k: &str| {
-                c.get(k)
-                    .and_then(Value::as_f64)
-                    .map_or_else(|| "none".to_string(), |v| format!("{v}"))
-            };
+            let num = |v: Option<f64>| v.map_or_else(|| "none".to_string(), |v| format!("{v}"));
             let probes: Vec<String> = c
-                .get("probes")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
+                .probes
+                .iter()
                 .map(|x| {
-                    let load = x.get("load").and_then(Value::as_f64).unwrap_or(f64::NAN);
-                    let met = x.get("passed").and_then(Value::as_bool) == Some(true);
-                    format!("{load} {}", if met { "met" } else { "missed" })
+                    let met = if x.passed { "met" } else { "missed" };
+                    format!("{} {met}", x.load)
                 })
                 .collect();
-            let converged = c.get("converged").and_then(Value::as_bool) == Some(true);
-            let cut_short = c.get("cut_short").and_then(Value::as_bool) == Some(true);
             let _ = write!(
                 rows,
                 "<tr><td>{}</td><td><code>{}</code></td><td>{}</td><td><b>{}</b>{}</td><td>{}</td><td>{}</td></tr>",
                 escape(&r.target),
                 escape(&p.name),
-                escape(c.get("over").and_then(Value::as_str).unwrap_or("")),
-                escape(&num("max_passing")),
-                crate::core::units::capacity_bound(converged, cut_short),
-                escape(&num("first_failing")),
+                escape(c.over.as_str()),
+                escape(&num(c.max_passing)),
+                crate::core::units::capacity_bound(c.converged, c.cut_short),
+                escape(&num(c.first_failing)),
                 escape(&probes.join(", "))
             );
         }
@@ -243,7 +238,13 @@ pub fn cdf(h: &Histogram<u64>) -> Vec<(f64, f64)> {
     out
 }
 
-fn cdf_chart(runs: &[RunInput], c: &Comparison, phase: &str, metric: &str, what: &str) -> Chart {
+fn cdf_chart(
+    runs: &[RunInput],
+    c: &Comparison,
+    phase: &str,
+    metric: LatencyMetric,
+    what: &str,
+) -> Chart {
     let series = runs
         .iter()
         .zip(&c.targets)
@@ -253,7 +254,7 @@ fn cdf_chart(runs: &[RunInput], c: &Comparison, phase: &str, metric: &str, what:
                 .iter()
                 .find(|p| p.name == phase)?
                 .histograms
-                .get(metric)?;
+                .get(&metric)?;
             Some(Series {
                 label: format!("{} (n = {})", t.target, h.len()),
                 points: cdf(h),
@@ -277,12 +278,11 @@ fn by_turn_chart(runs: &[RunInput], c: &Comparison, phase: &str) -> Option<Chart
         .zip(&c.targets)
         .filter_map(|(r, t)| {
             let p = r.phases.iter().find(|p| p.name == phase)?;
-            let turns = p.summary.get("by_turn")?.as_object()?;
-            let mut points: Vec<(f64, f64)> = turns
+            let mut points: Vec<(f64, f64)> = p
+                .summary
+                .by_turn
                 .iter()
-                .filter_map(|(turn, s)| {
-                    Some((turn.parse().ok()?, s.pointer("/ttft/p50_ms")?.as_f64()?))
-                })
+                .filter_map(|(turn, s)| Some((f64::from(*turn), s.ttft.as_ref()?.p50_ms)))
                 .collect();
             points.sort_by(|a, b| a.0.total_cmp(&b.0));
             Some(Series {
@@ -302,11 +302,11 @@ fn by_turn_chart(runs: &[RunInput], c: &Comparison, phase: &str) -> Option<Chart
 }
 
 /// Phases that offered different loads of one kind, with each one's load, in load order.
-fn load_points(r: &RunInput) -> Vec<(f64, &Value)> {
-    let mut points: Vec<(Load, &Value)> = r
+fn load_points(r: &RunInput) -> Vec<(f64, &PhaseSummary)> {
+    let mut points: Vec<(Load, &PhaseSummary)> = r
         .phases
         .iter()
-        .filter_map(|p| Some((p.load?, &p.summary)))
+        .filter_map(|p| Some((p.load?, &p.summary.summary)))
         .collect();
     let same_kind = points
         .windows(2)
@@ -349,13 +349,12 @@ fn load_charts(o: &mut String, runs: &[RunInput], c: &Comparison) {
     let mut pareto = Vec::new();
     for (r, t) in runs.iter().zip(&c.targets) {
         let points = load_points(r);
-        for stat in ["p50", "p99"] {
-            let pointer = format!("/ttft/{stat}_ms");
+        for stat in [Stat::P50, Stat::P99] {
             latency.push(Series {
-                label: format!("{} {stat}", t.target),
+                label: format!("{} {}", t.target, stat.name()),
                 points: points
                     .iter()
-                    .filter_map(|(x, s)| Some((*x, s.pointer(&pointer)?.as_f64()?)))
+                    .filter_map(|(x, s)| Some((*x, s.ttft.as_ref()?.stat(stat))))
                     .collect(),
             });
         }
@@ -364,8 +363,8 @@ fn load_charts(o: &mut String, runs: &[RunInput], c: &Comparison) {
             points: points
                 .iter()
                 .filter_map(|(_, s)| {
-                    let tpot = s.pointer("/tpot/p50_ms")?.as_f64()?;
-                    let total = s.get("output_throughput")?.as_f64()?;
+                    let tpot = s.tpot.as_ref()?.p50_ms;
+                    let total = s.output_throughput;
                     (tpot > 0.0).then(|| (1e3 / tpot, total))
                 })
                 .collect(),
@@ -516,7 +515,8 @@ fn timelines(o: &mut String, runs: &[RunInput], c: &Comparison) {
 mod tests {
     use super::super::compare::{PhaseInput, Scrape};
     use super::*;
-    use serde_json::json;
+    use crate::core::metrics::LatencyStats;
+    use crate::core::report::summary::{Capacity, CapacityProbe, NamedSummary, SearchedOver};
     use std::collections::BTreeMap;
 
     fn run(target: &str, scale: u64) -> RunInput {
@@ -542,10 +542,17 @@ mod tests {
             provenance: vec![("model".into(), "tiny <m>".into())],
             phases: vec![PhaseInput {
                 name: "load".into(),
-                summary: json!({ "requests": 50, "ttft": { "p50_ms": 25.0 * scale as f64 } }),
+                summary: NamedSummary::of(
+                    "load",
+                    PhaseSummary {
+                        requests: 50,
+                        ttft: Some(LatencyStats::of(50, 25.0 * scale as f64, 0.0, 0.0)),
+                        ..PhaseSummary::default()
+                    },
+                ),
                 histograms: BTreeMap::from([
-                    ("ttft".to_string(), h.clone()),
-                    ("chunk_itl".to_string(), h),
+                    (LatencyMetric::Ttft, h.clone()),
+                    (LatencyMetric::ChunkItl, h),
                 ]),
                 load: None,
             }],
@@ -606,12 +613,18 @@ mod tests {
     fn a_capacity_search_gets_a_table_of_what_it_found() {
         let mut r = run("vllm", 1);
         assert!(!report(std::slice::from_ref(&r)).contains("Capacity search"));
-        r.phases[0].summary["capacity"] = json!({
-            "over": "concurrency", "max_passing": 4.0, "first_failing": 5.0, "converged": true,
-            "probes": [
-                { "phase": "load_c1", "load": 1.0, "passed": true },
-                { "phase": "load_c8", "load": 8.0, "passed": false },
-            ],
+        let probe = |phase: &str, load: f64, passed: bool| CapacityProbe {
+            phase: phase.into(),
+            load,
+            passed,
+        };
+        r.phases[0].summary.capacity = Some(Capacity {
+            over: SearchedOver::Concurrency,
+            max_passing: Some(4.0),
+            first_failing: Some(5.0),
+            converged: true,
+            cut_short: false,
+            probes: vec![probe("load_c1", 1.0, true), probe("load_c8", 8.0, false)],
         });
         let page = report(&[r]);
         assert!(page.contains("<h2>Capacity search</h2>"));
@@ -643,12 +656,28 @@ mod tests {
                 .into_iter()
                 .map(|c| PhaseInput {
                     name: format!("c{c}"),
-                    summary: json!({
-                        "ttft": { "p50_ms": 10.0 * c * scale, "p99_ms": 20.0 * c * scale },
-                        "tpot": { "p50_ms": 5.0 * c },
-                        "output_throughput": 100.0 * c.sqrt(),
-                        "by_turn": { "0": { "ttft": { "p50_ms": 30.0 } }, "1": { "ttft": { "p50_ms": 12.0 } } },
-                    }),
+                    summary: {
+                        let turn = |p50: f64| PhaseSummary {
+                            ttft: Some(LatencyStats::of(1, p50, p50, p50)),
+                            ..PhaseSummary::default()
+                        };
+                        let mut s = NamedSummary::of(
+                            &format!("c{c}"),
+                            PhaseSummary {
+                                ttft: Some(LatencyStats::of(
+                                    1,
+                                    10.0 * c * scale,
+                                    15.0 * c * scale,
+                                    20.0 * c * scale,
+                                )),
+                                tpot: Some(LatencyStats::of(1, 5.0 * c, 5.0 * c, 5.0 * c)),
+                                output_throughput: 100.0 * c.sqrt(),
+                                ..PhaseSummary::default()
+                            },
+                        );
+                        s.by_turn = BTreeMap::from([(0, turn(30.0)), (1, turn(12.0))]);
+                        s
+                    },
                     load: Some(Load::Concurrency(c)),
                     ..phase.clone()
                 })

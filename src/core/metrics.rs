@@ -5,7 +5,7 @@
 //! (µs resolution, 3 significant digits) which are kept so results can be merged later, while
 //! min, max, mean and standard deviation are computed exactly from the samples.
 
-use crate::core::catalog::{Dim, LATENCY_METRICS, SCALAR_METRICS, Stat, Value, check_metric};
+use crate::core::catalog::{Dim, LatencyMetric, SCALAR_METRICS, Stat, Value, check_metric};
 use crate::core::interval::Interval;
 use crate::core::record::{ErrorKind, RequestRecord, TokenCounting};
 use hdrhistogram::Histogram;
@@ -71,8 +71,43 @@ pub struct LatencyStats {
     pub p999_ms: f64,
 }
 
-/// One phase's (or the whole run's) figures.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+impl LatencyStats {
+    /// Statistics of `count` samples known by their median and tail (the rest set to them):
+    /// what a hand-made summary needs.
+    pub fn of(count: u64, p50_ms: f64, p90_ms: f64, p99_ms: f64) -> Self {
+        Self {
+            count,
+            min_ms: p50_ms.min(p90_ms),
+            max_ms: p99_ms,
+            mean_ms: p50_ms,
+            stddev_ms: 0.0,
+            p50_ms,
+            p90_ms,
+            p95_ms: p90_ms,
+            p99_ms,
+            p999_ms: p99_ms,
+        }
+    }
+
+    /// A statistic in milliseconds (`Count` as a number).
+    pub fn stat(&self, stat: Stat) -> f64 {
+        match stat {
+            Stat::P50 => self.p50_ms,
+            Stat::P90 => self.p90_ms,
+            Stat::P95 => self.p95_ms,
+            Stat::P99 => self.p99_ms,
+            Stat::P999 => self.p999_ms,
+            Stat::Mean => self.mean_ms,
+            Stat::Min => self.min_ms,
+            Stat::Max => self.max_ms,
+            Stat::Stddev => self.stddev_ms,
+            Stat::Count => self.count as f64,
+        }
+    }
+}
+
+/// One phase's (or the whole run's) figures; the default is a phase with no requests.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct PhaseSummary {
     /// Measured requests (warmup excluded).
     pub requests: u64,
@@ -125,17 +160,33 @@ pub struct PhaseSummary {
 }
 
 impl PhaseSummary {
-    pub fn latency(&self, metric: &str) -> Option<&LatencyStats> {
+    pub fn latency(&self, metric: LatencyMetric) -> Option<&LatencyStats> {
+        self.latency_slot_ref(metric).as_ref()
+    }
+
+    fn latency_slot_ref(&self, metric: LatencyMetric) -> &Option<LatencyStats> {
         match metric {
-            "ttft" => self.ttft.as_ref(),
-            "ttft_scheduled" => self.ttft_scheduled.as_ref(),
-            "client_queue" => self.client_queue.as_ref(),
-            "e2e" => self.e2e.as_ref(),
-            "tpot" => self.tpot.as_ref(),
-            "ntpot" => self.ntpot.as_ref(),
-            "chunk_itl" => self.chunk_itl.as_ref(),
-            "token_itl" => self.token_itl.as_ref(),
-            _ => None,
+            LatencyMetric::Ttft => &self.ttft,
+            LatencyMetric::TtftScheduled => &self.ttft_scheduled,
+            LatencyMetric::ClientQueue => &self.client_queue,
+            LatencyMetric::E2e => &self.e2e,
+            LatencyMetric::Tpot => &self.tpot,
+            LatencyMetric::Ntpot => &self.ntpot,
+            LatencyMetric::ChunkItl => &self.chunk_itl,
+            LatencyMetric::TokenItl => &self.token_itl,
+        }
+    }
+
+    fn latency_slot(&mut self, metric: LatencyMetric) -> &mut Option<LatencyStats> {
+        match metric {
+            LatencyMetric::Ttft => &mut self.ttft,
+            LatencyMetric::TtftScheduled => &mut self.ttft_scheduled,
+            LatencyMetric::ClientQueue => &mut self.client_queue,
+            LatencyMetric::E2e => &mut self.e2e,
+            LatencyMetric::Tpot => &mut self.tpot,
+            LatencyMetric::Ntpot => &mut self.ntpot,
+            LatencyMetric::ChunkItl => &mut self.chunk_itl,
+            LatencyMetric::TokenItl => &mut self.token_itl,
         }
     }
 
@@ -143,7 +194,7 @@ impl PhaseSummary {
     pub fn value(&self, metric: &str, stat: Option<Stat>) -> Result<Option<Value>, String> {
         let dim = check_metric(metric, stat)?;
         if let Some(stat) = stat {
-            let Some(s) = self.latency(metric) else {
+            let Some(s) = LatencyMetric::parse(metric).and_then(|m| self.latency(m)) else {
                 return Ok(if stat == Stat::Count {
                     Some(Value {
                         value: 0.0,
@@ -153,27 +204,11 @@ impl PhaseSummary {
                     None
                 });
             };
-            let ms = match stat {
-                Stat::P50 => s.p50_ms,
-                Stat::P90 => s.p90_ms,
-                Stat::P95 => s.p95_ms,
-                Stat::P99 => s.p99_ms,
-                Stat::P999 => s.p999_ms,
-                Stat::Mean => s.mean_ms,
-                Stat::Min => s.min_ms,
-                Stat::Max => s.max_ms,
-                Stat::Stddev => s.stddev_ms,
-                Stat::Count => {
-                    return Ok(Some(Value {
-                        value: s.count as f64,
-                        dim,
-                    }));
-                }
+            let value = match stat {
+                Stat::Count => s.stat(stat),
+                _ => s.stat(stat) / 1e3,
             };
-            return Ok(Some(Value {
-                value: ms / 1e3,
-                dim,
-            }));
+            return Ok(Some(Value { value, dim }));
         }
         let value = match metric {
             "requests" => Some(self.requests as f64),
@@ -232,9 +267,9 @@ pub fn intervals(repeats: &[PhaseSummary]) -> BTreeMap<String, Interval> {
     if repeats.len() < 2 {
         return out;
     }
-    let latency = LATENCY_METRICS
-        .iter()
-        .flat_map(|m| Stat::ALL.into_iter().map(move |s| (*m, Some(s))));
+    let latency = LatencyMetric::ALL
+        .into_iter()
+        .flat_map(|m| Stat::ALL.into_iter().map(move |s| (m.name(), Some(s))));
     let scalar = SCALAR_METRICS.iter().map(|(m, _)| (*m, None));
     for (metric, stat) in latency.chain(scalar) {
         let Some((key, scale)) = interval_key(metric, stat) else {
@@ -333,7 +368,7 @@ pub fn summarize<'a>(
 #[derive(Clone)]
 pub struct Summarizer {
     slo: Slo,
-    samples: BTreeMap<&'static str, Samples>,
+    samples: BTreeMap<LatencyMetric, Samples>,
     s: PhaseSummary,
     window: Option<(Duration, Duration)>,
     good: u64,
@@ -347,9 +382,9 @@ impl Summarizer {
     pub fn new(slo: Slo) -> Self {
         Self {
             slo,
-            samples: LATENCY_METRICS
-                .iter()
-                .map(|&m| (m, Samples::new()))
+            samples: LatencyMetric::ALL
+                .into_iter()
+                .map(|m| (m, Samples::new()))
                 .collect(),
             s: PhaseSummary {
                 requests: 0,
@@ -395,8 +430,8 @@ impl Summarizer {
 
     pub fn add(&mut self, r: &RequestRecord) {
         let samples = &mut self.samples;
-        let mut add = |m: &'static str, d: Option<Duration>| {
-            if let (Some(d), Some(s)) = (d, samples.get_mut(m)) {
+        let mut add = |m: LatencyMetric, d: Option<Duration>| {
+            if let (Some(d), Some(s)) = (d, samples.get_mut(&m)) {
                 s.add(d);
             }
         };
@@ -452,24 +487,24 @@ impl Summarizer {
             None => s.usage_missing += 1,
         }
         self.e2e_sum += r.e2e().unwrap_or_default();
-        add("ttft", r.ttft());
-        add("ttft_scheduled", r.ttft_scheduled());
-        add("client_queue", Some(r.client_queue()));
-        add("e2e", r.e2e());
-        add("tpot", r.tpot());
-        add("ntpot", r.ntpot());
+        add(LatencyMetric::Ttft, r.ttft());
+        add(LatencyMetric::TtftScheduled, r.ttft_scheduled());
+        add(LatencyMetric::ClientQueue, Some(r.client_queue()));
+        add(LatencyMetric::E2e, r.e2e());
+        add(LatencyMetric::Tpot, r.tpot());
+        add(LatencyMetric::Ntpot, r.ntpot());
         let known = r.token_counting != TokenCounting::Unknown;
         if !known {
             s.tokens_per_chunk_unknown += 1;
         }
         for pair in r.chunks.windows(2) {
             let gap = pair[1].at.saturating_sub(pair[0].at);
-            add("chunk_itl", Some(gap));
+            add(LatencyMetric::ChunkItl, Some(gap));
             if known {
                 let tokens = pair[1].tokens.unwrap_or(1);
                 // A chunk that carried no token (possible with continuous usage) adds no sample.
                 for _ in 0..tokens {
-                    add("token_itl", Some(gap / tokens));
+                    add(LatencyMetric::TokenItl, Some(gap / tokens));
                 }
             }
         }
@@ -509,15 +544,11 @@ impl Summarizer {
             s.cached_tokens_min = cached_range.map(|r| r.0);
             s.cached_tokens_max = cached_range.map(|r| r.1);
         }
-        s.ttft = samples["ttft"].stats();
-        s.ttft_scheduled = samples["ttft_scheduled"].stats();
-        s.client_queue = samples["client_queue"].stats();
-        s.e2e = samples["e2e"].stats();
-        s.tpot = samples["tpot"].stats();
-        s.ntpot = samples["ntpot"].stats();
-        s.chunk_itl = samples["chunk_itl"].stats();
-        s.token_itl = samples["token_itl"].stats();
-        let hists = samples.into_iter().map(|(k, v)| (k, v.hist)).collect();
+        let mut hists = Histograms::new();
+        for (m, v) in samples {
+            *s.latency_slot(m) = v.stats();
+            hists.insert(m.name(), v.hist);
+        }
         (s, hists)
     }
 }

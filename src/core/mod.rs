@@ -18,6 +18,7 @@ pub mod catalog;
 pub mod compare;
 pub mod diag;
 pub mod engine;
+pub mod fidelity;
 pub mod html;
 pub mod interval;
 pub mod live;

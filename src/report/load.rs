@@ -4,6 +4,7 @@
 //! missing; nothing is written.
 
 use crate::core::compare::{PhaseInput, RunInput, Scrape, SliceRow};
+use crate::core::record::Point;
 use crate::results::{ManifestIn, RunDir};
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -91,7 +92,7 @@ pub fn load_run(dir: &Path) -> Result<RunInput, String> {
         .map(|p| {
             Ok(PhaseInput {
                 name: p.name.clone(),
-                summary: serde_json::to_value(p).map_err(|e| e.to_string())?,
+                summary: p.clone(),
                 histograms: run.histograms.get(&p.name).cloned().unwrap_or_default(),
                 load: run.load_of(&p.name),
             })
@@ -183,32 +184,17 @@ fn provenance(m: &ManifestIn) -> Vec<(String, String)> {
 /// The run's successful `/metrics` scrapes, in order; an absent file is an empty timeline.
 fn timeline(path: &Path) -> Result<Vec<Scrape>, String> {
     let mut out: Vec<Scrape> = Vec::new();
-    for (_, v) in json_lines(path)? {
-        if v.get("ok").and_then(Value::as_bool) != Some(true) {
+    for s in super::rows::read_scrape_lines(path)?.items {
+        if s.error.is_some() {
             continue;
         }
-        let (Some(at_ms), Some(phase)) = (
-            v.get("at_ms").and_then(Value::as_f64),
-            v.get("phase").and_then(Value::as_str),
-        ) else {
-            continue;
-        };
-        let values = v
-            .get("values")
-            .and_then(Value::as_object)
-            .map(|m| {
-                m.iter()
-                    .filter_map(|(k, x)| Some((k.clone(), x.as_f64()?)))
-                    .collect()
-            })
-            .unwrap_or_default();
-        let phase_start = v.get("point").and_then(Value::as_str) == Some("start")
-            && out.last().is_none_or(|last| last.phase != phase);
+        let phase_start =
+            s.point == Point::Start.as_str() && out.last().is_none_or(|last| last.phase != s.phase);
         out.push(Scrape {
-            at_s: at_ms / 1e3,
-            phase: phase.to_string(),
+            at_s: s.at_ms / 1e3,
+            phase: s.phase,
             phase_start,
-            values,
+            values: s.values,
         });
     }
     Ok(out)

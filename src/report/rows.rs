@@ -47,15 +47,17 @@ struct RequestIn {
 
 /// One line of `server_metrics.jsonl` as read back.
 #[derive(Debug, Deserialize)]
-struct ScrapeIn {
-    phase: String,
-    point: String,
-    at_ms: f64,
-    in_phase_ms: f64,
-    error: Option<String>,
-    http_status: Option<u16>,
-    malformed_lines: usize,
-    values: Canonical,
+pub struct ScrapeIn {
+    pub phase: String,
+    pub point: String,
+    /// Milliseconds from the run's start, as written.
+    pub at_ms: f64,
+    pub in_phase_ms: f64,
+    /// Why the scrape failed (`None`: it succeeded).
+    pub error: Option<String>,
+    pub http_status: Option<u16>,
+    pub malformed_lines: usize,
+    pub values: Canonical,
 }
 
 /// What a file gave back.
@@ -175,15 +177,20 @@ pub fn read_requests(path: &Path) -> Result<ReadBack<RequestRecord>, String> {
     })
 }
 
-/// The scrapes of a run's `server_metrics.jsonl`; an absent file has none.
-pub fn read_scrapes(path: &Path) -> Result<ReadBack<ScrapeRecord>, String> {
+/// The lines of a run's `server_metrics.jsonl` as written; an absent file has none.
+pub fn read_scrape_lines(path: &Path) -> Result<ReadBack<ScrapeIn>, String> {
     if !path.is_file() {
         return Ok(ReadBack {
             items: Vec::new(),
             partial_last_line: None,
         });
     }
-    let raw: ReadBack<ScrapeIn> = read_lines(path)?;
+    read_lines(path)
+}
+
+/// The scrapes of a run's `server_metrics.jsonl`; an absent file has none.
+pub fn read_scrapes(path: &Path) -> Result<ReadBack<ScrapeRecord>, String> {
+    let raw = read_scrape_lines(path)?;
     let items = raw
         .items
         .into_iter()

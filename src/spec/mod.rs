@@ -39,6 +39,7 @@ pub const SCHEMA_VERSION: u32 = 1;
 
 pub use crate::core::diag::SpecError;
 use crate::core::diag::{Locator, parse_toml};
+pub use crate::core::fidelity::{Arrival, Offered};
 
 /// The files an experiment names, as written in it (relative to the experiment's directory).
 pub trait Files {
@@ -337,20 +338,22 @@ pub struct TraceEntry {
     pub prefix_length: Option<u32>,
 }
 
-/// An arrival process for open-loop phases.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum Arrival {
-    /// Evenly spaced: gap = 1/rate.
-    Constant,
-    /// Exponential gaps.
-    Poisson,
-    /// Gamma gaps with shape `burstiness` and scale 1/(rate·burstiness); 1 is Poisson, below 1
-    /// burstier, above 1 more regular.
-    Gamma { burstiness: f64 },
-}
-
 impl Workload {
+    /// The open-loop load this workload declares (mean rate for a ramp); none for closed loops.
+    pub fn offered(&self) -> Offered {
+        match self {
+            Workload::Rate { rate, process, .. } => Offered {
+                rate: Some(*rate),
+                process: Some(*process),
+            },
+            Workload::Ramp { from, to, .. } => Offered {
+                rate: Some((from + to) / 2.0),
+                process: None,
+            },
+            _ => Offered::default(),
+        }
+    }
+
     /// The most requests this workload puts in flight at once (`None`: unbounded open loop).
     pub fn concurrency(&self) -> Option<u32> {
         match self {

@@ -2,13 +2,13 @@
 //! a few dozen bytes of each, fidelity's row, stay in memory, so a run's memory does not grow
 //! with its length), then finished per phase with the server's view of the same phase.
 
+use crate::core::fidelity::{self, Row};
 use crate::core::interval::Interval;
 use crate::core::metrics::{self, Histograms, PhaseSummary, Slo, Summarizer};
 use crate::core::record::RequestRecord;
 use crate::core::record::ScrapeRecord;
 use crate::core::server::{self, Canonical, ServerSummary};
 use crate::core::slices::{Slice, Slicer};
-use crate::fidelity::{self, Row};
 use crate::report::NamedSummary;
 use crate::spec::Experiment;
 use std::collections::{BTreeMap, HashMap};
@@ -161,7 +161,7 @@ impl Tally {
                 intervals: repeat_intervals(t.by_repeat),
                 capacity: None,
                 server: server_view(scrapes, Some(&p.name), summary.ttft.map(|t| t.mean_ms)),
-                fidelity: fidelity::fidelity(p, &t.rows),
+                fidelity: fidelity::fidelity(p.workload.offered(), &t.rows),
                 by_turn: t
                     .turns
                     .into_iter()

@@ -1,7 +1,8 @@
 //! Schedules: determinism, shapes per workload kind, lengths and arrivals.
 
 use super::*;
-use crate::spec::LengthDist;
+use crate::core::fidelity;
+use crate::spec::{Arrival, LengthDist};
 use crate::spec_io;
 
 const SRC: &str = r#"schema_version = 1
@@ -221,4 +222,43 @@ fn rng_is_uniform_enough() {
         counts.iter().all(|&c| (9_000..11_000).contains(&c)),
         "{counts:?}"
     );
+}
+
+#[test]
+fn generated_arrivals_pass_their_own_ks_test() {
+    for (process, cdf_shape) in [
+        (Arrival::Poisson, 1.0),
+        (Arrival::Gamma { burstiness: 0.5 }, 0.5),
+        (Arrival::Gamma { burstiness: 4.0 }, 4.0),
+    ] {
+        let mut rng = Rng::for_stream(7, 0, "t", 0, 0);
+        let at = arrivals(&mut rng, process, 10.0, Some(2_000), None);
+        let gaps: Vec<f64> = at.windows(2).map(|w| (w[1] - w[0]).as_secs_f64()).collect();
+        let theta = 1.0 / (10.0 * cdf_shape);
+        let d = fidelity::ks(&gaps, |x| fidelity::gamma_p(cdf_shape, x / theta));
+        assert!(
+            d < 1.63 / (gaps.len() as f64).sqrt(),
+            "{process:?}: D = {d}"
+        );
+        // The wrong process is rejected.
+        let wrong = fidelity::ks(&gaps, |x| {
+            fidelity::gamma_p(if cdf_shape == 1.0 { 4.0 } else { 1.0 }, x / theta)
+        });
+        assert!(
+            wrong > 1.63 / (gaps.len() as f64).sqrt(),
+            "{process:?}: wrong D = {wrong}"
+        );
+        let mean = at.last().unwrap().as_secs_f64() / (at.len() - 1) as f64;
+        assert!((mean - 0.1).abs() < 0.01, "{process:?}: mean gap {mean}");
+    }
+    let mut rng = Rng::for_stream(7, 0, "t", 0, 0);
+    let at = arrivals(
+        &mut rng,
+        Arrival::Constant,
+        4.0,
+        None,
+        Some(Duration::from_secs(2)),
+    );
+    assert_eq!(at.len(), 8);
+    assert_eq!(at[1], Duration::from_millis(250));
 }

@@ -1,7 +1,7 @@
 //! The expression parser: recursive descent over characters, every error at its column.
 
 use super::{Cmp, ExprError, Node, Path};
-use crate::core::catalog::{Dim, LATENCY_METRICS, SCALAR_METRICS, Scope, Stat};
+use crate::core::catalog::{Dim, LatencyMetric, SCALAR_METRICS, Scope, Stat};
 
 pub(super) fn err<T>(column: usize, message: impl Into<String>) -> Result<T, ExprError> {
     Err(ExprError {
@@ -234,8 +234,9 @@ impl Parser<'_> {
         }
         // `baseline.` reads the committed baseline of the run's experiment and target, unless
         // a metric or a scope follows it: then `baseline` is a phase (`baseline.ttft.p50`).
-        let is_metric =
-            |m: &str| LATENCY_METRICS.contains(&m) || SCALAR_METRICS.iter().any(|(n, _)| *n == m);
+        let is_metric = |m: &str| {
+            LatencyMetric::parse(m).is_some() || SCALAR_METRICS.iter().any(|(n, _)| *n == m)
+        };
         let baseline = parts.len() > 2
             && parts[0] == "baseline"
             && Scope::parse(&parts[1]).is_none()

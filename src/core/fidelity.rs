@@ -9,8 +9,28 @@
 //! value (1.63/√n).
 
 use crate::core::record::RequestRecord;
-use crate::spec::{Arrival, Phase, Workload};
 use serde::{Deserialize, Serialize};
+
+/// An arrival process for open-loop phases.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Arrival {
+    /// Evenly spaced: gap = 1/rate.
+    Constant,
+    /// Exponential gaps.
+    Poisson,
+    /// Gamma gaps with shape `burstiness` and scale 1/(rate·burstiness); 1 is Poisson, below 1
+    /// burstier, above 1 more regular.
+    Gamma { burstiness: f64 },
+}
+
+/// The open-loop load a phase declared, which its sends are held to: the mean rate, and the
+/// arrival process where the gaps have a distribution to test.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Offered {
+    pub rate: Option<f64>,
+    pub process: Option<Arrival>,
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Fidelity {
@@ -93,17 +113,16 @@ fn arrival_fit(
 }
 
 /// Fidelity of one phase from its requests' rows.
-pub fn fidelity(phase: &Phase, rows: &[Row]) -> Fidelity {
+pub fn fidelity(offered: Offered, rows: &[Row]) -> Fidelity {
     let sent: Vec<&Row> = {
         let mut v: Vec<&Row> = rows.iter().filter(|r| !r.excluded).collect();
         v.sort_by_key(|r| r.sent);
         v
     };
-    let (declared_rate, process) = match &phase.workload {
-        Workload::Rate { rate, process, .. } => (Some(*rate), Some(*process)),
-        Workload::Ramp { from, to, .. } => (Some((from + to) / 2.0), None),
-        _ => (None, None),
-    };
+    let Offered {
+        rate: declared_rate,
+        process,
+    } = offered;
     let rate_of = |first: std::time::Duration, last: std::time::Duration| {
         (declared_rate.is_some() && sent.len() >= 2 && last > first)
             .then(|| (sent.len() - 1) as f64 / (last - first).as_secs_f64())
@@ -155,6 +174,23 @@ pub fn fidelity(phase: &Phase, rows: &[Row]) -> Fidelity {
         output_length_ratio,
         input_length_ratio,
         ok: rate_ok && ks_ok,
+    }
+}
+
+/// Nothing to hold the phase to (no open-loop load, no lengths): what [`fidelity`] finds of
+/// a phase without requests.
+impl Default for Fidelity {
+    fn default() -> Self {
+        Self {
+            declared_rate: None,
+            scheduled_rate: None,
+            achieved_rate: None,
+            ks_statistic: None,
+            ks_critical: None,
+            output_length_ratio: None,
+            input_length_ratio: None,
+            ok: true,
+        }
     }
 }
 
@@ -266,8 +302,6 @@ pub fn gamma_p(a: f64, x: f64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::workload::{Rng, arrivals};
-    use std::time::Duration;
 
     #[test]
     fn gamma_cdf_matches_known_values() {
@@ -285,44 +319,5 @@ mod tests {
         let q = (-20.0f64).exp() * (1.0 + 20.0 + 200.0 + 8000.0 / 6.0 + 160_000.0 / 24.0);
         assert!((gamma_p(5.0, 20.0) - (1.0 - q)).abs() < 1e-12);
         assert!((gamma_p(5.0, 6.0) - 0.714_943_499_683_3).abs() < 1e-9);
-    }
-
-    #[test]
-    fn generated_arrivals_pass_their_own_ks_test() {
-        for (process, cdf_shape) in [
-            (Arrival::Poisson, 1.0),
-            (Arrival::Gamma { burstiness: 0.5 }, 0.5),
-            (Arrival::Gamma { burstiness: 4.0 }, 4.0),
-        ] {
-            let mut rng = Rng::for_stream(7, 0, "t", 0, 0);
-            let at = arrivals(&mut rng, process, 10.0, Some(2_000), None);
-            let gaps: Vec<f64> = at.windows(2).map(|w| (w[1] - w[0]).as_secs_f64()).collect();
-            let theta = 1.0 / (10.0 * cdf_shape);
-            let d = ks(&gaps, |x| gamma_p(cdf_shape, x / theta));
-            assert!(
-                d < 1.63 / (gaps.len() as f64).sqrt(),
-                "{process:?}: D = {d}"
-            );
-            // The wrong process is rejected.
-            let wrong = ks(&gaps, |x| {
-                gamma_p(if cdf_shape == 1.0 { 4.0 } else { 1.0 }, x / theta)
-            });
-            assert!(
-                wrong > 1.63 / (gaps.len() as f64).sqrt(),
-                "{process:?}: wrong D = {wrong}"
-            );
-            let mean = at.last().unwrap().as_secs_f64() / (at.len() - 1) as f64;
-            assert!((mean - 0.1).abs() < 0.01, "{process:?}: mean gap {mean}");
-        }
-        let mut rng = Rng::for_stream(7, 0, "t", 0, 0);
-        let at = arrivals(
-            &mut rng,
-            Arrival::Constant,
-            4.0,
-            None,
-            Some(Duration::from_secs(2)),
-        );
-        assert_eq!(at.len(), 8);
-        assert_eq!(at[1], Duration::from_millis(250));
     }
 }
