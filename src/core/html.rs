@@ -617,6 +617,7 @@ mod tests {
             phase: phase.into(),
             load,
             passed,
+            figures_passed: None,
         };
         r.phases[0].summary.capacity = Some(Capacity {
             over: SearchedOver::Concurrency,

@@ -185,6 +185,7 @@ fn searches_found(
                 phase,
                 load,
                 passed,
+                figures_passed: None,
             });
         }
         let f = s.found();

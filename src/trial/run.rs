@@ -170,6 +170,7 @@ pub(super) fn capacity_found(
                             phase: x.phase.name.clone(),
                             load: x.load,
                             passed: x.passed,
+                            figures_passed: x.figures_passed,
                         })
                         .collect(),
                 },
@@ -404,6 +405,9 @@ pub(super) struct Probe {
     pub phase: Phase,
     pub load: f64,
     pub passed: bool,
+    /// In replay, where the probe's own figures decided otherwise than its recording (the
+    /// search followed the recording): what they decided.
+    pub figures_passed: Option<bool>,
 }
 
 /// Problems writing results are kept (the first few) and the run goes on.
@@ -532,13 +536,27 @@ impl Runner<'_> {
                 return None;
             }
             // The tally has the probe's records.
-            let passed = self.tally.meets(&phase.name, slo);
+            let measured = self.tally.meets(&phase.name, slo);
+            let passed = if self.resolved.fixture.is_some() {
+                let recorded = |l: f64| {
+                    spec.workload.probe(&spec.name, l).is_some_and(|(n, _)| {
+                        self.resolved
+                            .recorded_requests
+                            .iter()
+                            .any(|(p, ..)| *p == n)
+                    })
+                };
+                search.verdict_on_record(load, measured, recorded)
+            } else {
+                measured
+            };
             search.report(load, passed);
             probes.push(Probe {
                 search: spec.name.clone(),
                 phase,
                 load,
                 passed,
+                figures_passed: (passed != measured).then_some(measured),
             });
         }
         Some(search.found())

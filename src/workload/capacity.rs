@@ -136,6 +136,36 @@ impl Search {
         }
     }
 
+    /// In replay, the verdict to report for the probe at `load` whose replayed figures gave
+    /// `measured`: the one that keeps the search on the recording's probes (`recorded` says
+    /// whether a load was probed when recording). Replayed figures are the recorded ones sent
+    /// at their original pace, so they decide as the recording did unless a loaded machine
+    /// delays them; then the next probe would be one that was never recorded, and has no
+    /// exchanges to replay. So `measured` stands unless it leads to an unrecorded probe and
+    /// the other verdict does not (a replay slowed on purpose, `INFERLAB_REPLAY_SLOWDOWN`, can
+    /// still end a search early).
+    pub fn verdict_on_record(
+        &self,
+        load: f64,
+        measured: bool,
+        recorded: impl Fn(f64) -> bool,
+    ) -> bool {
+        let rank = |passed: bool| {
+            let mut s = self.clone();
+            s.report(load, passed);
+            match s.next() {
+                Some(next) if recorded(next) => 2,
+                None => 1,
+                Some(_) => 0,
+            }
+        };
+        if rank(measured) == 0 && rank(!measured) > 0 {
+            !measured
+        } else {
+            measured
+        }
+    }
+
     pub fn found(&self) -> Found {
         let converged = match (self.pass, self.fail) {
             (Some(p), None) => p >= self.b.max,
@@ -230,6 +260,53 @@ mod tests {
         assert!(f.cut_short && !f.converged);
         assert_eq!(f.max_passing, Some(4.0));
         assert!(!search(bounds(1.0, 64.0, 1.0, 20), 11.0).cut_short);
+    }
+
+    #[test]
+    fn a_replayed_search_follows_the_recorded_probes() {
+        // Recorded: 1, 2, 4, 8 (missed), 6, 5; the knee was 5.
+        let recorded = [1.0, 2.0, 4.0, 8.0, 6.0, 5.0];
+        let on_record = |l: f64| recorded.contains(&l);
+        let b = bounds(1.0, 16.0, 1.0, 10);
+        let mut s = Search::new(b);
+        for (load, measured) in [(1.0, true), (2.0, true), (4.0, true), (8.0, false)] {
+            assert_eq!(s.next(), Some(load));
+            assert_eq!(s.verdict_on_record(load, measured, on_record), measured);
+            s.report(load, measured);
+        }
+        // Replayed on a loaded machine, c6 misses: the recording went on to 5 as if c6 missed,
+        // and then stopped; had c6 passed, 7 comes next, which was never recorded.
+        assert_eq!(s.next(), Some(6.0));
+        assert!(!s.verdict_on_record(6.0, false, on_record));
+        assert!(
+            !s.verdict_on_record(6.0, true, on_record),
+            "7 was never recorded"
+        );
+        s.report(6.0, false);
+        // c5 then: passing ends the search (as recorded), and so does missing (4 passed, 5
+        // missed: one step apart), so the figures decide.
+        assert_eq!(s.next(), Some(5.0));
+        assert!(s.verdict_on_record(5.0, true, on_record));
+        assert!(!s.verdict_on_record(5.0, false, on_record));
+        // Neither verdict leads to a recorded probe (the recording stopped at 4): the figures
+        // decide; ending the search beats a probe with nothing to replay.
+        let short = |l: f64| [1.0, 2.0, 4.0].contains(&l);
+        let mut s = Search::new(b);
+        s.report(1.0, true);
+        s.report(2.0, true);
+        assert!(
+            s.verdict_on_record(4.0, true, short),
+            "8 and 3 both unrecorded"
+        );
+        assert!(!s.verdict_on_record(4.0, false, short));
+        let fresh = Search::new(b);
+        assert!(
+            !fresh.verdict_on_record(1.0, true, |_| false),
+            "missing at the minimum ends the search"
+        );
+        // Missing where the recording passed stands when it ends the search (a replay slowed
+        // on purpose).
+        assert!(!fresh.verdict_on_record(1.0, false, on_record));
     }
 
     #[test]

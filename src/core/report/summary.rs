@@ -95,7 +95,14 @@ pub struct Capacity {
 pub struct CapacityProbe {
     pub phase: String,
     pub load: f64,
+    /// Whether the search took the probe as meeting the SLO.
     pub passed: bool,
+    /// Set only in replay, where the probe's replayed figures decided otherwise than its
+    /// recording did (a loaded machine delays replayed streams): the search follows the
+    /// recorded probes, so it never asks for a load that has no recorded exchanges, and this
+    /// says what the figures alone decided.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub figures_passed: Option<bool>,
 }
 
 impl Capacity {
@@ -478,6 +485,7 @@ mod tests {
                 phase: "warm_r4".into(),
                 load: 4.0,
                 passed: true,
+                figures_passed: Some(false),
             }],
         });
         s.recovered = Some(Recovered {
