@@ -3,6 +3,7 @@
 use clap::{Args, Parser, Subcommand};
 use inferlab::calibrate::CalibrateOptions;
 use inferlab::truth::TruthConfig;
+use inferlab::watch::WatchConfig;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -156,6 +157,16 @@ pub struct WatchArgs {
     pub no_progress: bool,
 }
 
+impl WatchArgs {
+    pub fn config(&self) -> WatchConfig {
+        WatchConfig {
+            progress: !self.no_progress,
+            prometheus: self.prometheus,
+            linger: self.prometheus_linger,
+        }
+    }
+}
+
 /// The runs `compare` and `report` read.
 #[derive(Args)]
 pub struct RunsArgs {
@@ -255,12 +266,12 @@ impl TruthArgs {
 
 impl CalibrateArgs {
     /// Watching, only where asked for.
-    pub fn watch(&self) -> WatchArgs {
-        WatchArgs {
+    pub fn watch(&self) -> WatchConfig {
+        WatchConfig {
             prometheus: self.prometheus,
             // Nothing reads a calibration's final figures from the endpoint.
-            prometheus_linger: Duration::ZERO,
-            no_progress: !self.progress,
+            linger: Duration::ZERO,
+            progress: self.progress,
         }
     }
 

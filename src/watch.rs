@@ -549,3 +549,73 @@ mod tests {
         assert_eq!(e.scrapes(), 2);
     }
 }
+
+/// How a run is watched: a progress line on stderr, a Prometheus endpoint, both or neither.
+#[derive(Debug, Clone, Copy)]
+pub struct WatchConfig {
+    pub progress: bool,
+    pub prometheus: Option<SocketAddr>,
+    /// How long the endpoint waits, once the run is over, for the scrape that reads its final
+    /// figures.
+    pub linger: Duration,
+}
+
+/// What watches a run: the progress thread and the Prometheus endpoint (each when asked for),
+/// stopped when dropped.
+pub struct Watching {
+    pub watch: Option<Arc<Watch>>,
+    _progress: Option<ProgressThread>,
+    exporter: Option<Exporter>,
+    linger: Duration,
+}
+
+impl Watching {
+    /// Starts what `config` asks for; the endpoint's address goes to stderr.
+    pub fn start(config: WatchConfig) -> std::io::Result<Self> {
+        let mut out = Self {
+            watch: None,
+            _progress: None,
+            exporter: None,
+            linger: config.linger,
+        };
+        if !config.progress && config.prometheus.is_none() {
+            return Ok(out);
+        }
+        let watch = Watch::new();
+        out.exporter = config
+            .prometheus
+            .map(|addr| Exporter::start(addr, watch.clone()))
+            .transpose()?;
+        if let Some(e) = &out.exporter {
+            eprintln!(
+                "serving the run's figures for Prometheus at http://{}/metrics",
+                e.addr
+            );
+        }
+        out._progress = config
+            .progress
+            .then(|| ProgressThread::start(watch.clone(), ProgressStyle::for_stderr()))
+            .transpose()
+            .map_err(|e| std::io::Error::new(e.kind(), format!("the progress thread: {e}")))?;
+        out.watch = Some(watch);
+        Ok(out)
+    }
+
+    /// The run is over: the endpoint, if something scrapes it, waits for one more scrape (at
+    /// most the linger; Ctrl-C ends the wait).
+    pub async fn finish(&self) {
+        let Some(e) = &self.exporter else { return };
+        if e.scrapes() == 0 || self.linger.is_zero() {
+            return;
+        }
+        eprintln!(
+            "the run is over: http://{}/metrics serves its final figures until the next scrape \
+             (at most {:?}; --prometheus-linger 0s to skip)",
+            e.addr, self.linger
+        );
+        tokio::select! {
+            _ = e.last_scrape(self.linger) => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+    }
+}

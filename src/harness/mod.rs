@@ -8,6 +8,8 @@
 //! finds no file is an error, never an empty success.
 
 pub mod across;
+pub mod cases;
+pub mod console;
 mod exit;
 mod run;
 
@@ -20,6 +22,24 @@ use crate::spec::{Experiment, SpecError, TargetSpec};
 use crate::spec_io;
 use crate::trial::{Plan, TrialOutcome};
 use std::path::{Path, PathBuf};
+
+/// A flag that turns true on the first Ctrl-C (a second one exits at once, as usual); call it
+/// on the runtime that runs the trials.
+pub fn interrupt_on_ctrl_c() -> tokio::sync::watch::Receiver<bool> {
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            eprintln!(
+                "\ninterrupted: finishing the results of what completed (Ctrl-C again to quit)"
+            );
+            let _ = tx.send(true);
+            if tokio::signal::ctrl_c().await.is_ok() {
+                std::process::exit(Exit::Interrupted.code().into());
+            }
+        }
+    });
+    rx
+}
 
 /// Why no experiment could be discovered.
 #[derive(Debug, thiserror::Error)]

@@ -3,12 +3,89 @@
 //! experiment under a results root. Every failure names the directory or file and what is
 //! missing; nothing is written.
 
+use crate::core::compare::check_comparable;
 use crate::core::compare::{PhaseInput, RunInput, Scrape, SliceRow};
 use crate::core::record::Point;
-use crate::results::{ManifestIn, RunDir};
+use crate::results::{ManifestIn, ResultsError, RunDir};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+
+/// Why the runs to compare could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error(
+        "`{arg}` is neither a run directory (no manifest.json in it) nor an experiment with runs under {}",
+        results.display()
+    )]
+    NotARun { arg: String, results: PathBuf },
+    #[error("{}: cannot list: {source}", dir.display())]
+    List {
+        dir: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}: no finished run in it", dir.display())]
+    NoFinishedRun { dir: PathBuf },
+    #[error(transparent)]
+    Results(#[from] ResultsError),
+    /// A row file's own reader (it names file, line and field).
+    #[error("{0}")]
+    Rows(String),
+    #[error("--reference {name}: no run of that target among {among}")]
+    NoReference { name: String, among: String },
+    /// Different experiments or seeds, not forced.
+    #[error("{0}")]
+    NotComparable(String),
+}
+
+/// The runs `compare` and `report` show, loaded, and notes about runs passed over or compared
+/// though they differ.
+#[derive(Debug)]
+pub struct Loaded {
+    pub runs: Vec<RunInput>,
+    pub notes: Vec<String>,
+}
+
+/// What `compare` and `report` are asked to load.
+#[derive(Debug, Clone, Copy)]
+pub struct Request<'a> {
+    /// Where an experiment's name finds its runs.
+    pub results: &'a Path,
+    /// Run directories or experiment names ([`resolve`]).
+    pub runs: &'a [String],
+    /// The target whose run goes first (the reference).
+    pub reference: Option<&'a str>,
+    /// Load runs of different experiments or seeds, with a note.
+    pub force: bool,
+}
+
+/// The named runs, loaded, the reference first. Different experiments or seeds are refused
+/// unless `force`.
+pub fn for_comparison(req: Request<'_>) -> Result<Loaded, LoadError> {
+    let Resolved { runs, mut notes } = resolve(req.results, req.runs)?;
+    let mut runs = runs
+        .iter()
+        .map(|dir| load_run(dir))
+        .collect::<Result<Vec<_>, _>>()?;
+    if let Some(name) = req.reference {
+        let Some(i) = runs.iter().position(|r| r.target == name) else {
+            let names: Vec<&str> = runs.iter().map(|r| r.target.as_str()).collect();
+            return Err(LoadError::NoReference {
+                name: name.to_string(),
+                among: names.join(", "),
+            });
+        };
+        let first = runs.remove(i);
+        runs.insert(0, first);
+    }
+    if let Err(why) = check_comparable(&runs) {
+        if !req.force {
+            return Err(LoadError::NotComparable(why));
+        }
+        notes.push(why);
+    }
+    Ok(Loaded { runs, notes })
+}
 
 /// What a comparison argument named: run directories, in order (an experiment's latest run per
 /// target, targets in name order), and notes about runs passed over.
@@ -20,7 +97,7 @@ pub struct Resolved {
 
 /// Each argument is a run directory (it has a `manifest.json`) or an experiment's name, which
 /// stands for the latest finished run of each of its targets under `results`.
-pub fn resolve(results: &Path, args: &[String]) -> Result<Resolved, String> {
+pub fn resolve(results: &Path, args: &[String]) -> Result<Resolved, LoadError> {
     let mut out = Resolved::default();
     for arg in args {
         let path = Path::new(arg);
@@ -30,10 +107,10 @@ pub fn resolve(results: &Path, args: &[String]) -> Result<Resolved, String> {
         }
         let dir = results.join(arg);
         if !dir.is_dir() || path.components().count() != 1 {
-            return Err(format!(
-                "`{arg}` is neither a run directory (no manifest.json in it) nor an experiment with runs under {}",
-                results.display()
-            ));
+            return Err(LoadError::NotARun {
+                arg: arg.clone(),
+                results: results.to_path_buf(),
+            });
         }
         latest_per_target(&dir, &mut out)?;
     }
@@ -43,9 +120,11 @@ pub fn resolve(results: &Path, args: &[String]) -> Result<Resolved, String> {
 /// The latest finished run of each target in an experiment's directory (run directories are
 /// named `<UTC time>-<target>`, so the greatest name is the latest); an unfinished later run is
 /// passed over with a note.
-fn latest_per_target(dir: &Path, out: &mut Resolved) -> Result<(), String> {
-    let entries =
-        std::fs::read_dir(dir).map_err(|e| format!("{}: cannot list: {e}", dir.display()))?;
+fn latest_per_target(dir: &Path, out: &mut Resolved) -> Result<(), LoadError> {
+    let entries = std::fs::read_dir(dir).map_err(|source| LoadError::List {
+        dir: dir.to_path_buf(),
+        source,
+    })?;
     let mut names: Vec<String> = entries
         .filter_map(|e| e.ok())
         .filter(|e| e.path().join("manifest.json").is_file())
@@ -76,28 +155,28 @@ fn latest_per_target(dir: &Path, out: &mut Resolved) -> Result<(), String> {
         latest.insert(target, run);
     }
     if latest.is_empty() {
-        return Err(format!("{}: no finished run in it", dir.display()));
+        return Err(LoadError::NoFinishedRun {
+            dir: dir.to_path_buf(),
+        });
     }
     out.runs.extend(latest.into_values());
     Ok(())
 }
 
 /// A run directory read for comparison.
-pub fn load_run(dir: &Path) -> Result<RunInput, String> {
-    let run = RunDir::open(dir).map_err(|e| e.to_string())?;
+pub fn load_run(dir: &Path) -> Result<RunInput, LoadError> {
+    let run = RunDir::open(dir)?;
     let phases = run
         .summary
         .phases
         .iter()
-        .map(|p| {
-            Ok(PhaseInput {
-                name: p.name.clone(),
-                summary: p.clone(),
-                histograms: run.histograms.get(&p.name).cloned().unwrap_or_default(),
-                load: run.load_of(&p.name),
-            })
+        .map(|p| PhaseInput {
+            name: p.name.clone(),
+            summary: p.clone(),
+            histograms: run.histograms.get(&p.name).cloned().unwrap_or_default(),
+            load: run.load_of(&p.name),
         })
-        .collect::<Result<Vec<_>, String>>()?;
+        .collect();
     let m = &run.manifest;
     Ok(RunInput {
         target: m.target.name.clone(),
@@ -115,13 +194,19 @@ pub fn load_run(dir: &Path) -> Result<RunInput, String> {
 }
 
 /// The run's time slices (`slices.jsonl`), numeric columns only; an absent file has none.
-fn slices(path: &Path) -> Result<Vec<SliceRow>, String> {
+fn slices(path: &Path) -> Result<Vec<SliceRow>, ResultsError> {
     let mut out = Vec::new();
     for (i, v) in json_lines(path)? {
         let num = |k: &str| {
             v.get(k)
                 .and_then(Value::as_f64)
-                .ok_or_else(|| format!("{}:{i}: field `{k}` is missing", path.display()))
+                .ok_or_else(|| ResultsError::Malformed {
+                    path: path.to_path_buf(),
+                    line: i,
+                    column: 1,
+                    field: k.to_string(),
+                    message: "missing, or not a number".into(),
+                })
         };
         let (start_s, end_s) = (num("start_s")?, num("end_s")?);
         let values = v
@@ -182,9 +267,10 @@ fn provenance(m: &ManifestIn) -> Vec<(String, String)> {
 }
 
 /// The run's successful `/metrics` scrapes, in order; an absent file is an empty timeline.
-fn timeline(path: &Path) -> Result<Vec<Scrape>, String> {
+fn timeline(path: &Path) -> Result<Vec<Scrape>, LoadError> {
     let mut out: Vec<Scrape> = Vec::new();
-    for s in super::rows::read_scrape_lines(path)?.items {
+    let lines = super::rows::read_scrape_lines(path).map_err(LoadError::Rows)?;
+    for s in lines.items {
         if s.error.is_some() {
             continue;
         }
@@ -202,7 +288,7 @@ fn timeline(path: &Path) -> Result<Vec<Scrape>, String> {
 
 /// A JSON-lines file's objects with their line numbers (from 1); an absent file has none, a
 /// line that is not JSON is an error naming the file, line and column.
-fn json_lines(path: &Path) -> Result<Vec<(usize, Value)>, String> {
+fn json_lines(path: &Path) -> Result<Vec<(usize, Value)>, ResultsError> {
     let Ok(text) = std::fs::read_to_string(path) else {
         return Ok(Vec::new());
     };
@@ -212,7 +298,13 @@ fn json_lines(path: &Path) -> Result<Vec<(usize, Value)>, String> {
         .map(|(i, line)| {
             serde_json::from_str(line)
                 .map(|v| (i + 1, v))
-                .map_err(|e| format!("{}:{}:{}: {e}", path.display(), i + 1, e.column()))
+                .map_err(|e| ResultsError::Malformed {
+                    path: path.to_path_buf(),
+                    line: i + 1,
+                    column: e.column(),
+                    field: ".".into(),
+                    message: e.to_string(),
+                })
         })
         .collect()
 }

@@ -12,7 +12,7 @@ use crate::core::assert::Verdict;
 use crate::core::record::RequestRecord;
 use crate::report::rows::{read_requests, read_scrapes};
 use crate::report::{self, PromptLengths, ResultsDir, RunSummary};
-use crate::results::RunDir;
+use crate::results::{ResultsError, RunDir};
 use crate::spec::{Experiment, Phase, Workload};
 use crate::workload::capacity::{Bounds, Search};
 use std::collections::{BTreeMap, BTreeSet};
@@ -24,11 +24,44 @@ pub struct RecoveredRun {
     pub verdicts: Vec<Verdict>,
 }
 
+impl RecoveredRun {
+    /// What `summarize` prints: how much was recovered, the phase table, the assertions over
+    /// what completed, and where the summary went.
+    pub fn describe(&self, dir: &Path) -> String {
+        use std::fmt::Write;
+        let s = &self.summary;
+        let plural = |n: usize| if n == 1 { "" } else { "s" };
+        let (requests, scrapes, cut) = s.recovered.as_ref().map_or((0, 0, None), |x| {
+            (x.requests, x.scrapes, x.partial_last_line)
+        });
+        let mut out = format!(
+            "{}::{} recovered from {requests} request{} and {scrapes} scrape{}",
+            s.experiment,
+            s.target,
+            plural(requests),
+            plural(scrapes),
+        );
+        if let Some(l) = cut {
+            let _ = write!(
+                out,
+                "; line {l} of requests.jsonl was cut short when the run died and is skipped"
+            );
+        }
+        out.push('\n');
+        out += &report::phase_table(s);
+        if !self.verdicts.is_empty() {
+            // Informational: the run did not finish, so its verdicts do not decide anything.
+            out += "assertions over the requests that completed:\n";
+            out += &report::verdict_lines(&self.verdicts);
+        }
+        let _ = writeln!(out, "written: {}", dir.join("summary.json").display());
+        out
+    }
+}
+
 /// The experiment and target a run directory's manifest names.
-pub fn manifest_names(dir: &Path) -> Result<(String, String), String> {
-    let m = RunDir::open_partial(dir)
-        .map_err(|e| e.to_string())?
-        .manifest;
+pub fn manifest_names(dir: &Path) -> Result<(String, String), ResultsError> {
+    let m = RunDir::open_partial(dir)?.manifest;
     Ok((m.experiment.name, m.target.name))
 }
 
