@@ -53,19 +53,15 @@ fn planned(ex: &Exchange) -> PlannedRequest {
 async fn replay_one(http: &reqwest::Client, ep: &Endpoint, ex: &Exchange) -> (Vec<f64>, f64) {
     let req = planned(ex);
     let now = Instant::now();
-    let (_, cap) = client::execute(
+    let ctx = client::RequestCtx {
         http,
         ep,
-        &ex.phase,
-        &req,
-        &ex.body,
-        &Timeouts::default(),
-        now,
-        now,
-        None,
-        true,
-    )
-    .await;
+        phase: &ex.phase,
+        timeouts: &Timeouts::default(),
+        origin: now,
+        capture: true,
+    };
+    let (_, cap) = client::execute(&ctx, &req, &ex.body, now, None).await;
     let cap = cap.expect("capture requested");
     let got: Vec<f64> = cap
         .events
@@ -197,19 +193,15 @@ async fn overhead(fixture: &Fixture, events: usize) {
     for _ in 0..5 {
         let req = planned(&ex);
         let now = Instant::now();
-        let (rec, _) = client::execute(
-            &http,
-            &ep,
-            "x",
-            &req,
-            &ex.body,
-            &Timeouts::default(),
-            now,
-            now,
-            None,
-            false,
-        )
-        .await;
+        let ctx = client::RequestCtx {
+            http: &http,
+            ep: &ep,
+            phase: "x",
+            timeouts: &Timeouts::default(),
+            origin: now,
+            capture: false,
+        };
+        let (rec, _) = client::execute(&ctx, &req, &ex.body, now, None).await;
         assert!(rec.ok(), "{:?}", rec.failure);
         assert_eq!(rec.chunks.len(), events);
         per_chunk.push(now.elapsed().as_secs_f64() * 1e6 / events as f64);

@@ -49,24 +49,7 @@ pub enum Command {
     /// Check experiment files (all of them when none are given).
     Validate { files: Vec<PathBuf> },
     /// Run the trials whose name contains any FILTER (all when none is given).
-    Run {
-        filters: Vec<String>,
-        /// Only this target.
-        #[arg(long)]
-        target: Option<String>,
-        /// Where results go.
-        #[arg(long, default_value = "results", env = "INFERLAB_RESULTS_DIR")]
-        results: PathBuf,
-        /// Rent a RunPod pod for this deployment file, run the trials of the target it serves
-        /// against it, then terminate it.
-        #[arg(long)]
-        deploy: Option<PathBuf>,
-        /// With --deploy: leave the pod running afterwards.
-        #[arg(long, requires = "deploy")]
-        keep: bool,
-        #[command(flatten)]
-        watch: WatchArgs,
-    },
+    Run(RunCmd),
     /// Compare runs of one experiment side by side, per phase, with ratios to the first and
     /// intervals for medians. Each RUN is a run directory or an experiment's name (the latest
     /// finished run of each of its targets).
@@ -116,6 +99,27 @@ pub enum Command {
     /// Measure this machine's client against the built-in truth server: TTFT and ITL errors,
     /// achieved request rate, connections, client CPU, and the chunk-rate ceiling.
     Calibrate(CalibrateArgs),
+}
+
+// `run`'s arguments (its help is the `Run` variant's).
+#[derive(Args)]
+pub struct RunCmd {
+    pub filters: Vec<String>,
+    /// Only this target.
+    #[arg(long)]
+    pub target: Option<String>,
+    /// Where results go.
+    #[arg(long, default_value = "results", env = "INFERLAB_RESULTS_DIR")]
+    pub results: PathBuf,
+    /// Rent a RunPod pod for this deployment file, run the trials of the target it serves
+    /// against it, then terminate it.
+    #[arg(long)]
+    pub deploy: Option<PathBuf>,
+    /// With --deploy: leave the pod running afterwards.
+    #[arg(long, requires = "deploy")]
+    pub keep: bool,
+    #[command(flatten)]
+    pub watch: WatchArgs,
 }
 
 #[derive(Subcommand)]

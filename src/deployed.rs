@@ -32,31 +32,14 @@ pub async fn plan(path: &Path) -> anyhow::Result<Exit> {
 async fn plan_one(d: &Deployment) -> anyhow::Result<bool> {
     let fits = check_fit(d);
     if env("RUNPOD_API_KEY").is_some() {
-        let api = RunPod::from_env(&env).map_err(anyhow::Error::msg)?;
+        let api = RunPod::from_env(&env)?;
         match api.gpu_catalog(d.gpu_count).await {
             Ok(gpus) => {
-                let mut options: Vec<(f64, String, f64)> = gpus
-                    .iter()
-                    .filter(|g| g.availability.as_deref() != Some("NONE"))
-                    .filter_map(|g| {
-                        let mem = g.memory.or_else(|| deploy::gpu_memory_gb(&g.id))?;
-                        let price = g.price.as_ref().and_then(|p| {
-                            if d.cloud == "COMMUNITY" {
-                                p.community.or(p.secure)
-                            } else {
-                                p.secure
-                            }
-                        })?;
-                        d.fit(mem, d.gpu_count)
-                            .fits
-                            .then(|| (price * f64::from(d.gpu_count), g.id.clone(), mem))
-                    })
-                    .collect();
-                options.sort_by(|a, b| a.0.total_cmp(&b.0));
+                let options = d.fitting_gpus(&gpus);
                 match options.first() {
-                    Some((price, id, mem)) => println!(
-                        "cheapest available GPU that fits: {} × {id} ({mem} GB) at ${price:.2}/h",
-                        d.gpu_count
+                    Some(o) => println!(
+                        "cheapest available GPU that fits: {} × {} ({} GB) at ${:.2}/h",
+                        d.gpu_count, o.id, o.memory_gb, o.per_hour_usd
                     ),
                     None => println!(
                         "no available GPU in the catalog fits {} of them",
@@ -76,21 +59,23 @@ pub async fn up(path: &Path) -> anyhow::Result<Exit> {
         eprintln!("refused: {} does not fit its GPU", d.name);
         return Ok(Exit::BadInput);
     }
-    let api = RunPod::from_env(&env).map_err(anyhow::Error::msg)?;
+    let api = RunPod::from_env(&env)?;
     let ledger = Ledger::from_env(&env);
+    let pods = lifecycle::Landlord {
+        api: &api,
+        ledger: &ledger,
+        env: &env,
+        polling: polling(&env),
+    };
     let (ended, report) = lifecycle::with_pod(
-        &api,
-        &ledger,
+        pods,
         &d,
-        &env,
-        polling(&env),
         true,
         shutdown_signal(),
         &mut |m| eprintln!("{m}"),
         |pod| async move { pod.url },
     )
-    .await
-    .map_err(anyhow::Error::msg)?;
+    .await?;
     match ended {
         Ended::Finished(url) => {
             println!(
@@ -122,13 +107,11 @@ pub async fn up(path: &Path) -> anyhow::Result<Exit> {
 }
 
 pub async fn down(pods: &[String], all: bool) -> anyhow::Result<Exit> {
-    let api = RunPod::from_env(&env).map_err(anyhow::Error::msg)?;
+    let api = RunPod::from_env(&env)?;
     let ledger = Ledger::from_env(&env);
     let mut failed = false;
     if all {
-        let done = lifecycle::reap(&api, &ledger, true)
-            .await
-            .map_err(anyhow::Error::msg)?;
+        let done = lifecycle::reap(&api, &ledger, true).await?;
         if done.is_empty() {
             println!("no pods in the ledger ({})", ledger.path().display());
         }
@@ -163,7 +146,5 @@ pub async fn down(pods: &[String], all: bool) -> anyhow::Result<Exit> {
 
 /// `run --deploy`: the trials of the target each deployment serves, on a pod of its own.
 pub async fn run(path: &Path, args: RunArgs, keep: bool) -> anyhow::Result<Exit> {
-    matrix::run(path, args, keep, env, crate::CONSOLE)
-        .await
-        .map_err(anyhow::Error::msg)
+    Ok(matrix::run(path, args, keep, env, crate::CONSOLE).await?)
 }

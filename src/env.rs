@@ -22,6 +22,19 @@ pub fn client_workers() -> Option<usize> {
         .filter(|&w| w > 0)
 }
 
+/// An environment variable whose value cannot be used, named with what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EnvError {
+    /// Variables of which one at most may be set.
+    #[error("{} are set: set one", .0.join(" and "))]
+    Conflict(Vec<String>),
+    #[error("{var} must be {expected}")]
+    Malformed { var: String, expected: String },
+    /// A value that did not parse, with the parser's words.
+    #[error("{var}: {problem}")]
+    Invalid { var: String, problem: String },
+}
+
 /// Where a target's server is, as its variables say.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TargetSource {
@@ -38,7 +51,7 @@ pub enum TargetSource {
 impl TargetSource {
     /// Reads target `name`'s variables through `env`; setting two of them, or a malformed pod
     /// id, port or endpoint id, is an error naming the variables.
-    pub fn read(name: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Self, String> {
+    pub fn read(name: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Self, EnvError> {
         let var = |s: &str| target_var(name, s);
         let get = |s: &str| {
             env(&var(s))
@@ -51,25 +64,24 @@ impl TargetSource {
             .map(var)
             .collect();
         if set.len() > 1 {
-            return Err(format!("{} are set: set one", set.join(" and ")));
+            return Err(EnvError::Conflict(set));
         }
         if let Some(id) = get("RUNPOD_ENDPOINT") {
             if !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
-                return Err(format!(
-                    "{} must be a RunPod endpoint id",
-                    var("RUNPOD_ENDPOINT")
-                ));
+                return Err(EnvError::Malformed {
+                    var: var("RUNPOD_ENDPOINT"),
+                    expected: "a RunPod endpoint id".into(),
+                });
             }
             return Ok(Self::Serverless { id });
         }
         if let Some(id) = get("RUNPOD_POD") {
             let port = get("RUNPOD_PORT").unwrap_or_else(|| "8000".to_string());
             if !id.chars().all(|c| c.is_ascii_alphanumeric()) || port.parse::<u16>().is_err() {
-                return Err(format!(
-                    "{} must be a pod id and {} a port number",
-                    var("RUNPOD_POD"),
-                    var("RUNPOD_PORT")
-                ));
+                return Err(EnvError::Malformed {
+                    var: var("RUNPOD_POD"),
+                    expected: format!("a pod id and {} a port number", var("RUNPOD_PORT")),
+                });
             }
             return Ok(Self::Pod { id, port });
         }
@@ -89,15 +101,16 @@ pub fn ci(env: &dyn Fn(&str) -> Option<String>) -> bool {
 
 /// `INFERLAB_REPLAY_SLOWDOWN`: the factor replayed streams are stretched by (1 when unset); a
 /// value that is not a positive finite number is an error naming the variable.
-pub fn replay_slowdown(env: &dyn Fn(&str) -> Option<String>) -> Result<f64, String> {
+pub fn replay_slowdown(env: &dyn Fn(&str) -> Option<String>) -> Result<f64, EnvError> {
     let Some(raw) = env("INFERLAB_REPLAY_SLOWDOWN").filter(|v| !v.trim().is_empty()) else {
         return Ok(1.0);
     };
     match raw.trim().parse::<f64>() {
         Ok(f) if f.is_finite() && f > 0.0 => Ok(f),
-        _ => Err(format!(
-            "INFERLAB_REPLAY_SLOWDOWN must be a positive number (e.g. 1.10 for 10 % slower), not `{raw}`"
-        )),
+        _ => Err(EnvError::Malformed {
+            var: "INFERLAB_REPLAY_SLOWDOWN".into(),
+            expected: format!("a positive number (e.g. 1.10 for 10 % slower), not `{raw}`"),
+        }),
     }
 }
 
@@ -173,7 +186,11 @@ mod tests {
 
     #[test]
     fn conflicting_or_malformed_variables_are_named() {
-        let read = |pairs| TargetSource::read("vllm", &vars(pairs)).unwrap_err();
+        let read = |pairs| {
+            TargetSource::read("vllm", &vars(pairs))
+                .unwrap_err()
+                .to_string()
+        };
         assert_eq!(
             read(&[
                 ("INFERLAB_VLLM_URL", "http://h"),

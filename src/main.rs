@@ -16,7 +16,7 @@ use std::path::Path;
 mod args;
 mod deployed;
 
-use args::{Cli, Command};
+use args::{Cli, Command, RunCmd};
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
@@ -36,55 +36,9 @@ fn dispatch(cli: &Cli) -> anyhow::Result<Exit> {
         } else {
             Exit::BadInput
         }),
-        Command::Run {
-            filters,
-            target,
-            results,
-            deploy,
-            keep,
-            watch,
-        } => {
-            let rt = run::client_runtime(None).context("starting the async runtime")?;
-            let watching = Watching::start(watch.config())?;
-            let mut args = RunArgs {
-                experiments: cli.experiments.clone(),
-                fixtures: cli.fixtures.clone(),
-                results: results.clone(),
-                baselines: cli.baselines.clone(),
-                selection: Selection {
-                    filters: filters.clone(),
-                    target: target.clone(),
-                    source: None,
-                },
-                interrupt: None,
-                cost_per_hour: None,
-                watch: watching.watch.clone(),
-            };
-            let code = match deploy {
-                None => rt.block_on(async {
-                    args.interrupt = Some(harness::interrupt_on_ctrl_c());
-                    let watch = watching.watch.clone();
-                    let mut print = |e: Event<'_>| {
-                        // Progress lines out of the way of what is printed.
-                        if let Some(w) = &watch {
-                            w.settle();
-                        }
-                        console::print_event(e)
-                    };
-                    Ok(harness::run(args, &env, &mut print).await?.code)
-                }),
-                // A deployed run handles its signals itself: it must release the pod.
-                Some(deployment) => rt.block_on(deployed::run(deployment, args, *keep)),
-            }?;
-            // A run stopped by a signal is left at once.
-            if !matches!(code, Exit::Interrupted | Exit::Terminated) {
-                rt.block_on(watching.finish());
-            }
-            Ok(code)
-        }
+        Command::Run(r) => run_cmd(cli, r),
         Command::Compare { runs, json } => {
-            let runs = load_runs(runs)?;
-            let c = inferlab::core::compare::compare(&runs);
+            let c = inferlab::core::compare::compare(&load_runs(runs)?);
             if *json {
                 println!("{}", serde_json::to_string_pretty(&c)?);
             } else {
@@ -105,16 +59,11 @@ fn dispatch(cli: &Cli) -> anyhow::Result<Exit> {
             Ok(Exit::Success)
         }
         Command::Plan { deployment } => {
-            let rt = run::client_runtime(None)?;
-            rt.block_on(deployed::plan(deployment))
+            run::client_runtime(None)?.block_on(deployed::plan(deployment))
         }
-        Command::Up { deployment } => {
-            let rt = run::client_runtime(None)?;
-            rt.block_on(deployed::up(deployment))
-        }
+        Command::Up { deployment } => run::client_runtime(None)?.block_on(deployed::up(deployment)),
         Command::Down { pods, all } => {
-            let rt = run::client_runtime(None)?;
-            rt.block_on(deployed::down(pods, *all))
+            run::client_runtime(None)?.block_on(deployed::down(pods, *all))
         }
         Command::TruthServer(t) => {
             let server = TruthServer::start(t.config()?, t.bind)
@@ -137,6 +86,47 @@ fn dispatch(cli: &Cli) -> anyhow::Result<Exit> {
             rt.block_on(calibrate_cmd(&opts, &c.results))
         }
     }
+}
+
+/// `run`: the selected trials here, or on a rented pod with `--deploy`.
+fn run_cmd(cli: &Cli, r: &RunCmd) -> anyhow::Result<Exit> {
+    let rt = run::client_runtime(None).context("starting the async runtime")?;
+    let watching = Watching::start(r.watch.config())?;
+    let mut args = RunArgs {
+        experiments: cli.experiments.clone(),
+        fixtures: cli.fixtures.clone(),
+        results: r.results.clone(),
+        baselines: cli.baselines.clone(),
+        selection: Selection {
+            filters: r.filters.clone(),
+            target: r.target.clone(),
+            source: None,
+        },
+        interrupt: None,
+        cost_per_hour: None,
+        watch: watching.watch.clone(),
+    };
+    let code = match &r.deploy {
+        None => rt.block_on(async {
+            args.interrupt = Some(harness::interrupt_on_ctrl_c());
+            let watch = watching.watch.clone();
+            let mut print = |e: Event<'_>| {
+                // Progress lines out of the way of what is printed.
+                if let Some(w) = &watch {
+                    w.settle();
+                }
+                console::print_event(e)
+            };
+            Ok(harness::run(args, &env, &mut print).await?.code)
+        }),
+        // A deployed run handles its signals itself: it must release the pod.
+        Some(deployment) => rt.block_on(deployed::run(deployment, args, r.keep)),
+    }?;
+    // A run stopped by a signal is left at once.
+    if !matches!(code, Exit::Interrupted | Exit::Terminated) {
+        rt.block_on(watching.finish());
+    }
+    Ok(code)
 }
 
 /// `baseline save`: one file per run, each described.
@@ -210,7 +200,7 @@ fn summarize(cli: &Cli, dir: &Path, force: bool) -> anyhow::Result<Exit> {
             cli.experiments.display()
         );
     };
-    let r = recover::recover(dir, exp, &cli.baselines, force).map_err(anyhow::Error::msg)?;
+    let r = recover::recover(dir, exp, &cli.baselines, force)?;
     print!("{}", r.describe(dir));
     Ok(Exit::Success)
 }

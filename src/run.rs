@@ -361,19 +361,15 @@ async fn execute(
     if let Some(w) = &ctx.watch {
         w.sent();
     }
-    let (record, capture) = client::execute(
-        &ctx.http,
-        &ctx.ep,
-        &ctx.phase,
-        req,
-        &body,
-        &ctx.timeouts,
-        ctx.origin,
-        intended,
-        cancel_at,
-        ctx.capture,
-    )
-    .await;
+    let request = client::RequestCtx {
+        http: &ctx.http,
+        ep: &ctx.ep,
+        phase: &ctx.phase,
+        timeouts: &ctx.timeouts,
+        origin: ctx.origin,
+        capture: ctx.capture,
+    };
+    let (record, capture) = client::execute(&request, req, &body, intended, cancel_at).await;
     Completed {
         record,
         path: req.api.path(),

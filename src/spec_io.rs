@@ -3,7 +3,7 @@
 //! Parsing and validation are `spec`'s, which reads nothing itself.
 
 use crate::spec::{self, Experiment, Files, SpecError};
-use crate::tokenize::ModelTokenizer;
+use crate::tokenize::{ModelTokenizer, TokenizerError};
 use std::path::{Path, PathBuf};
 
 /// The experiment files (`*.toml`) in `dir`, sorted by name.
@@ -57,11 +57,11 @@ impl Files for Beside {
         self.dir.join(file).display().to_string()
     }
 
-    fn read(&self, file: &str) -> Result<String, String> {
-        std::fs::read_to_string(self.dir.join(file)).map_err(|e| e.to_string())
+    fn read(&self, file: &str) -> std::io::Result<String> {
+        std::fs::read_to_string(self.dir.join(file))
     }
 
-    fn tokenizer(&self, file: &str) -> Result<ModelTokenizer, String> {
+    fn tokenizer(&self, file: &str) -> Result<ModelTokenizer, TokenizerError> {
         ModelTokenizer::load(file, &self.dir.join(file))
     }
 }

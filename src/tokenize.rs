@@ -41,13 +41,31 @@ impl std::fmt::Debug for ModelTokenizer {
 /// Most words taken from a vocabulary (by token id, so the pool is stable).
 const MAX_WORDS: usize = 4096;
 
+/// Why a tokenizer file cannot serve.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenizerError {
+    #[error("tokenizer file {} does not exist", .0.display())]
+    Missing(PathBuf),
+    #[error("{} is not a tokenizer.json: {message}", path.display())]
+    NotATokenizer { path: PathBuf, message: String },
+    #[error("the tokenizer has no plain word that is a single token")]
+    NoWords,
+    #[error(
+        "the tokenizer has too few plain words that are single tokens ({all} in all, {alone} on their own; 64 and 8 are needed)"
+    )]
+    TooFewWords { all: usize, alone: usize },
+}
+
 impl ModelTokenizer {
-    pub fn load(file: &str, path: &Path) -> Result<Self, String> {
+    pub fn load(file: &str, path: &Path) -> Result<Self, TokenizerError> {
         if !path.is_file() {
-            return Err(format!("tokenizer file {} does not exist", path.display()));
+            return Err(TokenizerError::Missing(path.to_path_buf()));
         }
-        let tokenizer = tokenizers::Tokenizer::from_file(path)
-            .map_err(|e| format!("{} is not a tokenizer.json: {e}", path.display()))?;
+        let tokenizer =
+            tokenizers::Tokenizer::from_file(path).map_err(|e| TokenizerError::NotATokenizer {
+                path: path.to_path_buf(),
+                message: e.to_string(),
+            })?;
         let pool = word_pool(&tokenizer)?;
         Ok(Self {
             file: file.to_string(),
@@ -68,7 +86,7 @@ impl ModelTokenizer {
 
 /// Vocabulary entries that read as a plain lower-case word and stay one token after another
 /// word and a space; those that are one token on their own too come first.
-fn word_pool(t: &tokenizers::Tokenizer) -> Result<WordPool, String> {
+fn word_pool(t: &tokenizers::Tokenizer) -> Result<WordPool, TokenizerError> {
     let count = |text: &str| t.encode(text, false).map_or(0, |e| e.get_ids().len());
     let mut vocab: Vec<(String, u32)> = t.get_vocab(false).into_iter().collect();
     vocab.sort_by_key(|(_, id)| *id);
@@ -94,7 +112,7 @@ fn word_pool(t: &tokenizers::Tokenizer) -> Result<WordPool, String> {
         .cloned()
         .collect();
     let Some(anchor) = both.first().cloned() else {
-        return Err("the tokenizer has no plain word that is a single token".to_string());
+        return Err(TokenizerError::NoWords);
     };
     let in_both: std::collections::HashSet<&String> = both.iter().collect();
     let spaced: Vec<String> = candidates
@@ -104,11 +122,10 @@ fn word_pool(t: &tokenizers::Tokenizer) -> Result<WordPool, String> {
         .cloned()
         .collect();
     if both.len() < 8 || both.len() + spaced.len() < 64 {
-        return Err(format!(
-            "the tokenizer has too few plain words that are single tokens ({} in all, {} on their own; 64 and 8 are needed)",
-            both.len() + spaced.len(),
-            both.len()
-        ));
+        return Err(TokenizerError::TooFewWords {
+            all: both.len() + spaced.len(),
+            alone: both.len(),
+        });
     }
     let first = both.len();
     let mut words = both;

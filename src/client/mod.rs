@@ -178,21 +178,35 @@ pub struct Capture {
     pub broken: bool,
 }
 
-/// Sends `req` and reads its stream to the end. Times are offsets from `origin`; `intended` is
-/// when the schedule meant to send it.
-#[allow(clippy::too_many_arguments)]
+/// What each request of a phase is sent with.
+#[derive(Clone, Copy)]
+pub struct RequestCtx<'a> {
+    pub http: &'a reqwest::Client,
+    pub ep: &'a Endpoint,
+    pub phase: &'a str,
+    pub timeouts: &'a Timeouts,
+    /// The run's start: every time in a record is an offset from it.
+    pub origin: Instant,
+    /// Keep each exchange whole (for a fixture).
+    pub capture: bool,
+}
+
+/// Sends `req` (as `body`) and reads its stream to the end. `intended` is when the schedule
+/// meant to send it; a request still going at `cancel_at` is cancelled.
 pub async fn execute(
-    client: &reqwest::Client,
-    ep: &Endpoint,
-    phase: &str,
+    ctx: &RequestCtx<'_>,
     req: &PlannedRequest,
     body: &Value,
-    timeouts: &Timeouts,
-    origin: Instant,
     intended: Instant,
     cancel_at: Option<Instant>,
-    capture: bool,
 ) -> (RequestRecord, Option<Capture>) {
+    let RequestCtx {
+        ep,
+        phase,
+        origin,
+        capture,
+        ..
+    } = *ctx;
     let url = format!("{}{}", ep.base_url, req.api.path());
     let mut cap = capture.then(Capture::default);
     let mut state = StreamState::new();
@@ -203,17 +217,8 @@ pub async fn execute(
     // Sent with every request so a server's own logs (and the truth server) can be matched to
     // the records. Phase names are identifiers, so the value is always a valid header.
     let id = reqwest::header::HeaderValue::from_str(&request_id(phase, req.index)).ok();
-    let mut sent = send::send_with_retry(
-        client,
-        ep,
-        &url,
-        body,
-        id.as_ref(),
-        timeouts,
-        cancel_at,
-        &mut state.failure,
-    )
-    .await;
+    let mut sent =
+        send::send_with_retry(ctx, &url, body, id.as_ref(), cancel_at, &mut state.failure).await;
     let headers = match sent.response.take() {
         Some(response) => {
             Some(stream::read(response, &sent, origin, ep, &mut state, &mut cap).await)

@@ -1,9 +1,8 @@
 //! Sending one request, with the deadlines that bound it and the retry of a pooled connection
 //! the server had closed.
 
-use super::{Endpoint, REQUEST_ID_HEADER, error_chain};
+use super::{REQUEST_ID_HEADER, error_chain};
 use crate::core::record::{ErrorKind, Failure};
-use crate::spec::Timeouts;
 use reqwest::header::HeaderValue;
 use serde_json::Value;
 use std::time::Duration;
@@ -57,17 +56,15 @@ pub(super) struct Sent {
 /// `SEND_ATTEMPTS` tries, each with its own send instant. The record counts the attempts
 /// (llama-server b11434 closes a connection after a few streamed responses without saying so:
 /// about one request in ten needs a second try there).
-#[allow(clippy::too_many_arguments)]
 pub(super) async fn send_with_retry(
-    client: &reqwest::Client,
-    ep: &Endpoint,
+    ctx: &super::RequestCtx<'_>,
     url: &str,
     body: &Value,
     id: Option<&HeaderValue>,
-    timeouts: &Timeouts,
     cancel_at: Option<Instant>,
     failure: &mut Option<Failure>,
 ) -> Sent {
+    let (client, ep, timeouts) = (ctx.http, ctx.ep, ctx.timeouts);
     let mut attempts = 0;
     loop {
         attempts += 1;

@@ -286,36 +286,7 @@ pub fn exposition(series: &[Series]) -> String {
         series,
         |c| c.errors.iter().map(|(k, n)| (k.as_str(), *n)).collect(),
     );
-    let gauge = |out: &mut String, name: &str, help: &str, value: &dyn Fn(&Series) -> f64| {
-        family(out, name, "gauge", help);
-        for s in series {
-            let _ = writeln!(out, "{name}{{{}}} {}", labels(s, &[]), number(value(s)));
-        }
-    };
-    gauge(
-        &mut out,
-        "inferlab_requests_in_flight",
-        "Requests sent and not yet finished.",
-        &|s| s.in_flight as f64,
-    );
-    gauge(
-        &mut out,
-        "inferlab_requests_planned",
-        "Requests the phase plans to send, warmups included.",
-        &|s| s.counters.planned as f64,
-    );
-    gauge(
-        &mut out,
-        "inferlab_achieved_requests_per_second",
-        "Measured requests finished per second since the phase started.",
-        &|s| s.counters.rate(s.elapsed_s),
-    );
-    gauge(
-        &mut out,
-        "inferlab_phase_elapsed_seconds",
-        "Seconds since the phase started (to its end once finished).",
-        &|s| s.elapsed_s,
-    );
+    gauges(&mut out, series);
     family(
         &mut out,
         "inferlab_output_tokens_total",
@@ -356,6 +327,40 @@ pub fn exposition(series: &[Series]) -> String {
         histogram(&mut out, name, series, pick);
     }
     out
+}
+
+/// The phases' gauges: in flight, planned, achieved rate, elapsed.
+fn gauges(out: &mut String, series: &[Series]) {
+    let gauge = |out: &mut String, name: &str, help: &str, value: &dyn Fn(&Series) -> f64| {
+        family(out, name, "gauge", help);
+        for s in series {
+            let _ = writeln!(out, "{name}{{{}}} {}", labels(s, &[]), number(value(s)));
+        }
+    };
+    gauge(
+        out,
+        "inferlab_requests_in_flight",
+        "Requests sent and not yet finished.",
+        &|s| s.in_flight as f64,
+    );
+    gauge(
+        out,
+        "inferlab_requests_planned",
+        "Requests the phase plans to send, warmups included.",
+        &|s| s.counters.planned as f64,
+    );
+    gauge(
+        out,
+        "inferlab_achieved_requests_per_second",
+        "Measured requests finished per second since the phase started.",
+        &|s| s.counters.rate(s.elapsed_s),
+    );
+    gauge(
+        out,
+        "inferlab_phase_elapsed_seconds",
+        "Seconds since the phase started (to its end once finished).",
+        &|s| s.elapsed_s,
+    );
 }
 
 /// What a progress line shows about the running phase.

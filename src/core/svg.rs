@@ -70,33 +70,61 @@ fn tick_label(v: f64) -> String {
     }
 }
 
+/// The plot area's scale: the axes' ranges (widened to their outer ticks) and the ticks.
+struct Frame {
+    x_min: f64,
+    x_max: f64,
+    y_max: f64,
+    x_ticks: Vec<f64>,
+    y_ticks: Vec<f64>,
+}
+
+/// The plot area's width and height.
+const PLOT_W: f64 = WIDTH - LEFT - RIGHT;
+const PLOT_H: f64 = HEIGHT - TOP - BOTTOM;
+
+impl Frame {
+    fn of(c: &Chart) -> Self {
+        let points = || c.series.iter().flat_map(|s| s.points.iter());
+        let fold = |f: fn(f64, f64) -> f64, init: f64, pick: fn(&(f64, f64)) -> f64| {
+            points().map(pick).filter(|v| v.is_finite()).fold(init, f)
+        };
+        let (x_lo, x_hi) = (
+            fold(f64::min, f64::INFINITY, |p| p.0),
+            fold(f64::max, f64::NEG_INFINITY, |p| p.0),
+        );
+        let y_hi = fold(f64::max, 0.0, |p| p.1).max(c.y_at_least.unwrap_or(0.0));
+        let x_hi = if x_hi > x_lo { x_hi } else { x_lo + 1.0 };
+        let y_hi = if y_hi > 0.0 { y_hi } else { 1.0 };
+        let x_ticks = ticks(x_lo, x_hi);
+        let y_ticks = ticks(0.0, y_hi);
+        Self {
+            x_max: x_ticks.last().copied().unwrap_or(x_hi).max(x_hi),
+            x_min: x_ticks.first().copied().unwrap_or(x_lo).min(x_lo),
+            y_max: y_ticks.last().copied().unwrap_or(y_hi).max(y_hi),
+            x_ticks,
+            y_ticks,
+        }
+    }
+
+    fn sx(&self, x: f64) -> f64 {
+        LEFT + (x - self.x_min) / (self.x_max - self.x_min) * PLOT_W
+    }
+
+    fn sy(&self, y: f64) -> f64 {
+        TOP + PLOT_H - y / self.y_max * PLOT_H
+    }
+}
+
 /// The chart as an `<svg>` element, or a note when no series has two points.
 pub fn line_chart(c: &Chart) -> String {
-    let points = || c.series.iter().flat_map(|s| s.points.iter());
     if c.series.iter().all(|s| s.points.len() < 2) {
         return format!(
             "<p class=\"empty\">{}: no data to draw</p>",
             escape(&c.title)
         );
     }
-    let fold = |f: fn(f64, f64) -> f64, init: f64, pick: fn(&(f64, f64)) -> f64| {
-        points().map(pick).filter(|v| v.is_finite()).fold(init, f)
-    };
-    let (x_lo, x_hi) = (
-        fold(f64::min, f64::INFINITY, |p| p.0),
-        fold(f64::max, f64::NEG_INFINITY, |p| p.0),
-    );
-    let y_hi = fold(f64::max, 0.0, |p| p.1).max(c.y_at_least.unwrap_or(0.0));
-    let x_hi = if x_hi > x_lo { x_hi } else { x_lo + 1.0 };
-    let y_hi = if y_hi > 0.0 { y_hi } else { 1.0 };
-    let x_ticks = ticks(x_lo, x_hi);
-    let y_ticks = ticks(0.0, y_hi);
-    let x_max = x_ticks.last().copied().unwrap_or(x_hi).max(x_hi);
-    let x_min = x_ticks.first().copied().unwrap_or(x_lo).min(x_lo);
-    let y_max = y_ticks.last().copied().unwrap_or(y_hi).max(y_hi);
-    let (pw, ph) = (WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM);
-    let sx = |x: f64| LEFT + (x - x_min) / (x_max - x_min) * pw;
-    let sy = |y: f64| TOP + ph - y / y_max * ph;
+    let f = Frame::of(c);
     let mut o = String::new();
     let _ = write!(
         o,
@@ -108,27 +136,50 @@ pub fn line_chart(c: &Chart) -> String {
         "<text x=\"{LEFT}\" y=\"16\" class=\"title\">{}</text>",
         escape(&c.title)
     );
-    for &y in &y_ticks {
+    axes(&mut o, &f, c);
+    for (x, label) in &c.markers {
+        let _ = write!(
+            o,
+            "<line class=\"marker\" x1=\"{:.1}\" x2=\"{:.1}\" y1=\"{TOP}\" y2=\"{:.1}\"/><text class=\"marker\" x=\"{:.1}\" y=\"{:.1}\">{}</text>",
+            f.sx(*x),
+            f.sx(*x),
+            TOP + PLOT_H,
+            f.sx(*x) + 3.0,
+            TOP + 10.0,
+            escape(label)
+        );
+    }
+    for (i, s) in c.series.iter().enumerate() {
+        series(&mut o, &f, i, s);
+    }
+    o.push_str("</svg>");
+    o
+}
+
+/// The grid, the ticks, both axes and their labels.
+fn axes(o: &mut String, f: &Frame, c: &Chart) {
+    let ph = PLOT_H;
+    for &y in &f.y_ticks {
         let _ = write!(
             o,
             "<line class=\"grid\" x1=\"{LEFT}\" x2=\"{:.1}\" y1=\"{:.1}\" y2=\"{:.1}\"/><text class=\"tick\" x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\">{}</text>",
             WIDTH - RIGHT,
-            sy(y),
-            sy(y),
+            f.sy(y),
+            f.sy(y),
             LEFT - 6.0,
-            sy(y) + 4.0,
+            f.sy(y) + 4.0,
             tick_label(y)
         );
     }
-    for &x in &x_ticks {
+    for &x in &f.x_ticks {
         let _ = write!(
             o,
             "<line class=\"axis\" x1=\"{:.1}\" x2=\"{:.1}\" y1=\"{:.1}\" y2=\"{:.1}\"/><text class=\"tick\" x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{}</text>",
-            sx(x),
-            sx(x),
+            f.sx(x),
+            f.sx(x),
             TOP + ph,
             TOP + ph + 4.0,
-            sx(x),
+            f.sx(x),
             TOP + ph + 16.0,
             tick_label(x)
         );
@@ -144,59 +195,47 @@ pub fn line_chart(c: &Chart) -> String {
     let _ = write!(
         o,
         "<text class=\"label\" x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{}</text><text class=\"label\" transform=\"translate(14 {:.1}) rotate(-90)\" text-anchor=\"middle\">{}</text>",
-        LEFT + pw / 2.0,
+        LEFT + PLOT_W / 2.0,
         HEIGHT - 6.0,
         escape(&c.x_label),
         TOP + ph / 2.0,
         escape(&c.y_label)
     );
-    for (x, label) in &c.markers {
-        let _ = write!(
-            o,
-            "<line class=\"marker\" x1=\"{:.1}\" x2=\"{:.1}\" y1=\"{TOP}\" y2=\"{:.1}\"/><text class=\"marker\" x=\"{:.1}\" y=\"{:.1}\">{}</text>",
-            sx(*x),
-            sx(*x),
-            TOP + ph,
-            sx(*x) + 3.0,
-            TOP + 10.0,
-            escape(label)
-        );
-    }
-    for (i, s) in c.series.iter().enumerate() {
-        let color = PALETTE[i % PALETTE.len()];
-        let d: Vec<String> = s
-            .points
-            .iter()
-            .filter(|p| p.0.is_finite() && p.1.is_finite())
-            .enumerate()
-            .map(|(j, &(x, y))| {
-                format!(
-                    "{}{:.1},{:.1}",
-                    if j == 0 { 'M' } else { 'L' },
-                    sx(x),
-                    sy(y)
-                )
-            })
-            .collect();
-        let _ = write!(
-            o,
-            "<path class=\"series\" fill=\"none\" stroke=\"{color}\" stroke-width=\"2\" d=\"{}\"><title>{}</title></path>",
-            d.join(""),
-            escape(&s.label)
-        );
-        let ly = TOP + 8.0 + 16.0 * i as f64;
-        let _ = write!(
-            o,
-            "<line x1=\"{:.1}\" x2=\"{:.1}\" y1=\"{ly:.1}\" y2=\"{ly:.1}\" stroke=\"{color}\" stroke-width=\"3\"/><text class=\"legend\" x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\">{}</text>",
-            WIDTH - RIGHT - 24.0,
-            WIDTH - RIGHT - 6.0,
-            WIDTH - RIGHT - 28.0,
-            ly + 4.0,
-            escape(&s.label)
-        );
-    }
-    o.push_str("</svg>");
-    o
+}
+
+/// Series `i`'s line and its legend entry.
+fn series(o: &mut String, f: &Frame, i: usize, s: &Series) {
+    let color = PALETTE[i % PALETTE.len()];
+    let d: Vec<String> = s
+        .points
+        .iter()
+        .filter(|p| p.0.is_finite() && p.1.is_finite())
+        .enumerate()
+        .map(|(j, &(x, y))| {
+            format!(
+                "{}{:.1},{:.1}",
+                if j == 0 { 'M' } else { 'L' },
+                f.sx(x),
+                f.sy(y)
+            )
+        })
+        .collect();
+    let _ = write!(
+        o,
+        "<path class=\"series\" fill=\"none\" stroke=\"{color}\" stroke-width=\"2\" d=\"{}\"><title>{}</title></path>",
+        d.join(""),
+        escape(&s.label)
+    );
+    let ly = TOP + 8.0 + 16.0 * i as f64;
+    let _ = write!(
+        o,
+        "<line x1=\"{:.1}\" x2=\"{:.1}\" y1=\"{ly:.1}\" y2=\"{ly:.1}\" stroke=\"{color}\" stroke-width=\"3\"/><text class=\"legend\" x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\">{}</text>",
+        WIDTH - RIGHT - 24.0,
+        WIDTH - RIGHT - 6.0,
+        WIDTH - RIGHT - 28.0,
+        ly + 4.0,
+        escape(&s.label)
+    );
 }
 
 #[cfg(test)]

@@ -53,7 +53,29 @@ pub struct AcrossEntry<'a> {
     pub targets: Vec<(&'a TargetSpec, Plan)>,
     /// How it runs, or why it cannot (a target with neither endpoint nor fixture, bad target
     /// variables, or targets that would run in different modes).
-    pub plan: Result<Mode, String>,
+    pub plan: Result<Mode, NoMode>,
+}
+
+/// Why a trial across targets cannot run.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum NoMode {
+    #[error("target {target}: {source}")]
+    Env {
+        target: String,
+        #[source]
+        source: crate::env::EnvError,
+    },
+    #[error("needs target {target}: {reason}")]
+    Needs { target: String, reason: String },
+    #[error(
+        "{} live but {} replayed: a comparison needs every target live (start them all) or every one replayed",
+        .live.join(", "),
+        .replayed.join(", ")
+    )]
+    Mixed {
+        live: Vec<String>,
+        replayed: Vec<String>,
+    },
 }
 
 /// The selected trials across targets: one per experiment with such assertions, unless the
@@ -92,7 +114,12 @@ pub fn entries<'a>(
         {
             match trial::plan(exp, t, env, fixtures) {
                 Ok(plan) => targets.push((t, plan)),
-                Err(e) => problem = problem.or(Some(format!("target {}: {e}", t.name))),
+                Err(source) => {
+                    problem = problem.or(Some(NoMode::Env {
+                        target: t.name.clone(),
+                        source,
+                    }));
+                }
             }
         }
         let plan = match problem {
@@ -110,29 +137,28 @@ pub fn entries<'a>(
 }
 
 /// One mode for every target, or why there is none.
-fn mode_of(targets: &[(&TargetSpec, Plan)]) -> Result<Mode, String> {
+fn mode_of(targets: &[(&TargetSpec, Plan)]) -> Result<Mode, NoMode> {
     if let Some((t, Plan::Ignored { reason })) = targets
         .iter()
         .find(|(_, p)| matches!(p, Plan::Ignored { .. }))
     {
-        return Err(format!("needs target {}: {reason}", t.name));
+        return Err(NoMode::Needs {
+            target: t.name.clone(),
+            reason: reason.clone(),
+        });
     }
-    let names = |live: bool| -> Vec<&str> {
+    let names = |live: bool| -> Vec<String> {
         targets
             .iter()
             .filter(|(_, p)| matches!(p, Plan::Live { .. }) == live)
-            .map(|(t, _)| t.name.as_str())
+            .map(|(t, _)| t.name.clone())
             .collect()
     };
     let (live, replayed) = (names(true), names(false));
     match (live.is_empty(), replayed.is_empty()) {
         (true, _) => Ok(Mode::Replay),
         (false, true) => Ok(Mode::Live),
-        (false, false) => Err(format!(
-            "{} live but {} replayed: a comparison needs every target live (start them all) or every one replayed",
-            live.join(", "),
-            replayed.join(", ")
-        )),
+        (false, false) => Err(NoMode::Mixed { live, replayed }),
     }
 }
 
@@ -188,8 +214,8 @@ pub async fn run(
     })
 }
 
-/// Why a trial across targets did not pass, with every number; `Ok` when it passed.
-pub fn judge(out: &AcrossOutcome) -> Result<(), String> {
+/// Why a trial across targets did not pass, with every number; `None` when it passed.
+pub fn failure(out: &AcrossOutcome) -> Option<String> {
     let failed: Vec<String> = out
         .verdicts
         .iter()
@@ -197,14 +223,14 @@ pub fn judge(out: &AcrossOutcome) -> Result<(), String> {
         .map(|v| v.to_string())
         .collect();
     if failed.is_empty() {
-        return Ok(());
+        return None;
     }
     let runs: Vec<String> = out
         .runs
         .iter()
         .map(|(t, dir)| format!("{t}: {}", dir.display()))
         .collect();
-    Err(format!(
+    Some(format!(
         "assertion(s) across targets failed:\n{}\n\nresults: {}",
         failed.join("\n"),
         runs.join(", ")

@@ -4,7 +4,7 @@
 //! The test binary only wraps each case for libtest-mimic and compares the snapshot.
 
 use super::across::{self, ACROSS, AcrossEntry, Ledger};
-use super::{DiscoveryError, Selection, TrialEntry, discover, judge, snapshot_name, trials};
+use super::{DiscoveryError, Selection, TrialEntry, discover, failure, snapshot_name, trials};
 use crate::report::SnapshotView;
 use crate::trial::{self, Baselines, Plan, TrialOptions};
 use std::path::{Path, PathBuf};
@@ -79,13 +79,9 @@ fn options(root: &Path, fixtures: &Path, env: fn(&str) -> Option<String>) -> Tri
     }
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime, String> {
-    crate::run::client_runtime(None).map_err(|e| format!("runtime: {e}"))
-}
-
 fn per_target(entry: TrialEntry<'_>, options: &Arc<TrialOptions>, ledger: &Arc<Ledger>) -> Case {
     let plan = match entry.plan {
-        Err(e) => return fails(entry.name, e),
+        Err(e) => return fails(entry.name, e.to_string()),
         Ok(Plan::Ignored { reason }) => return ignored(entry.name, reason),
         Ok(plan) => plan,
     };
@@ -93,11 +89,14 @@ fn per_target(entry: TrialEntry<'_>, options: &Arc<TrialOptions>, ledger: &Arc<L
     let (exp, target) = (entry.experiment.clone(), entry.target.clone());
     let (options, ledger) = (options.clone(), ledger.clone());
     let run: Runner = Box::new(move || {
-        let out = runtime()?
+        let out = crate::run::client_runtime(None)
+            .map_err(|e| format!("runtime: {e}"))?
             .block_on(trial::run_trial(&exp, &target, plan, &options))
             .map_err(|e| e.to_string())?;
         ledger.put(&out.summary, &out.dir);
-        judge(&out)?;
+        if let Some(why) = failure(&out) {
+            return Err(why);
+        }
         Ok(exp
             .snapshot
             .enabled
@@ -117,7 +116,7 @@ fn across_targets(
 ) -> Case {
     let mode = match entry.plan {
         Ok(mode) => mode,
-        Err(reason) => return ignored(entry.name, reason),
+        Err(reason) => return ignored(entry.name, reason.to_string()),
     };
     let exp = entry.experiment.clone();
     let targets: Vec<_> = entry
@@ -134,10 +133,13 @@ fn across_targets(
             targets: targets.iter().map(|(t, p)| (t, p.clone())).collect(),
             plan: Ok(mode),
         };
-        let out = runtime()?
+        let out = crate::run::client_runtime(None)
+            .map_err(|e| format!("runtime: {e}"))?
             .block_on(across::run(&entry, &ledger, &options))
             .map_err(|e| e.to_string())?;
-        across::judge(&out)?;
+        if let Some(why) = across::failure(&out) {
+            return Err(why);
+        }
         Ok(None)
     });
     Case {

@@ -128,7 +128,7 @@ pub struct TrialEntry<'a> {
     pub experiment: &'a Experiment,
     pub target: &'a TargetSpec,
     /// `Err`: the target's environment is bad input (e.g. a malformed URL).
-    pub plan: Result<Plan, String>,
+    pub plan: Result<Plan, crate::env::EnvError>,
 }
 
 /// The selected trials of `exps`, planned with `env` and the fixtures under `fixtures`, sorted
@@ -159,8 +159,8 @@ pub fn trials<'a>(
 
 /// Why a trial that ran did not pass, with its numbers: replayed requests that matched no
 /// recorded exchange, failed assertions, then the phase table and where the results are.
-/// `Ok` when it passed.
-pub fn judge(out: &TrialOutcome) -> Result<(), String> {
+/// `None` when it passed.
+pub fn failure(out: &TrialOutcome) -> Option<String> {
     let mut problems = Vec::new();
     if let Some(first) = out.replay_unmatched.first() {
         problems.push(format!(
@@ -178,9 +178,9 @@ pub fn judge(out: &TrialOutcome) -> Result<(), String> {
         problems.push(format!("assertion(s) failed:\n{}", failed.join("\n")));
     }
     if problems.is_empty() {
-        return Ok(());
+        return None;
     }
-    Err(format!(
+    Some(format!(
         "{}\n\n{}results: {}",
         problems.join("\n"),
         report::phase_table(&out.summary),

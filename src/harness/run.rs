@@ -4,7 +4,7 @@
 //! per trial.
 
 use super::across::{self, AcrossOutcome, Ledger};
-use super::{Exit, Selection, discover, trials};
+use super::{Exit, Selection, TrialEntry, discover, trials};
 use crate::report::Mode;
 use crate::spec::SpecError;
 use crate::trial::{self, Plan, TrialError, TrialOptions, TrialOutcome};
@@ -114,6 +114,87 @@ impl RunResult {
     }
 }
 
+/// The options every trial of a run shares.
+fn options(args: &RunArgs, env: &dyn Fn(&str) -> Option<String>) -> TrialOptions {
+    TrialOptions {
+        watch: args.watch.clone(),
+        results_root: args.results.clone(),
+        fixtures_root: args.fixtures.clone(),
+        salt: env("INFERLAB_SALT").and_then(|s| s.parse().ok()),
+        interrupt: args.interrupt.clone(),
+        cost_per_hour: args.cost_per_hour,
+        baselines: trial::Baselines {
+            root: args.baselines.clone(),
+            required: crate::env::ci(env),
+        },
+    }
+}
+
+/// Whether the run goes on after a trial (an interrupted one stops it).
+#[derive(Debug, PartialEq, Eq)]
+enum Flow {
+    Go,
+    Stop,
+}
+
+/// One trial of one target: run, reported through `on`, and counted in `result`.
+async fn run_one(
+    entry: TrialEntry<'_>,
+    ledger: &Ledger,
+    opts: &TrialOptions,
+    on: &mut (dyn FnMut(Event<'_>) + Send),
+    result: &mut RunResult,
+) -> Flow {
+    let name = entry.name.as_str();
+    let plan = match entry.plan {
+        Ok(Plan::Ignored { reason }) => {
+            on(Event::Skipped {
+                name,
+                reason: &reason,
+            });
+            return Flow::Go;
+        }
+        Ok(plan) => plan,
+        Err(error) => {
+            on(Event::BadTarget {
+                name,
+                error: &error.to_string(),
+            });
+            result.code = result.code.max(Exit::BadInput);
+            return Flow::Go;
+        }
+    };
+    if let Some(mode) = plan.mode() {
+        on(Event::Started { name, mode });
+    }
+    match trial::run_trial(entry.experiment, entry.target, plan, opts).await {
+        Ok(outcome) => {
+            ledger.put(&outcome.summary, &outcome.dir);
+            on(Event::Finished {
+                name,
+                outcome: &outcome,
+            });
+            result.output_tokens += outcome.summary.all.output_tokens;
+            result.trials.push(TrialLine::of(name, &outcome));
+            if !outcome.passed() {
+                result.code = result.code.max(Exit::Failed);
+            }
+            if outcome.summary.interrupted {
+                result.code = Exit::Interrupted;
+                return Flow::Stop;
+            }
+        }
+        Err(error) => {
+            on(Event::Broken {
+                name,
+                error: &error,
+            });
+            result.code = result.code.max(Exit::BadInput);
+        }
+    }
+    Flow::Go
+}
+
 /// Runs the selected trials in name order; `env` reads the environment.
 pub async fn run(
     args: RunArgs,
@@ -127,18 +208,7 @@ pub async fn run(
     if !found.invalid.is_empty() {
         return Ok(RunResult::with(Exit::BadInput));
     }
-    let opts = TrialOptions {
-        watch: args.watch.clone(),
-        results_root: args.results.clone(),
-        fixtures_root: args.fixtures.clone(),
-        salt: env("INFERLAB_SALT").and_then(|s| s.parse().ok()),
-        interrupt: args.interrupt.clone(),
-        cost_per_hour: args.cost_per_hour,
-        baselines: trial::Baselines {
-            root: args.baselines.clone(),
-            required: crate::env::ci(env),
-        },
-    };
+    let opts = options(&args, env);
     let selected = trials(&found.experiments, &args.selection, env, &args.fixtures);
     let across = across::entries(&found.experiments, &args.selection, env, &args.fixtures);
     if selected.is_empty() && across.is_empty() {
@@ -150,52 +220,8 @@ pub async fn run(
     let mut result = RunResult::with(Exit::Success);
     let ledger = Ledger::default();
     for entry in selected {
-        let name = entry.name.as_str();
-        let plan = match entry.plan {
-            Ok(Plan::Ignored { reason }) => {
-                on(Event::Skipped {
-                    name,
-                    reason: &reason,
-                });
-                continue;
-            }
-            Ok(plan) => plan,
-            Err(error) => {
-                on(Event::BadTarget {
-                    name,
-                    error: &error,
-                });
-                result.code = result.code.max(Exit::BadInput);
-                continue;
-            }
-        };
-        if let Some(mode) = plan.mode() {
-            on(Event::Started { name, mode });
-        }
-        match trial::run_trial(entry.experiment, entry.target, plan, &opts).await {
-            Ok(outcome) => {
-                ledger.put(&outcome.summary, &outcome.dir);
-                on(Event::Finished {
-                    name,
-                    outcome: &outcome,
-                });
-                result.output_tokens += outcome.summary.all.output_tokens;
-                result.trials.push(TrialLine::of(name, &outcome));
-                if !outcome.passed() {
-                    result.code = result.code.max(Exit::Failed);
-                }
-                if outcome.summary.interrupted {
-                    result.code = Exit::Interrupted;
-                    return Ok(result);
-                }
-            }
-            Err(error) => {
-                on(Event::Broken {
-                    name,
-                    error: &error,
-                });
-                result.code = result.code.max(Exit::BadInput);
-            }
+        if run_one(entry, &ledger, &opts, on, &mut result).await == Flow::Stop {
+            return Ok(result);
         }
     }
     for entry in &across {
@@ -216,7 +242,10 @@ async fn run_across(
     let mode = match &entry.plan {
         Ok(mode) => *mode,
         Err(reason) => {
-            on(Event::Skipped { name, reason });
+            on(Event::Skipped {
+                name,
+                reason: &reason.to_string(),
+            });
             return;
         }
     };

@@ -28,9 +28,6 @@ pub enum LoadError {
     NoFinishedRun { dir: PathBuf },
     #[error(transparent)]
     Results(#[from] ResultsError),
-    /// A row file's own reader (it names file, line and field).
-    #[error("{0}")]
-    Rows(String),
     #[error("--reference {name}: no run of that target among {among}")]
     NoReference { name: String, among: String },
     /// Different experiments or seeds, not forced.
@@ -269,7 +266,7 @@ fn provenance(m: &ManifestIn) -> Vec<(String, String)> {
 /// The run's successful `/metrics` scrapes, in order; an absent file is an empty timeline.
 fn timeline(path: &Path) -> Result<Vec<Scrape>, LoadError> {
     let mut out: Vec<Scrape> = Vec::new();
-    let lines = super::rows::read_scrape_lines(path).map_err(LoadError::Rows)?;
+    let lines = super::rows::read_scrape_lines(path)?;
     for s in lines.items {
         if s.error.is_some() {
             continue;

@@ -7,6 +7,7 @@ use crate::core::record::TokenCounting;
 use crate::core::record::{ChunkTime, ErrorKind, Failure, RequestRecord, ServerTimings, Usage};
 use crate::core::record::{Point, ScrapeRecord};
 use crate::core::server::Canonical;
+use crate::results::ResultsError;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use std::path::Path;
@@ -72,9 +73,13 @@ fn ms(v: f64) -> Duration {
     Duration::try_from_secs_f64(v.max(0.0) / 1e3).unwrap_or_default()
 }
 
-/// Reads a JSON-lines file; a line that is not the last must be whole.
-fn read_lines<T: DeserializeOwned>(path: &Path) -> Result<ReadBack<T>, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+/// Reads a JSON-lines file, each item with its line number (from 1); a line that is not the
+/// last must be whole.
+fn read_lines<T: DeserializeOwned>(path: &Path) -> Result<ReadBack<(usize, T)>, ResultsError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ResultsError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
     let lines: Vec<(usize, &str)> = text
         .lines()
         .enumerate()
@@ -86,27 +91,47 @@ fn read_lines<T: DeserializeOwned>(path: &Path) -> Result<ReadBack<T>, String> {
         partial_last_line: None,
     };
     for (k, &(i, line)) in lines.iter().enumerate() {
-        match serde_json::from_str::<T>(line) {
-            Ok(v) => out.items.push(v),
-            Err(e) if k + 1 == lines.len() && (!ends_cleanly || e.is_eof()) => {
+        let de = &mut serde_json::Deserializer::from_str(line);
+        match serde_path_to_error::deserialize::<_, T>(de) {
+            Ok(v) => out.items.push((i + 1, v)),
+            Err(e) if k + 1 == lines.len() && (!ends_cleanly || e.inner().is_eof()) => {
                 out.partial_last_line = Some(i + 1);
             }
             Err(e) => {
-                return Err(format!("{}:{}:{}: {e}", path.display(), i + 1, e.column()));
+                let field = e.path().to_string();
+                let inner = e.into_inner();
+                return Err(ResultsError::Malformed {
+                    path: path.to_path_buf(),
+                    line: i + 1,
+                    column: inner.column(),
+                    field,
+                    message: inner.to_string(),
+                });
             }
         }
     }
     Ok(out)
 }
 
+/// A value of line `line` that parsed but means nothing here.
+fn bad_field(path: &Path, line: usize, field: &str, message: String) -> ResultsError {
+    ResultsError::Malformed {
+        path: path.to_path_buf(),
+        line,
+        column: 1,
+        field: field.into(),
+        message,
+    }
+}
+
 impl RequestIn {
-    fn record(self, at: &str) -> Result<RequestRecord, String> {
+    fn record(self, path: &Path, line: usize) -> Result<RequestRecord, ResultsError> {
         let failure = match self.error_kind {
             None => None,
             Some(k) => Some(Failure {
                 kind: k
                     .parse::<ErrorKind>()
-                    .map_err(|e| format!("{at}: field `error_kind`: {e}"))?,
+                    .map_err(|e| bad_field(path, line, "error_kind", e))?,
                 detail: self.error_detail.unwrap_or_default(),
             }),
         };
@@ -163,14 +188,13 @@ impl RequestIn {
 }
 
 /// The records of a run's `requests.jsonl`.
-pub fn read_requests(path: &Path) -> Result<ReadBack<RequestRecord>, String> {
-    let raw: ReadBack<RequestIn> = read_lines(path)?;
+pub fn read_requests(path: &Path) -> Result<ReadBack<RequestRecord>, ResultsError> {
+    let raw: ReadBack<(usize, RequestIn)> = read_lines(path)?;
     let items = raw
         .items
         .into_iter()
-        .enumerate()
-        .map(|(i, r)| r.record(&format!("{} (record {})", path.display(), i + 1)))
-        .collect::<Result<Vec<_>, String>>()?;
+        .map(|(line, r)| r.record(path, line))
+        .collect::<Result<Vec<_>, _>>()?;
     Ok(ReadBack {
         items,
         partial_last_line: raw.partial_last_line,
@@ -178,7 +202,15 @@ pub fn read_requests(path: &Path) -> Result<ReadBack<RequestRecord>, String> {
 }
 
 /// The lines of a run's `server_metrics.jsonl` as written; an absent file has none.
-pub fn read_scrape_lines(path: &Path) -> Result<ReadBack<ScrapeIn>, String> {
+pub fn read_scrape_lines(path: &Path) -> Result<ReadBack<ScrapeIn>, ResultsError> {
+    let raw = numbered_scrapes(path)?;
+    Ok(ReadBack {
+        items: raw.items.into_iter().map(|(_, s)| s).collect(),
+        partial_last_line: raw.partial_last_line,
+    })
+}
+
+fn numbered_scrapes(path: &Path) -> Result<ReadBack<(usize, ScrapeIn)>, ResultsError> {
     if !path.is_file() {
         return Ok(ReadBack {
             items: Vec::new(),
@@ -189,20 +221,15 @@ pub fn read_scrape_lines(path: &Path) -> Result<ReadBack<ScrapeIn>, String> {
 }
 
 /// The scrapes of a run's `server_metrics.jsonl`; an absent file has none.
-pub fn read_scrapes(path: &Path) -> Result<ReadBack<ScrapeRecord>, String> {
-    let raw = read_scrape_lines(path)?;
+pub fn read_scrapes(path: &Path) -> Result<ReadBack<ScrapeRecord>, ResultsError> {
+    let raw = numbered_scrapes(path)?;
     let items = raw
         .items
         .into_iter()
-        .enumerate()
-        .map(|(i, s)| {
+        .map(|(line, s)| {
             let point = Point::parse(&s.point).ok_or_else(|| {
-                format!(
-                    "{} (scrape {}): field `point`: `{}` is not start, periodic or end",
-                    path.display(),
-                    i + 1,
-                    s.point
-                )
+                let why = format!("`{}` is not start, periodic or end", s.point);
+                bad_field(path, line, "point", why)
             })?;
             // GPU samples are written beside the scrapes; their series are all `gpu_*`.
             let gpu = !s.values.is_empty() && s.values.keys().all(|k| k.starts_with("gpu_"));
@@ -219,7 +246,7 @@ pub fn read_scrapes(path: &Path) -> Result<ReadBack<ScrapeRecord>, String> {
                 gpu,
             })
         })
-        .collect::<Result<Vec<_>, String>>()?;
+        .collect::<Result<Vec<_>, ResultsError>>()?;
     Ok(ReadBack {
         items,
         partial_last_line: raw.partial_last_line,
@@ -272,7 +299,7 @@ mod tests {
         assert_eq!(b.usage, r.usage);
         // A broken line that is not the last is an error with its place.
         std::fs::write(&path, format!("{cut}\n{line}\n")).unwrap();
-        let err = read_requests(&path).unwrap_err();
+        let err = read_requests(&path).unwrap_err().to_string();
         assert!(err.contains("requests.jsonl:1:"), "{err}");
         let _ = std::fs::remove_dir_all(&dir);
     }

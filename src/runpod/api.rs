@@ -44,6 +44,10 @@ pub enum ApiError {
         path: String,
         message: String,
     },
+    #[error("RUNPOD_API_KEY is not set")]
+    NoKey,
+    #[error("RunPod API client: {0}")]
+    Client(#[source] reqwest::Error),
 }
 
 impl ApiError {
@@ -89,7 +93,7 @@ pub struct CreatePod {
     pub ports: Vec<String>,
     pub env: std::collections::BTreeMap<String, String>,
     pub gpu: GpuRequest,
-    pub cloud: String,
+    pub cloud: Cloud,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub data_center_ids: Vec<String>,
 }
@@ -102,6 +106,32 @@ impl CreatePod {
             *v = "[redacted]".into();
         }
         c
+    }
+}
+
+/// Where a pod runs: RunPod's secure cloud or its community cloud.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum Cloud {
+    Secure,
+    Community,
+}
+
+impl Cloud {
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "SECURE" => Some(Self::Secure),
+            "COMMUNITY" => Some(Self::Community),
+            _ => None,
+        }
+    }
+
+    /// The catalog's hourly price of a GPU in this cloud (community falls back to secure).
+    pub fn price(self, p: &Price) -> Option<f64> {
+        match self {
+            Self::Secure => p.secure,
+            Self::Community => p.community.or(p.secure),
+        }
     }
 }
 
@@ -167,13 +197,13 @@ pub struct RunPod {
 }
 
 impl RunPod {
-    pub fn new(base: &str, key: Secret, retry: Retry) -> Result<Self, String> {
+    pub fn new(base: &str, key: Secret, retry: Retry) -> Result<Self, ApiError> {
         let http = reqwest::Client::builder()
             .no_proxy()
             .connect_timeout(Duration::from_secs(10))
             .timeout(Duration::from_secs(60))
             .build()
-            .map_err(|e| e.to_string())?;
+            .map_err(ApiError::Client)?;
         Ok(Self {
             http,
             base: base.trim_end_matches('/').to_string(),
@@ -184,10 +214,10 @@ impl RunPod {
     }
 
     /// From `RUNPOD_API_KEY` and `INFERLAB_RUNPOD_API`.
-    pub fn from_env(env: &dyn Fn(&str) -> Option<String>) -> Result<Self, String> {
+    pub fn from_env(env: &dyn Fn(&str) -> Option<String>) -> Result<Self, ApiError> {
         let key = env("RUNPOD_API_KEY")
             .filter(|k| !k.trim().is_empty())
-            .ok_or("RUNPOD_API_KEY is not set")?;
+            .ok_or(ApiError::NoKey)?;
         let base = env("INFERLAB_RUNPOD_API").unwrap_or_else(|| DEFAULT_API.to_string());
         Self::new(&base, Secret::new(key.trim()), Retry::default())
     }

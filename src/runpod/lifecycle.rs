@@ -6,13 +6,56 @@
 //! is confirmed, so after a `kill -9` the next run (or `inferlab down --all`) finds it and
 //! terminates it.
 
-use crate::runpod::api::{Pod, RunPod};
-use crate::runpod::deploy::Deployment;
+use crate::runpod::api::{ApiError, Pod, RunPod};
+use crate::runpod::deploy::{Deployment, UnsetVar};
 use serde::{Deserialize, Serialize};
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tokio::time::Instant;
+
+/// Why a pod's life could not begin or be tracked. A pod that never became ready is not an
+/// error here: `with_pod` ends with `Ended::NotReady` and the report says why.
+#[derive(Debug, thiserror::Error)]
+pub enum LifecycleError {
+    #[error("ledger {}: {source}", path.display())]
+    LedgerIo {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("ledger {}: {source}", path.display())]
+    LedgerFormat {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error(transparent)]
+    Api(#[from] ApiError),
+    #[error(transparent)]
+    Env(#[from] UnsetVar),
+}
+
+/// Why a pod did not become ready, for its report.
+#[derive(Debug, thiserror::Error)]
+enum NotReady {
+    #[error("pod {id} is {status}")]
+    Failed { id: String, status: String },
+    #[error("pod {id} not RUNNING after {after:?} (last status {last})")]
+    NotRunning {
+        id: String,
+        after: Duration,
+        last: String,
+    },
+    #[error("the engine did not answer {health} within {after:?} (last: {last})")]
+    Unhealthy {
+        health: String,
+        after: Duration,
+        last: String,
+    },
+    #[error("HTTP client: {0}")]
+    Client(#[source] reqwest::Error),
+}
 
 /// One pod this tool created and has not yet seen terminated.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -58,19 +101,27 @@ impl Ledger {
         &self.path
     }
 
-    pub fn entries(&self) -> Result<Vec<LedgerEntry>, String> {
+    pub fn entries(&self) -> Result<Vec<LedgerEntry>, LifecycleError> {
         match std::fs::read_to_string(&self.path) {
             Ok(s) if s.trim().is_empty() => Ok(Vec::new()),
-            Ok(s) => {
-                serde_json::from_str(&s).map_err(|e| format!("ledger {}: {e}", self.path.display()))
-            }
+            Ok(s) => serde_json::from_str(&s).map_err(|source| LifecycleError::LedgerFormat {
+                path: self.path.clone(),
+                source,
+            }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
-            Err(e) => Err(format!("ledger {}: {e}", self.path.display())),
+            Err(source) => Err(self.io(source)),
         }
     }
 
-    fn write(&self, entries: &[LedgerEntry]) -> Result<(), String> {
-        let err = |e: std::io::Error| format!("ledger {}: {e}", self.path.display());
+    fn io(&self, source: std::io::Error) -> LifecycleError {
+        LifecycleError::LedgerIo {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    fn write(&self, entries: &[LedgerEntry]) -> Result<(), LifecycleError> {
+        let err = |e: std::io::Error| self.io(e);
         if let Some(dir) = self.path.parent() {
             std::fs::create_dir_all(dir).map_err(err)?;
         }
@@ -83,7 +134,7 @@ impl Ledger {
         std::fs::rename(&tmp, &self.path).map_err(err)
     }
 
-    pub fn add(&self, entry: LedgerEntry) -> Result<(), String> {
+    pub fn add(&self, entry: LedgerEntry) -> Result<(), LifecycleError> {
         let _one_at_a_time = LEDGER_LOCK.lock().unwrap_or_else(|p| p.into_inner());
         let mut all = self.entries()?;
         all.retain(|e| e.pod_id != entry.pod_id);
@@ -91,7 +142,7 @@ impl Ledger {
         self.write(&all)
     }
 
-    pub fn remove(&self, pod_id: &str) -> Result<(), String> {
+    pub fn remove(&self, pod_id: &str) -> Result<(), LifecycleError> {
         let _one_at_a_time = LEDGER_LOCK.lock().unwrap_or_else(|p| p.into_inner());
         let mut all = self.entries()?;
         all.retain(|e| e.pod_id != pod_id);
@@ -115,13 +166,13 @@ pub async fn reap(
     api: &RunPod,
     ledger: &Ledger,
     all: bool,
-) -> Result<Vec<(LedgerEntry, Result<(), String>)>, String> {
+) -> Result<Vec<(LedgerEntry, Result<(), ApiError>)>, LifecycleError> {
     let mut out = Vec::new();
     for e in ledger.entries()? {
         if !all && process_alive(e.pid) {
             continue;
         }
-        let r = api.delete_pod(&e.pod_id).await.map_err(|x| x.to_string());
+        let r = api.delete_pod(&e.pod_id).await;
         if r.is_ok() {
             ledger.remove(&e.pod_id)?;
         }
@@ -189,25 +240,37 @@ pub struct ReadyPod {
     pub url: String,
 }
 
+/// Where pods come from and are written down: the API, the ledger, the environment (for the
+/// pod's `$VAR` values and the proxy URL) and how often to poll.
+#[derive(Clone, Copy)]
+pub struct Landlord<'a> {
+    pub api: &'a RunPod,
+    pub ledger: &'a Ledger,
+    pub env: &'a dyn Fn(&str) -> Option<String>,
+    pub polling: Polling,
+}
+
 /// Creates the deployment's pod, waits until its engine answers, runs `run` against it, and
 /// terminates it — also on failure, panic and `shutdown` — unless `keep`.
-#[allow(clippy::too_many_arguments)]
 pub async fn with_pod<F, Fut, T>(
-    api: &RunPod,
-    ledger: &Ledger,
+    pods: Landlord<'_>,
     dep: &Deployment,
-    env: &dyn Fn(&str) -> Option<String>,
-    polling: Polling,
     keep: bool,
     shutdown: impl Future<Output = &'static str>,
     log: &mut dyn FnMut(&str),
     run: F,
-) -> Result<(Ended<T>, PodReport), String>
+) -> Result<(Ended<T>, PodReport), LifecycleError>
 where
     F: FnOnce(ReadyPod) -> Fut,
     Fut: Future<Output = T> + Send + 'static,
     T: Send + 'static,
 {
+    let Landlord {
+        api,
+        ledger,
+        env,
+        polling: _,
+    } = pods;
     let body = dep.create_request(env)?;
     let mut report = PodReport {
         deployment: dep.name.clone(),
@@ -223,7 +286,7 @@ where
     report.url = Some(url.clone());
     let ended = {
         let work = async {
-            let ready = ready(api, &id, &url, dep, polling, &mut report, started, log).await;
+            let ready = ready(pods, &id, &url, dep, &mut report, started, log).await;
             let Some(pod) = ready else {
                 return Ended::NotReady;
             };
@@ -267,7 +330,7 @@ async fn reap_leftovers(
     api: &RunPod,
     ledger: &Ledger,
     log: &mut dyn FnMut(&str),
-) -> Result<(), String> {
+) -> Result<(), LifecycleError> {
     for (e, r) in reap(api, ledger, false).await? {
         match r {
             Ok(()) => log(&format!(
@@ -289,8 +352,8 @@ async fn create(
     report: &mut PodReport,
     started: Instant,
     log: &mut dyn FnMut(&str),
-) -> Result<String, String> {
-    let pod = api.create_pod(body).await.map_err(|e| e.to_string())?;
+) -> Result<String, LifecycleError> {
+    let pod = api.create_pod(body).await?;
     let id = pod.id.clone();
     report.pod_id = Some(id.clone());
     report.cost_per_hour = pod.cost;
@@ -313,21 +376,20 @@ async fn create(
 
 /// Waits until the pod runs and its engine answers; `None` (the report says why, with the
 /// pod's logs) when it does not.
-#[allow(clippy::too_many_arguments)]
 async fn ready(
-    api: &RunPod,
+    pods: Landlord<'_>,
     id: &str,
     url: &str,
     dep: &Deployment,
-    polling: Polling,
     report: &mut PodReport,
     started: Instant,
     log: &mut dyn FnMut(&str),
 ) -> Option<Pod> {
+    let (api, polling) = (pods.api, pods.polling);
     let pod = match wait_running(api, id, dep, polling, report, started, log).await {
         Ok(pod) => pod,
         Err(e) => {
-            report.error = Some(e);
+            report.error = Some(e.to_string());
             report.logs = api.logs(id).await.ok();
             return None;
         }
@@ -337,7 +399,7 @@ async fn ready(
         report.cost_per_hour = pod.cost;
     }
     if let Err(e) = wait_healthy(url, dep, polling, log).await {
-        report.error = Some(e);
+        report.error = Some(e.to_string());
         report.logs = api.logs(id).await.ok();
         return None;
     }
@@ -391,7 +453,7 @@ async fn wait_running(
     report: &mut PodReport,
     started: Instant,
     log: &mut dyn FnMut(&str),
-) -> Result<Pod, String> {
+) -> Result<Pod, NotReady> {
     let deadline = Instant::now() + dep.provision_timeout;
     let mut wait = polling.first;
     let mut last = String::new();
@@ -409,7 +471,10 @@ async fn wait_running(
                 match status.as_str() {
                     "RUNNING" => return Ok(p),
                     "ERROR" | "EXITED" | "TERMINATED" => {
-                        return Err(format!("pod {id} is {status}"));
+                        return Err(NotReady::Failed {
+                            id: id.to_string(),
+                            status,
+                        });
                     }
                     _ => {}
                 }
@@ -417,11 +482,14 @@ async fn wait_running(
             Err(e) => log(&format!("pod {id}: {e}")),
         }
         if Instant::now() + wait > deadline {
-            return Err(format!(
-                "pod {id} not RUNNING after {:?} (last status {})",
-                dep.provision_timeout,
-                if last.is_empty() { "unknown" } else { &last }
-            ));
+            if last.is_empty() {
+                last = "unknown".into();
+            }
+            return Err(NotReady::NotRunning {
+                id: id.to_string(),
+                after: dep.provision_timeout,
+                last,
+            });
         }
         tokio::time::sleep(wait).await;
         wait = (wait * 2).min(polling.max);
@@ -433,12 +501,12 @@ async fn wait_healthy(
     dep: &Deployment,
     polling: Polling,
     log: &mut dyn FnMut(&str),
-) -> Result<(), String> {
+) -> Result<(), NotReady> {
     let http = reqwest::Client::builder()
         .no_proxy()
         .timeout(Duration::from_secs(10))
         .build()
-        .map_err(|e| e.to_string())?;
+        .map_err(NotReady::Client)?;
     let deadline = Instant::now() + dep.ready_timeout;
     let mut wait = polling.first;
     let health = format!("{url}/health");
@@ -456,10 +524,11 @@ async fn wait_healthy(
             last = now;
         }
         if Instant::now() + wait > deadline {
-            return Err(format!(
-                "the engine did not answer {health} within {:?} (last: {last})",
-                dep.ready_timeout
-            ));
+            return Err(NotReady::Unhealthy {
+                health,
+                after: dep.ready_timeout,
+                last,
+            });
         }
         tokio::time::sleep(wait).await;
         wait = (wait * 2).min(polling.max);

@@ -4,14 +4,36 @@
 //! machine's client. Each pod's report goes to `results/deployments/`; a matrix also writes
 //! `matrix.json` and a side-by-side table. What is printed goes through a [`Console`].
 
-use super::api::RunPod;
+use super::api::{ApiError, RunPod};
 use super::deploy::{self, Deployment};
-use super::lifecycle::{self, Ended, Ledger, PodReport, Polling};
+use super::lifecycle::{self, Ended, Ledger, LifecycleError, PodReport, Polling};
 use crate::env::TargetSource;
+use crate::harness::DiscoveryError;
 use crate::harness::{self, Event, Exit, RunArgs, RunResult, Selection};
+use crate::spec::SpecError;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
+
+/// Why a deployed run could not go ahead, or its outputs could not be written; what happened on
+/// a pod (not ready, failed trials) is in its report instead.
+#[derive(Debug, thiserror::Error)]
+pub enum MatrixError {
+    #[error(transparent)]
+    Deployments(#[from] SpecError),
+    #[error(transparent)]
+    Experiments(#[from] DiscoveryError),
+    #[error(transparent)]
+    Api(#[from] ApiError),
+    #[error(transparent)]
+    Lifecycle(#[from] LifecycleError),
+    #[error("writing {}: {source}", path.display())]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
 
 /// Where a deployed run's words go: `out` and `err` lines, and the trials' events.
 #[derive(Clone, Copy)]
@@ -77,8 +99,8 @@ pub async fn run(
     keep: bool,
     env: fn(&str) -> Option<String>,
     console: Console,
-) -> Result<Exit, String> {
-    let cells = deploy::load_all(path).map_err(|e| e.to_string())?;
+) -> Result<Exit, MatrixError> {
+    let cells = deploy::load_all(path)?;
     if !preflight(&cells, &args, console)? {
         (console.err)("nothing was created");
         return Ok(Exit::BadInput);
@@ -147,7 +169,7 @@ pub async fn run(
 
 /// Refuses (`false`, saying why) a run that would rent a pod for nothing: a deployment that
 /// does not fit its GPU, or one whose target no selected trial uses.
-fn preflight(cells: &[Deployment], args: &RunArgs, console: Console) -> Result<bool, String> {
+fn preflight(cells: &[Deployment], args: &RunArgs, console: Console) -> Result<bool, MatrixError> {
     let mut ok = true;
     for d in cells {
         if !check_fit(d, console) {
@@ -155,7 +177,7 @@ fn preflight(cells: &[Deployment], args: &RunArgs, console: Console) -> Result<b
             ok = false;
         }
     }
-    let found = harness::discover(&args.experiments).map_err(|e| e.to_string())?;
+    let found = harness::discover(&args.experiments)?;
     for (_, e) in &found.invalid {
         (console.err)(&e.to_string());
     }
@@ -225,18 +247,21 @@ impl Pod<'_> {
         d: &Deployment,
         mut args: RunArgs,
         shutdown: impl std::future::Future<Output = &'static str>,
-    ) -> Result<Cell<'_>, String> {
+    ) -> Result<Cell<'_>, LifecycleError> {
         let _slot = self.slots.acquire_owned().await;
         let results = args.results.clone();
         let port = d.port.to_string();
         let (env, console, measuring) = (self.env, self.console, self.measuring);
         let (prefix, err) = (self.prefix.clone(), console.err);
+        let pods = lifecycle::Landlord {
+            api: self.api,
+            ledger: self.ledger,
+            env: &env,
+            polling: polling(&env),
+        };
         let (ended, mut report) = lifecycle::with_pod(
-            self.api,
-            self.ledger,
+            pods,
             d,
-            &env,
-            polling(&env),
             self.keep,
             shutdown,
             &mut |m| err(&format!("{prefix}{m}")),
@@ -323,7 +348,7 @@ fn table(rows: &[Cell<'_>]) -> String {
 }
 
 /// `matrix.json`: per deployment, what it was, its exit code, its pod and its trials.
-fn write_matrix(root: &Path, rows: &[Cell<'_>]) -> Result<PathBuf, String> {
+fn write_matrix(root: &Path, rows: &[Cell<'_>]) -> Result<PathBuf, MatrixError> {
     let deployments: Vec<serde_json::Value> = rows
         .iter()
         .map(|c| {
@@ -345,10 +370,7 @@ fn write_matrix(root: &Path, rows: &[Cell<'_>]) -> Result<PathBuf, String> {
         "deployments": deployments,
     });
     let path = root.join("matrix.json");
-    let text = serde_json::to_string_pretty(&json).map_err(|e| e.to_string())?;
-    std::fs::create_dir_all(root)
-        .and_then(|()| std::fs::write(&path, text))
-        .map_err(|e| format!("writing {}: {e}", path.display()))?;
+    write_json(&path, &json)?;
     Ok(path)
 }
 
@@ -359,13 +381,13 @@ fn write_report(
     report: &PodReport,
     output_tokens: u64,
     console: Console,
-) -> Result<(), String> {
+) -> Result<(), MatrixError> {
     let dir = results.join("deployments");
     let per_mtok = report
         .cost_usd
         .filter(|_| output_tokens > 0)
         .map(|c| c * 1e6 / output_tokens as f64);
-    let mut v = serde_json::to_value(report).map_err(|e| e.to_string())?;
+    let mut v = serde_json::to_value(report).unwrap_or_default();
     v["schema_version"] = serde_json::json!(crate::report::RESULTS_SCHEMA_VERSION);
     v["output_tokens"] = serde_json::json!(output_tokens);
     v["cost_per_million_output_tokens_usd"] = serde_json::json!(per_mtok);
@@ -374,10 +396,7 @@ fn write_report(
         crate::clock::utc_compact(std::time::SystemTime::now()),
         report.deployment
     ));
-    let text = serde_json::to_string_pretty(&v).map_err(|e| e.to_string())?;
-    std::fs::create_dir_all(&dir)
-        .and_then(|()| std::fs::write(&path, text))
-        .map_err(|e| format!("writing {}: {e}", path.display()))?;
+    write_json(&path, &v)?;
     match (report.cost_usd, per_mtok) {
         (Some(c), Some(m)) => (console.out)(&format!(
             "pod cost ${c:.4} for {:.0} s; ${m:.2} per million output tokens",
@@ -388,4 +407,17 @@ fn write_report(
     }
     (console.out)(&format!("deployment report: {}", path.display()));
     Ok(())
+}
+
+/// Writes a JSON value pretty-printed, creating its directory.
+fn write_json(path: &Path, v: &serde_json::Value) -> Result<(), MatrixError> {
+    // A `Value` always encodes.
+    let text = serde_json::to_string_pretty(v).unwrap_or_default();
+    path.parent()
+        .map_or(Ok(()), std::fs::create_dir_all)
+        .and_then(|()| std::fs::write(path, text))
+        .map_err(|source| MatrixError::Write {
+            path: path.to_path_buf(),
+            source,
+        })
 }

@@ -34,7 +34,7 @@ pub(super) fn lower(
         Some(t) => Some(
             files
                 .tokenizer(t.get_ref())
-                .map_err(|m| loc.error(Some(t.span()), "model.tokenizer", m))?,
+                .map_err(|e| loc.error(Some(t.span()), "model.tokenizer", e.to_string()))?,
         ),
     };
     let repeats = lower_repeats(loc, raw.repeats.as_ref())?;

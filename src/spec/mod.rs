@@ -31,7 +31,7 @@ mod workload;
 use crate::core::assert::Assertion;
 use crate::core::engine::TargetKind;
 use crate::core::metrics::Slo;
-use crate::tokenize::ModelTokenizer;
+use crate::tokenize::{ModelTokenizer, TokenizerError};
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
@@ -45,10 +45,10 @@ pub use crate::core::fidelity::{Arrival, Offered};
 pub trait Files {
     /// Where `file` is, for messages.
     fn path(&self, file: &str) -> String;
-    /// Its text; `Err` is why it cannot be read.
-    fn read(&self, file: &str) -> Result<String, String>;
+    /// Its text.
+    fn read(&self, file: &str) -> std::io::Result<String>;
     /// A tokenizer.json, loaded.
-    fn tokenizer(&self, file: &str) -> Result<ModelTokenizer, String>;
+    fn tokenizer(&self, file: &str) -> Result<ModelTokenizer, TokenizerError>;
 }
 
 /// Parses and validates `src`; `file` is for messages, `name` is the experiment's name, and

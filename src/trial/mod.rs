@@ -14,7 +14,7 @@ pub use run::run_trial;
 
 use crate::client::{Endpoint, Secret};
 use crate::core::assert::Verdict;
-use crate::env::{TargetSource, target_var};
+use crate::env::{EnvError, TargetSource, target_var};
 use crate::observe::gpu::GpuSource;
 use crate::replay::{Fixture, fixture_dir};
 use crate::report::{Mode, RunSummary, SnapshotView};
@@ -60,7 +60,7 @@ pub fn plan(
     target: &TargetSpec,
     env: &dyn Fn(&str) -> Option<String>,
     fixtures_root: &Path,
-) -> Result<Plan, String> {
+) -> Result<Plan, EnvError> {
     let source = TargetSource::read(&target.name, env)?;
     plan_at(exp, target, source, env, fixtures_root)
 }
@@ -73,7 +73,7 @@ pub fn plan_at(
     source: TargetSource,
     env: &dyn Fn(&str) -> Option<String>,
     fixtures_root: &Path,
-) -> Result<Plan, String> {
+) -> Result<Plan, EnvError> {
     let get = |s: &str| env(&target_var(&target.name, s)).filter(|v| !v.trim().is_empty());
     let (base_url, api_key, gpu) = match source {
         TargetSource::Serverless { id } => (
@@ -83,8 +83,10 @@ pub fn plan_at(
             None,
         ),
         TargetSource::Url(url) => (
-            Endpoint::normalize_url(&url)
-                .map_err(|e| format!("{}: {e}", target_var(&target.name, "URL")))?,
+            Endpoint::normalize_url(&url).map_err(|problem| EnvError::Invalid {
+                var: target_var(&target.name, "URL"),
+                problem,
+            })?,
             get("API_KEY"),
             GpuSource::from_env(env, &target.name, None),
         ),
@@ -128,11 +130,14 @@ pub fn plan_at(
 fn model_details(
     get: &dyn Fn(&str) -> Option<String>,
     target: &str,
-) -> Result<Option<serde_json::Value>, String> {
+) -> Result<Option<serde_json::Value>, EnvError> {
     get("MODEL_DETAILS")
         .map(|s| serde_json::from_str(&s))
         .transpose()
-        .map_err(|e| format!("{}: not JSON: {e}", target_var(target, "MODEL_DETAILS")))
+        .map_err(|e| EnvError::Invalid {
+            var: target_var(target, "MODEL_DETAILS"),
+            problem: format!("not JSON: {e}"),
+        })
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -229,7 +234,7 @@ workload = { kind = "concurrent", concurrency = 1, requests = 1, input_tokens = 
 request = { api = "completions", output_tokens = 4 }
 "#;
 
-    fn decide(vars: &[(&str, &str)]) -> Result<Plan, String> {
+    fn decide(vars: &[(&str, &str)]) -> Result<Plan, EnvError> {
         let exp = crate::spec_io::parse("t.toml", "t", SRC).unwrap();
         let env = |k: &str| {
             vars.iter()
@@ -298,7 +303,8 @@ request = { api = "completions", output_tokens = 4 }
             ("INFERLAB_VLLM_URL", "http://127.0.0.1:1"),
             ("INFERLAB_VLLM_MODEL_DETAILS", "{not json"),
         ])
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
         assert!(
             e.starts_with("INFERLAB_VLLM_MODEL_DETAILS: not JSON"),
             "{e}"

@@ -7,7 +7,6 @@
 use super::run::{Probe, capacity_found};
 use super::summary::{self, Parts};
 use super::tally::Tally;
-use crate::baseline::BaselineState;
 use crate::core::assert::Verdict;
 use crate::core::record::RequestRecord;
 use crate::report::rows::{read_requests, read_scrapes};
@@ -16,7 +15,38 @@ use crate::results::{ResultsError, RunDir};
 use crate::spec::{Experiment, Phase, Workload};
 use crate::workload::capacity::{Bounds, Search};
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+/// Why a run's summary cannot be rebuilt.
+#[derive(Debug, thiserror::Error)]
+pub enum RecoverError {
+    #[error(transparent)]
+    Results(#[from] ResultsError),
+    #[error("{}: target `{target}` is not in experiment `{experiment}`", manifest.display())]
+    OtherTarget {
+        manifest: PathBuf,
+        target: String,
+        experiment: String,
+    },
+    #[error(
+        "{}: the run used seed {ran}, experiment `{experiment}` now has {now}: not the experiment it ran",
+        manifest.display()
+    )]
+    OtherSeed {
+        manifest: PathBuf,
+        ran: u64,
+        now: u64,
+        experiment: String,
+    },
+    #[error("{}: the run finished and has its summary; --force rebuilds it anyway", summary.display())]
+    Finished { summary: PathBuf },
+    #[error("{}: {source}", path.display())]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
 
 /// A rebuilt summary, written to the run's directory.
 pub struct RecoveredRun {
@@ -72,32 +102,30 @@ pub fn recover(
     exp: &Experiment,
     baselines: &Path,
     force: bool,
-) -> Result<RecoveredRun, String> {
-    let run = RunDir::open_partial(dir).map_err(|e| e.to_string())?;
+) -> Result<RecoveredRun, RecoverError> {
+    let run = RunDir::open_partial(dir)?;
     let manifest_path = dir.join("manifest.json");
     let manifest = &run.manifest;
     let target_name = &manifest.target.name;
-    let target = exp.target(target_name).ok_or_else(|| {
-        format!(
-            "{}: target `{target_name}` is not in experiment `{}`",
-            manifest_path.display(),
-            exp.name
-        )
-    })?;
+    let target = exp
+        .target(target_name)
+        .ok_or_else(|| RecoverError::OtherTarget {
+            manifest: manifest_path.clone(),
+            target: target_name.clone(),
+            experiment: exp.name.clone(),
+        })?;
     if manifest.seed != exp.seed {
-        return Err(format!(
-            "{}: the run used seed {}, experiment `{}` now has {}: not the experiment it ran",
-            manifest_path.display(),
-            manifest.seed,
-            exp.name,
-            exp.seed
-        ));
+        return Err(RecoverError::OtherSeed {
+            manifest: manifest_path,
+            ran: manifest.seed,
+            now: exp.seed,
+            experiment: exp.name.clone(),
+        });
     }
     if run.has_summary() && !force {
-        return Err(format!(
-            "{}: the run finished and has its summary; --force rebuilds it anyway",
-            dir.join("summary.json").display()
-        ));
+        return Err(RecoverError::Finished {
+            summary: dir.join("summary.json"),
+        });
     }
     let mode = manifest.mode;
     let requests = read_requests(&run.requests_path())?;
@@ -114,7 +142,7 @@ pub fn recover(
     for (phase, hists) in &tallied.histograms {
         results
             .write_histograms(phase, hists)
-            .map_err(|e| format!("{}: {e}", dir.join("histograms").display()))?;
+            .map_err(write_error(dir.join("histograms")))?;
     }
     let parts = Parts {
         mode,
@@ -126,15 +154,7 @@ pub fn recover(
         interrupted: true,
         cost_per_hour: None,
         noise_floor: None,
-        baseline: BaselineState::read(
-            baselines,
-            &exp.name,
-            &target.name,
-            exp.assertions
-                .iter()
-                .any(|a| a.applies_to(&target.name) && a.applies_in(mode) && a.reads_baseline()),
-            false,
-        ),
+        baseline: summary::baseline_for(&exp, &target.name, mode, baselines, false),
         pairing: format!("recovered run {} (salt {})", dir.display(), manifest.salt),
         capacity,
     };
@@ -148,12 +168,16 @@ pub fn recover(
     if let Some(s) = &summary.slices {
         results
             .write_slices(&s.slices)
-            .map_err(|e| format!("{}: {e}", dir.join("slices.jsonl").display()))?;
+            .map_err(write_error(dir.join("slices.jsonl")))?;
     }
     results
         .write_json("summary.json", &summary)
-        .map_err(|e| format!("{}: {e}", dir.join("summary.json").display()))?;
+        .map_err(write_error(dir.join("summary.json")))?;
     Ok(RecoveredRun { summary, verdicts })
+}
+
+fn write_error(path: PathBuf) -> impl FnOnce(std::io::Error) -> RecoverError {
+    move |source| RecoverError::Write { path, source }
 }
 
 /// The experiment with the phases the records name that it does not declare: a capacity

@@ -81,13 +81,11 @@ pub async fn run_trial(
         cost_per_hour: opts.cost_per_hour,
         noise_floor: pre.noise_floor(),
         pairing: resolved.pairing(started),
-        baseline: crate::baseline::BaselineState::read(
-            &opts.baselines.root,
-            &exp.name,
+        baseline: summary::baseline_for(
+            exp,
             &target.name,
-            exp.assertions.iter().any(|a| {
-                a.applies_to(&target.name) && a.applies_in(resolved.mode) && a.reads_baseline()
-            }),
+            resolved.mode,
+            &opts.baselines.root,
             opts.baselines.required,
         ),
     };

@@ -33,6 +33,22 @@ pub struct Parts<'a> {
     pub capacity: BTreeMap<String, report::Capacity>,
 }
 
+/// The baseline under `root` that `exp`'s assertions for `target` read in `mode`
+/// ([`BaselineState::NotNeeded`] when none reads one).
+pub fn baseline_for(
+    exp: &Experiment,
+    target: &str,
+    mode: Mode,
+    root: &std::path::Path,
+    required: bool,
+) -> BaselineState {
+    let needed = exp
+        .assertions
+        .iter()
+        .any(|a| a.applies_to(target) && a.applies_in(mode) && a.reads_baseline());
+    BaselineState::read(root, &exp.name, target, needed, required)
+}
+
 /// The summary, with its verdicts both inside it and returned.
 pub fn summarize(
     exp: &Experiment,
@@ -88,46 +104,63 @@ pub fn summarize(
             slices,
         }),
     };
+    let judge = Judge {
+        exp,
+        target,
+        mode: parts.mode,
+        baseline: &parts.baseline,
+        noise_floor: parts.noise_floor,
+    };
     let verdicts: Vec<Verdict> = exp
         .assertions
         .iter()
         .filter(|a| a.applies_to(&target.name))
-        .map(|a| {
-            // Listed either way, so a snapshot holds the same assertions in every mode.
-            if !a.applies_in(parts.mode) {
-                return a.not_evaluated(
-                    Outcome::Skipped,
-                    format!(
-                        "not checked in {} mode (modes = [{}])",
-                        parts.mode.as_str(),
-                        a.modes
-                            .iter()
-                            .map(|m| m.as_str())
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    ),
-                );
-            }
-            let baseline = match &parts.baseline {
-                BaselineState::Loaded(b) => Some(&**b),
-                _ if a.reads_baseline() => {
-                    return without_baseline(a, &parts.baseline, exp, target);
-                }
-                _ => None,
-            };
-            let lookup = Against {
-                run: &summary,
-                baseline,
-            };
-            Verdict {
-                noise_floor: parts.noise_floor,
-                ..a.evaluate(&lookup)
-            }
-            .strict(exp.strict)
-        })
+        .map(|a| judge.verdict(a, &summary))
         .collect();
     summary.assertions = verdicts.iter().map(VerdictRow::from).collect();
     (summary, verdicts)
+}
+
+/// What an assertion of the run is judged with.
+struct Judge<'a> {
+    exp: &'a Experiment,
+    target: &'a TargetSpec,
+    mode: Mode,
+    baseline: &'a BaselineState,
+    noise_floor: Option<f64>,
+}
+
+impl Judge<'_> {
+    fn verdict(&self, a: &Assertion, summary: &RunSummary) -> Verdict {
+        // Listed either way, so a snapshot holds the same assertions in every mode.
+        if !a.applies_in(self.mode) {
+            let modes: Vec<&str> = a.modes.iter().map(|m| m.as_str()).collect();
+            return a.not_evaluated(
+                Outcome::Skipped,
+                format!(
+                    "not checked in {} mode (modes = [{}])",
+                    self.mode.as_str(),
+                    modes.join(", ")
+                ),
+            );
+        }
+        let baseline = match self.baseline {
+            BaselineState::Loaded(b) => Some(&**b),
+            _ if a.reads_baseline() => {
+                return without_baseline(a, self.baseline, self.exp, self.target);
+            }
+            _ => None,
+        };
+        let lookup = Against {
+            run: summary,
+            baseline,
+        };
+        Verdict {
+            noise_floor: self.noise_floor,
+            ..a.evaluate(&lookup)
+        }
+        .strict(self.exp.strict)
+    }
 }
 
 /// The run's figures, and the baseline's for `baseline.` paths.

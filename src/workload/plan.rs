@@ -273,15 +273,15 @@ impl PhaseGen<'_> {
                     concurrency: *session_concurrency,
                 },
                 plan_sessions(
-                    seed,
-                    salt,
-                    p,
-                    *n,
-                    *turns,
-                    *system_tokens,
-                    *think_time,
-                    1,
-                    "turn",
+                    (seed, salt, p),
+                    SessionShape {
+                        sessions: *n,
+                        steps: *turns,
+                        system_tokens: *system_tokens,
+                        think: *think_time,
+                        parallel: 1,
+                        label: "turn",
+                    },
                     &|t, rng| words(w, rng, if t == 0 { *first_tokens } else { *turn_tokens }),
                     w,
                 ),
@@ -300,15 +300,15 @@ impl PhaseGen<'_> {
                     concurrency: *session_concurrency,
                 },
                 plan_sessions(
-                    seed,
-                    salt,
-                    p,
-                    *n,
-                    *steps,
-                    *system_tokens,
-                    *think_time,
-                    *parallel_calls,
-                    "step",
+                    (seed, salt, p),
+                    SessionShape {
+                        sessions: *n,
+                        steps: *steps,
+                        system_tokens: *system_tokens,
+                        think: *think_time,
+                        parallel: *parallel_calls,
+                        label: "step",
+                    },
                     &|t, rng| {
                         if t == 0 {
                             format!("Task: {}", words(w, rng, *task_tokens))
@@ -324,23 +324,35 @@ impl PhaseGen<'_> {
     }
 }
 
-/// `n` sessions of `steps` steps each; `message(step, rng)` writes each step's user message.
-#[allow(clippy::too_many_arguments)]
-fn plan_sessions(
-    seed: u64,
-    salt: u64,
-    p: &Phase,
-    n: u32,
+/// A phase's sessions: how many, of how many steps, and what each step carries.
+struct SessionShape {
+    sessions: u32,
     steps: u32,
     system_tokens: Option<u32>,
     think: Duration,
     parallel: u32,
-    label: &str,
+    /// Names the random stream of the steps' messages (`turn`, `step`).
+    label: &'static str,
+}
+
+/// The sessions of phase `p` (with the run's seed and salt); `message(step, rng)` writes each
+/// step's user message.
+fn plan_sessions(
+    (seed, salt, p): (u64, u64, &Phase),
+    shape: SessionShape,
     message: &dyn Fn(u32, &mut Rng) -> String,
     w: Words<'_>,
 ) -> Vec<SessionPlan> {
+    let SessionShape {
+        sessions,
+        steps,
+        system_tokens,
+        think,
+        parallel,
+        label,
+    } = shape;
     let system = system_prompt(seed, salt, &p.name, system_tokens, w);
-    (0..n)
+    (0..sessions)
         .map(|id| {
             let steps = (0..steps)
                 .map(|t| {

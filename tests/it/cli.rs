@@ -244,6 +244,8 @@ fn calibrate_prints_the_table_and_writes_calibration_json() {
     assert!(text(&o).contains("--itl-ms"), "{}", text(&o));
 }
 
+// One scenario read top to bottom: its steps share the runs it makes.
+#[allow(clippy::too_many_lines)]
 #[test]
 fn compare_sets_the_latest_runs_of_each_target_side_by_side() {
     let dir = scratch("compare");

@@ -57,6 +57,8 @@ fn gate(out: &TrialOutcome) -> &inferlab::core::assert::Verdict {
     &out.verdicts[0]
 }
 
+// One scenario read top to bottom: its steps share the runs it makes.
+#[allow(clippy::too_many_lines)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_gate_passes_at_the_recorded_pace_and_fails_slowed_down() {
     let root = common::scratch("test-gate");

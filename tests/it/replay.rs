@@ -234,12 +234,14 @@ fn modes_come_from_the_environment() {
     assert!(
         trial::plan(&exp, target, &both, &fixtures)
             .unwrap_err()
+            .to_string()
             .contains("set one")
     );
     let bad = common::env_with(&[("INFERLAB_BOX_URL", "h:8000")]);
     assert!(
         trial::plan(&exp, target, &bad, &fixtures)
             .unwrap_err()
+            .to_string()
             .contains("not an http(s) URL")
     );
     let _ = std::fs::remove_dir_all(&root);
@@ -286,7 +288,9 @@ async fn a_replay_slowed_down_stretches_every_recorded_offset() {
 
     for bad in ["0", "-1", "fast", "inf"] {
         let env = common::env_with(&[("INFERLAB_REPLAY_SLOWDOWN", bad)]);
-        let err = trial::plan(&exp, &target, &env, &root.join("fixtures")).unwrap_err();
+        let err = trial::plan(&exp, &target, &env, &root.join("fixtures"))
+            .unwrap_err()
+            .to_string();
         assert!(
             err.contains("INFERLAB_REPLAY_SLOWDOWN must be a positive number"),
             "{err}"

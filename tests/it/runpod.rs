@@ -219,12 +219,16 @@ where
             None => std::future::pending().await,
         }
     };
-    let (ended, report) = lifecycle::with_pod(
-        &fake.api(),
+    let api = fake.api();
+    let pods = lifecycle::Landlord {
+        api: &api,
         ledger,
+        env: &env,
+        polling: FAST,
+    };
+    let (ended, report) = lifecycle::with_pod(
+        pods,
         dep,
-        &env,
-        FAST,
         false,
         shutdown,
         &mut |m| log.push(m.to_string()),

@@ -234,6 +234,8 @@ fn spawn_with_stderr(cmd: &mut Command) -> (Child, std::sync::mpsc::Receiver<Str
     (child, rx)
 }
 
+// One scenario read top to bottom: its steps share the runs it makes.
+#[allow(clippy::too_many_lines)]
 #[test]
 fn prometheus_reads_the_clients_series_while_the_run_goes_on() {
     let dir = scratch("prometheus");

@@ -302,22 +302,7 @@ impl Assertion {
     /// Evaluates against `lookup`, which answers `None` when the metric has no samples. An
     /// inconclusive verdict passes here; [`Verdict::strict`] makes it fail.
     pub fn evaluate(&self, lookup: &dyn Lookup) -> Verdict {
-        let operands: Vec<Operand> = self
-            .paths()
-            .into_iter()
-            .map(|p| {
-                let (value, repeated) = match lookup.estimate(p) {
-                    Some((v, r)) => (Some(v), r),
-                    None => (None, None),
-                };
-                Operand {
-                    path: p.to_string(),
-                    value,
-                    spread: repeated.as_ref().and_then(Repeated::spread),
-                    repeated,
-                }
-            })
-            .collect();
+        let operands = self.operands(lookup);
         let missing: Vec<String> = operands
             .iter()
             .filter(|o| o.value.is_none())
@@ -373,7 +358,33 @@ impl Assertion {
                     None => (None, None),
                 },
             };
-        verdict.outcome = match verdict.interval {
+        verdict.outcome = self.outcome(verdict.interval, l, r);
+        verdict.passed = verdict.outcome != Outcome::Failed;
+        verdict
+    }
+
+    /// Each path's value as `lookup` has it (with its repeats, when there are some).
+    fn operands(&self, lookup: &dyn Lookup) -> Vec<Operand> {
+        self.paths()
+            .into_iter()
+            .map(|p| {
+                let (value, repeated) = match lookup.estimate(p) {
+                    Some((v, r)) => (Some(v), r),
+                    None => (None, None),
+                };
+                Operand {
+                    path: p.to_string(),
+                    value,
+                    spread: repeated.as_ref().and_then(Repeated::spread),
+                    repeated,
+                }
+            })
+            .collect()
+    }
+
+    /// Sides `l` and `r` judged, by the interval of left − right where there is one.
+    fn outcome(&self, interval: Option<(f64, f64)>, l: f64, r: f64) -> Outcome {
+        match interval {
             Some((lo, hi)) if !matches!(self.cmp, Cmp::Eq | Cmp::Ne) => {
                 // Passes when the whole interval of left − right passes, fails when none of it does.
                 if self.cmp.holds(hi, 0.0) && self.cmp.holds(lo, 0.0) {
@@ -386,9 +397,7 @@ impl Assertion {
             }
             _ if self.cmp.holds(l, r) => Outcome::Passed,
             _ => Outcome::Failed,
-        };
-        verdict.passed = verdict.outcome != Outcome::Failed;
-        verdict
+        }
     }
 
     /// A verdict reached without evaluating (e.g. its baseline is missing), for `reason`.

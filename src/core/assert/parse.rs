@@ -202,8 +202,8 @@ impl Parser<'_> {
         Ok(Node::Num(value * factor, dim))
     }
 
-    pub(super) fn path(&mut self) -> Result<Node, ExprError> {
-        let column = self.col();
+    /// The dotted names of a path, a name that starts with a digit joined to the one before.
+    fn dotted_parts(&mut self) -> Result<Vec<String>, ExprError> {
         let mut parts = Vec::new();
         loop {
             let start = self.pos;
@@ -229,9 +229,14 @@ impl Parser<'_> {
             if self.chars.get(self.pos) == Some(&'.') {
                 self.pos += 1;
             } else {
-                break;
+                return Ok(parts);
             }
         }
+    }
+
+    pub(super) fn path(&mut self) -> Result<Node, ExprError> {
+        let column = self.col();
+        let mut parts = self.dotted_parts()?;
         // `baseline.` reads the committed baseline of the run's experiment and target, unless
         // a metric or a scope follows it: then `baseline` is a phase (`baseline.ttft.p50`).
         let is_metric = |m: &str| {
@@ -278,18 +283,13 @@ impl Parser<'_> {
         };
         let stat = match it.next() {
             None => None,
-            Some(s) => match Stat::parse(&s) {
-                Some(stat) => Some(stat),
-                None => {
-                    return err(
-                        column,
-                        format!(
-                            "unknown statistic `{s}` (expected one of {})",
-                            Stat::names()
-                        ),
-                    );
-                }
-            },
+            Some(s) => Some(Stat::parse(&s).ok_or_else(|| ExprError {
+                column,
+                message: format!(
+                    "unknown statistic `{s}` (expected one of {})",
+                    Stat::names()
+                ),
+            })?),
         };
         if let Some(extra) = it.next() {
             return err(column, format!("too many parts in the path (`.{extra}`)"));

@@ -128,27 +128,7 @@ impl fmt::Display for Verdict {
         };
         write!(f, "{status} {}", self.source)?;
         for o in &self.operands {
-            match (o.value, o.spread) {
-                (Some(v), Some(s)) => {
-                    let (lo, hi) = s.interval(v.value);
-                    write!(
-                        f,
-                        "\n         {} = {} (mean of {} repeats, 95 % CI {} … {})",
-                        o.path,
-                        format_value(v.value, v.dim),
-                        o.repeated.as_ref().map_or(0, |r| r.values.len()),
-                        format_value(lo, v.dim),
-                        format_value(hi, v.dim)
-                    )?
-                }
-                (Some(v), None) => write!(
-                    f,
-                    "\n         {} = {}",
-                    o.path,
-                    format_value(v.value, v.dim)
-                )?,
-                (None, _) => write!(f, "\n         {} = (no data)", o.path)?,
-            }
+            write_operand(f, o)?;
         }
         if let (Some(l), Some(r)) = (self.lhs, self.rhs) {
             // The margin is the slack in the direction the comparison wants: positive passes.
@@ -201,5 +181,30 @@ impl fmt::Display for Verdict {
             )?;
         }
         Ok(())
+    }
+}
+
+/// One operand's line: its path and value (with the repeats' interval when there are some).
+fn write_operand(f: &mut fmt::Formatter<'_>, o: &Operand) -> fmt::Result {
+    match (o.value, o.spread) {
+        (Some(v), Some(s)) => {
+            let (lo, hi) = s.interval(v.value);
+            write!(
+                f,
+                "\n         {} = {} (mean of {} repeats, 95 % CI {} … {})",
+                o.path,
+                format_value(v.value, v.dim),
+                o.repeated.as_ref().map_or(0, |r| r.values.len()),
+                format_value(lo, v.dim),
+                format_value(hi, v.dim)
+            )
+        }
+        (Some(v), None) => write!(
+            f,
+            "\n         {} = {}",
+            o.path,
+            format_value(v.value, v.dim)
+        ),
+        (None, _) => write!(f, "\n         {} = (no data)", o.path),
     }
 }

@@ -2,6 +2,7 @@
 //! plus the KV cache the deployment's context and concurrency need, plus overhead).
 
 use super::{Deployment, Shape};
+use crate::runpod::api::CatalogGpu;
 use serde::Serialize;
 use std::fmt::Write as _;
 
@@ -106,6 +107,36 @@ impl Deployment {
     pub fn fit_own(&self) -> Fit {
         self.fit(gpu_memory_gb(&self.gpu_id).unwrap_or(0.0), self.gpu_count)
     }
+
+    /// The catalog's available GPUs that this deployment fits on (its GPU count of them, at its
+    /// cloud's price), cheapest first. A GPU with no memory figure (in the catalog or the
+    /// offline table) or no price is left out: it cannot be judged.
+    pub fn fitting_gpus(&self, catalog: &[CatalogGpu]) -> Vec<GpuOption> {
+        let mut options: Vec<GpuOption> = catalog
+            .iter()
+            .filter(|g| g.availability.as_deref() != Some("NONE"))
+            .filter_map(|g| {
+                let memory_gb = g.memory.or_else(|| gpu_memory_gb(&g.id))?;
+                let price = self.cloud.price(g.price.as_ref()?)?;
+                self.fit(memory_gb, self.gpu_count).fits.then(|| GpuOption {
+                    id: g.id.clone(),
+                    memory_gb,
+                    per_hour_usd: price * f64::from(self.gpu_count),
+                })
+            })
+            .collect();
+        options.sort_by(|a, b| a.per_hour_usd.total_cmp(&b.per_hour_usd));
+        options
+    }
+}
+
+/// A GPU type a deployment fits on, and what its pod would cost.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GpuOption {
+    pub id: String,
+    pub memory_gb: f64,
+    /// For all of the deployment's GPUs.
+    pub per_hour_usd: f64,
 }
 
 /// Activations, CUDA graphs, the allocator's slack: a share of weights + KV cache.

@@ -22,10 +22,10 @@
 
 mod fit;
 
-pub use fit::{Fit, GPUS, MODELS, OVERHEAD, explain, gpu_memory_gb, known_shape};
+pub use fit::{Fit, GPUS, GpuOption, MODELS, OVERHEAD, explain, gpu_memory_gb, known_shape};
 
 use crate::core::diag::{Locator, SpecError, parse_duration, parse_toml};
-use crate::runpod::api::{CreatePod, GpuRequest};
+use crate::runpod::api::{Cloud, CreatePod, GpuRequest};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -98,7 +98,7 @@ pub struct Deployment {
     pub gpu_memory_utilization: f64,
     pub disk_gb: u32,
     pub port: u16,
-    pub cloud: String,
+    pub cloud: Cloud,
     pub data_centers: Vec<String>,
     /// Values as written: `$NAME` is read from the environment when the pod is created.
     pub env: BTreeMap<String, String>,
@@ -414,15 +414,16 @@ fn memory_utilization(loc: &Locator<'_>, raw: &RawDeployment) -> Result<f64, Spe
     }
 }
 
-fn lower_cloud(loc: &Locator<'_>, raw: &RawDeployment) -> Result<String, SpecError> {
+fn lower_cloud(loc: &Locator<'_>, raw: &RawDeployment) -> Result<Cloud, SpecError> {
     match &raw.pod.cloud {
-        Some(c) if !matches!(c.get_ref().as_str(), "SECURE" | "COMMUNITY") => Err(loc.error(
-            Some(c.span()),
-            "pod.cloud",
-            "must be \"SECURE\" or \"COMMUNITY\"",
-        )),
-        Some(c) => Ok(c.get_ref().clone()),
-        None => Ok("SECURE".into()),
+        Some(c) => Cloud::parse(c.get_ref()).ok_or_else(|| {
+            loc.error(
+                Some(c.span()),
+                "pod.cloud",
+                "must be \"SECURE\" or \"COMMUNITY\"",
+            )
+        }),
+        None => Ok(Cloud::Secure),
     }
 }
 
@@ -510,12 +511,13 @@ impl Deployment {
     pub fn create_request(
         &self,
         env: &dyn Fn(&str) -> Option<String>,
-    ) -> Result<CreatePod, String> {
+    ) -> Result<CreatePod, UnsetVar> {
         let mut vars = BTreeMap::new();
         for (k, v) in &self.env {
             let value = match v.strip_prefix('$') {
-                Some(name) => env(name).ok_or_else(|| {
-                    format!("pod.env.{k} refers to ${name}, which is not set in the environment")
+                Some(name) => env(name).ok_or_else(|| UnsetVar {
+                    key: k.clone(),
+                    name: name.to_string(),
                 })?,
                 None => v.clone(),
             };
@@ -532,10 +534,18 @@ impl Deployment {
                 id: self.gpu_id.clone(),
                 count: self.gpu_count,
             },
-            cloud: self.cloud.clone(),
+            cloud: self.cloud,
             data_center_ids: self.data_centers.clone(),
         })
     }
+}
+
+/// A pod environment value names a variable that is not set here.
+#[derive(Debug, thiserror::Error)]
+#[error("pod.env.{key} refers to ${name}, which is not set in the environment")]
+pub struct UnsetVar {
+    pub key: String,
+    pub name: String,
 }
 
 #[cfg(test)]

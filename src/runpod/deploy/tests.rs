@@ -40,6 +40,64 @@ fn a_70b_bf16_model_does_not_fit_a_24_gb_card_and_an_8b_fits_80_gb() {
 }
 
 #[test]
+fn the_cheapest_fitting_gpu_comes_first_at_the_deployments_clouds_price() {
+    use crate::runpod::api::{CatalogGpu, Cloud, Price};
+    let gpu =
+        |id: &str, memory: Option<f64>, secure: Option<f64>, community: Option<f64>| CatalogGpu {
+            id: id.into(),
+            name: None,
+            memory,
+            price: Some(Price { secure, community }),
+            max_count: None,
+            availability: Some("HIGH".into()),
+        };
+    let mut gone = gpu("NVIDIA H100 NVL", Some(94.0), Some(0.5), None);
+    gone.availability = Some("NONE".into());
+    let catalog = [
+        gpu("NVIDIA H100 80GB HBM3", None, Some(2.99), Some(2.49)),
+        gpu("NVIDIA A100 80GB PCIe", Some(80.0), Some(1.64), None),
+        // Too small for the model, however cheap.
+        gpu("NVIDIA GeForce RTX 4090", None, Some(0.69), Some(0.34)),
+        // No memory figure anywhere, no price: neither can be judged.
+        gpu("Some New GPU", None, Some(0.1), None),
+        gpu("NVIDIA L40S", Some(48.0), None, None),
+        gone,
+    ];
+    let mut d = dep(
+        "meta-llama/Llama-3.1-8B-Instruct",
+        "bf16",
+        "NVIDIA H100 80GB HBM3",
+        8192,
+        16,
+    );
+    let ids = |d: &Deployment| -> Vec<(String, f64)> {
+        d.fitting_gpus(&catalog)
+            .into_iter()
+            .map(|o| (o.id, o.per_hour_usd))
+            .collect()
+    };
+    assert_eq!(
+        ids(&d),
+        [
+            ("NVIDIA A100 80GB PCIe".to_string(), 1.64),
+            ("NVIDIA H100 80GB HBM3".to_string(), 2.99)
+        ]
+    );
+    // Two of them in the community cloud: two 4090s hold it (38.2 of 43.2 GB usable), and
+    // each GPU's community price applies where it has one, its secure price otherwise.
+    d.cloud = Cloud::Community;
+    d.gpu_count = 2;
+    assert_eq!(
+        ids(&d),
+        [
+            ("NVIDIA GeForce RTX 4090".to_string(), 0.68),
+            ("NVIDIA A100 80GB PCIe".to_string(), 3.28),
+            ("NVIDIA H100 80GB HBM3".to_string(), 4.98)
+        ]
+    );
+}
+
+#[test]
 fn errors_name_the_field_and_position() {
     let e = parse(
         "d.toml",
@@ -134,5 +192,10 @@ fn the_create_body_reads_secrets_at_run_time_and_sets_engine_flags() {
     assert_eq!(c.gpu.count, 2);
     assert_eq!(c.ports, vec!["8000/http"]);
     let none = |_: &str| None;
-    assert!(d.create_request(&none).unwrap_err().contains("$HF_TOKEN"));
+    assert!(
+        d.create_request(&none)
+            .unwrap_err()
+            .to_string()
+            .contains("$HF_TOKEN")
+    );
 }
