@@ -4,6 +4,7 @@
 //! the generated tests both call this, so `inferlab run` and `cargo test --test experiments`
 //! do the same thing.
 
+mod capacity;
 mod manifest;
 pub mod recover;
 mod run;

@@ -4,17 +4,14 @@
 //! experiment's assertions are evaluated, and `summary.json` says it was recovered and from
 //! how many requests. A capacity search's answer is rebuilt from the probes that ended.
 
-use super::run::{Probe, capacity_found};
+use super::capacity;
 use super::summary::{self, Parts};
 use super::tally::Tally;
 use crate::core::assert::Verdict;
-use crate::core::record::RequestRecord;
 use crate::report::rows::{read_requests, read_scrapes};
 use crate::report::{self, PromptLengths, ResultsDir, RunSummary};
 use crate::results::{ResultsError, RunDir};
-use crate::spec::{Experiment, Phase, Workload};
-use crate::workload::capacity::{Bounds, Search};
-use std::collections::{BTreeMap, BTreeSet};
+use crate::spec::Experiment;
 use std::path::{Path, PathBuf};
 
 /// Why a run's summary cannot be rebuilt.
@@ -131,12 +128,12 @@ pub fn recover(
     let requests = read_requests(&run.requests_path())?;
     let scrapes = read_scrapes(&run.scrapes_path())?;
     let declared = exp;
-    let exp = with_probe_phases(exp, &requests.items);
+    let exp = capacity::with_recorded_probes(exp, &requests.items);
     let mut tally = Tally::new(exp.slo, exp.repeats).sliced(exp.observe.slice);
     for r in &requests.items {
         tally.add(r);
     }
-    let capacity = searches_found(declared, &requests.items, &tally);
+    let capacity = capacity::recovered(declared, &requests.items, &tally);
     let tallied = tally.finish(&exp, &scrapes.items);
     let results = ResultsDir::existing(dir);
     for (phase, hists) in &tallied.histograms {
@@ -178,103 +175,4 @@ pub fn recover(
 
 fn write_error(path: PathBuf) -> impl FnOnce(std::io::Error) -> RecoverError {
     move |source| RecoverError::Write { path, source }
-}
-
-/// The experiment with the phases the records name that it does not declare: a capacity
-/// search's probes (`<search>_c<N>`, `<search>_r<rate>`), each after its search.
-fn with_probe_phases(exp: &Experiment, records: &[RequestRecord]) -> Experiment {
-    let declared: BTreeSet<&str> = exp.phases.iter().map(|p| p.name.as_str()).collect();
-    let mut seen = phases_in_order(records);
-    seen.retain(|p| !declared.contains(p));
-    let mut out = exp.clone();
-    out.phases = exp
-        .phases
-        .iter()
-        .flat_map(|search| {
-            let probes = seen.iter().filter_map(|name| probe_phase(search, name));
-            std::iter::once(search.clone()).chain(probes.collect::<Vec<_>>())
-        })
-        .collect();
-    out
-}
-
-/// What the run's capacity searches had found when it died. The probes whose measured requests
-/// are all on disk are judged by their search's SLO again and told to the search in the order
-/// they ran, as the run told it; the probe the kill cut short is left out. A search the kill
-/// interrupted is therefore not converged, and its `max_passing` is a lower bound.
-fn searches_found(
-    declared: &Experiment,
-    records: &[RequestRecord],
-    tally: &Tally,
-) -> BTreeMap<String, report::Capacity> {
-    let ran = phases_in_order(records);
-    let mut probes = Vec::new();
-    let mut found = BTreeMap::new();
-    for search in &declared.phases {
-        let (Some(bounds), Workload::Capacity { slo, requests, .. }) =
-            (Bounds::of(&search.workload), &search.workload)
-        else {
-            continue;
-        };
-        let mut s = Search::new(bounds);
-        for name in &ran {
-            let Some(phase) = probe_phase(search, name) else {
-                continue;
-            };
-            let measured = records
-                .iter()
-                .filter(|r| r.phase == *name && !r.warmup)
-                .count();
-            // Cut short by the kill; nothing after it ran.
-            if measured < *requests as usize {
-                break;
-            }
-            // The probe the search would have chosen next, or the records are not its.
-            let Some(load) = s.next().filter(|&l| {
-                search.workload.probe(&search.name, l).map(|(n, _)| n) == Some(phase.name.clone())
-            }) else {
-                break;
-            };
-            let passed = tally.meets(name, slo);
-            s.report(load, passed);
-            probes.push(Probe {
-                search: search.name.clone(),
-                phase,
-                load,
-                passed,
-                figures_passed: None,
-            });
-        }
-        let f = s.found();
-        if !f.probes.is_empty() {
-            found.insert(search.name.clone(), f);
-        }
-    }
-    capacity_found(declared, &probes, &found)
-}
-
-/// The phases the records name, in the order they first appear (the order they ran in).
-fn phases_in_order(records: &[RequestRecord]) -> Vec<&str> {
-    let mut out: Vec<&str> = Vec::new();
-    for r in records {
-        if !out.contains(&r.phase.as_str()) {
-            out.push(&r.phase);
-        }
-    }
-    out
-}
-
-/// The probe phase `name` of capacity search `search`, if it is one.
-fn probe_phase(search: &Phase, name: &str) -> Option<Phase> {
-    if !matches!(search.workload, Workload::Capacity { .. }) {
-        return None;
-    }
-    let rest = name.strip_prefix(search.name.as_str())?.strip_prefix('_')?;
-    let load: f64 = rest.get(1..)?.parse().ok()?;
-    let (probe, workload) = search.workload.probe(&search.name, load)?;
-    (probe == name).then(|| Phase {
-        name: probe,
-        workload,
-        ..search.clone()
-    })
 }

@@ -2,6 +2,7 @@
 //! fixture) → preflight → observe and execute the phases → tally → summary and verdicts →
 //! persist → record the fixture → snapshot.
 
+use super::capacity::{self, Probe, ProbeRunner, capacity_found, with_probes};
 use super::manifest::{self, Manifest};
 use super::summary::{self, Parts};
 use super::tally::Tally;
@@ -16,8 +17,8 @@ use crate::replay::{Fixture, FixtureMeta, Recorder, ReplayServer, Source, fixtur
 use crate::report::{self, ResultsDir};
 use crate::report::{Mode, PromptLengths};
 use crate::run::{self, Completed};
-use crate::spec::{Experiment, Phase, TargetSpec, Workload};
-use crate::workload::capacity::{Bounds, Found, Search};
+use crate::spec::{Experiment, Phase, TargetSpec};
+use crate::workload::capacity::{Bounds, Found};
 use crate::workload::{self, PhasePlan, Schedule};
 use std::collections::BTreeMap;
 use std::time::SystemTime;
@@ -114,67 +115,6 @@ pub async fn run_trial(
         fixture_written,
         write_errors,
     })
-}
-
-/// The experiment with each capacity search's probes as phases after it.
-fn with_probes(exp: &Experiment, probes: &[Probe]) -> Experiment {
-    let mut out = exp.clone();
-    if probes.is_empty() {
-        return out;
-    }
-    out.phases = exp
-        .phases
-        .iter()
-        .flat_map(|p| {
-            std::iter::once(p.clone()).chain(
-                probes
-                    .iter()
-                    .filter(|x| x.search == p.name)
-                    .map(|x| x.phase.clone()),
-            )
-        })
-        .collect();
-    out
-}
-
-/// What each capacity search found, with its probes' phases, by the search's phase name.
-pub(super) fn capacity_found(
-    exp: &Experiment,
-    probes: &[Probe],
-    found: &BTreeMap<String, Found>,
-) -> BTreeMap<String, report::Capacity> {
-    exp.phases
-        .iter()
-        .filter_map(|p| {
-            let Workload::Capacity { over, .. } = &p.workload else {
-                return None;
-            };
-            let f = found.get(&p.name)?;
-            Some((
-                p.name.clone(),
-                report::Capacity {
-                    over: match over {
-                        crate::spec::CapacityOver::Concurrency => report::SearchedOver::Concurrency,
-                        crate::spec::CapacityOver::Rate(_) => report::SearchedOver::Rate,
-                    },
-                    max_passing: f.max_passing,
-                    first_failing: f.first_failing,
-                    converged: f.converged,
-                    cut_short: f.cut_short,
-                    probes: probes
-                        .iter()
-                        .filter(|x| x.search == p.name)
-                        .map(|x| report::CapacityProbe {
-                            phase: x.phase.name.clone(),
-                            load: x.load,
-                            passed: x.passed,
-                            figures_passed: x.figures_passed,
-                        })
-                        .collect(),
-                },
-            ))
-        })
-        .collect()
 }
 
 fn persist(
@@ -397,17 +337,6 @@ struct Executed {
     found: BTreeMap<String, Found>,
 }
 
-/// One probe of a capacity search: the phase it ran as, after the search's own phase.
-pub(super) struct Probe {
-    pub search: String,
-    pub phase: Phase,
-    pub load: f64,
-    pub passed: bool,
-    /// In replay, where the probe's own figures decided otherwise than its recording (the
-    /// search followed the recording): what they decided.
-    pub figures_passed: Option<bool>,
-}
-
 /// Problems writing results are kept (the first few) and the run goes on.
 const WRITE_ERRORS_KEPT: usize = 5;
 
@@ -425,6 +354,8 @@ struct Runner<'a> {
     observer: Observer,
     origin: Instant,
     write_errors: Vec<String>,
+    /// The schedule's salt: a capacity search's probes are planned with it.
+    salt: u64,
 }
 
 impl Runner<'_> {
@@ -494,70 +425,34 @@ impl Runner<'_> {
         }
         interrupted
     }
+}
 
-    /// Runs a capacity search: probes chosen one after another, each a phase of its own
-    /// whose figures decide the next. `None` when the run was interrupted.
-    async fn search(
-        &mut self,
-        spec: &Phase,
-        bounds: Bounds,
-        salt: u64,
-        probes: &mut Vec<Probe>,
-    ) -> Option<Found> {
-        let mut search = Search::new(bounds);
-        let Workload::Capacity { slo, .. } = &spec.workload else {
-            return Some(search.found());
-        };
-        while let Some(load) = search.next() {
-            let Some((name, workload)) = spec.workload.probe(&spec.name, load) else {
-                break;
-            };
-            let first = probes.iter().all(|p| p.search != spec.name);
-            let phase = Phase {
-                name,
-                workload,
-                // The search's warmup goes to its first probe.
-                warmup: if first { spec.warmup } else { 0 },
-                warmup_duration: if first { spec.warmup_duration } else { None },
-                ..spec.clone()
-            };
-            let mut plan = workload::plan_probe(self.exp, &phase, salt);
-            if self.resolved.fixture.is_some() {
-                plan.keep_recorded_warmups(
-                    self.resolved
-                        .recorded_requests
-                        .iter()
-                        .map(|(p, k, i)| (p.as_str(), *k, *i)),
-                );
-            }
-            if self.run(&plan.phases[0]).await {
-                return None;
-            }
-            // The tally has the probe's records.
-            let measured = self.tally.meets(&phase.name, slo);
-            let passed = if self.resolved.fixture.is_some() {
-                let recorded = |l: f64| {
-                    spec.workload.probe(&spec.name, l).is_some_and(|(n, _)| {
-                        self.resolved
-                            .recorded_requests
-                            .iter()
-                            .any(|(p, ..)| *p == n)
-                    })
-                };
-                search.verdict_on_record(load, measured, recorded)
-            } else {
-                measured
-            };
-            search.report(load, passed);
-            probes.push(Probe {
-                search: spec.name.clone(),
-                phase,
-                load,
-                passed,
-                figures_passed: (passed != measured).then_some(measured),
-            });
+impl ProbeRunner for Runner<'_> {
+    async fn run_probe(&mut self, probe: &Phase) -> bool {
+        let mut plan = workload::plan_probe(self.exp, probe, self.salt);
+        if self.resolved.fixture.is_some() {
+            plan.keep_recorded_warmups(
+                self.resolved
+                    .recorded_requests
+                    .iter()
+                    .map(|(p, k, i)| (p.as_str(), *k, *i)),
+            );
         }
-        Some(search.found())
+        self.run(&plan.phases[0]).await
+    }
+
+    fn meets(&self, probe: &str, slo: &[crate::core::assert::Assertion]) -> bool {
+        self.tally.meets(probe, slo)
+    }
+
+    fn recorded(&self, phase: &str) -> Option<bool> {
+        self.resolved.fixture.as_ref()?;
+        Some(
+            self.resolved
+                .recorded_requests
+                .iter()
+                .any(|(p, ..)| p == phase),
+        )
     }
 }
 
@@ -591,6 +486,7 @@ async fn execute(
         observer,
         origin,
         write_errors: Vec::new(),
+        salt: schedule.salt,
     };
     let mut interrupted = false;
     let mut probes = Vec::new();
@@ -600,10 +496,7 @@ async fn execute(
         let bounds = spec.and_then(|s| Bounds::of(&s.workload));
         interrupted = match (spec, bounds) {
             (Some(spec), Some(bounds)) => {
-                match runner
-                    .search(spec, bounds, schedule.salt, &mut probes)
-                    .await
-                {
+                match capacity::search(&mut runner, spec, bounds, &mut probes).await {
                     Some(f) => {
                         found.insert(spec.name.clone(), f);
                         false
