@@ -2,8 +2,9 @@
 //! datasets, traces, a tokenizer.json), read relative to the experiment's own directory.
 //! Parsing and validation are `spec`'s, which reads nothing itself.
 
+use crate::core::tokens::{Tokenizer, TokenizerError};
 use crate::spec::{self, Experiment, Files, SpecError};
-use crate::tokenize::{ModelTokenizer, TokenizerError};
+use crate::tokenize::ModelTokenizer;
 use std::path::{Path, PathBuf};
 
 /// The experiment files (`*.toml`) in `dir`, sorted by name.
@@ -61,7 +62,7 @@ impl Files for Beside {
         std::fs::read_to_string(self.dir.join(file))
     }
 
-    fn tokenizer(&self, file: &str) -> Result<ModelTokenizer, TokenizerError> {
+    fn tokenizer(&self, file: &str) -> Result<Tokenizer, TokenizerError> {
         ModelTokenizer::load(file, &self.dir.join(file))
     }
 }

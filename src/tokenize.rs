@@ -8,56 +8,27 @@
 //! is counted with it before the run, so the summary can say the lengths are exact, or which
 //! ones are not.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
-/// The words synthetic prompts are made of: the first `first` are single tokens with or
-/// without a leading space (a message's first word has none), the rest with one.
-#[derive(Debug, Clone, PartialEq)]
-pub struct WordPool {
-    pub words: Vec<String>,
-    pub first: usize,
-}
+use crate::core::tokens::{TokenCount, Tokenizer};
+pub use crate::core::tokens::{TokenizerError, WordPool};
 
-/// A loaded tokenizer and the word pool drawn from it.
-#[derive(Clone)]
-pub struct ModelTokenizer {
-    /// As written in the experiment.
-    pub file: String,
-    pub path: PathBuf,
-    pub pool: Arc<WordPool>,
-    tokenizer: Arc<tokenizers::Tokenizer>,
-}
+/// A `tokenizer.json`, loaded: what counts an experiment's tokens.
+pub struct ModelTokenizer(tokenizers::Tokenizer);
 
-impl std::fmt::Debug for ModelTokenizer {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ModelTokenizer")
-            .field("file", &self.file)
-            .field("words", &self.pool.words.len())
-            .finish()
+impl TokenCount for ModelTokenizer {
+    fn count(&self, text: &str) -> Option<usize> {
+        self.0.encode(text, false).ok().map(|e| e.get_ids().len())
     }
 }
 
 /// Most words taken from a vocabulary (by token id, so the pool is stable).
 const MAX_WORDS: usize = 4096;
 
-/// Why a tokenizer file cannot serve.
-#[derive(Debug, thiserror::Error)]
-pub enum TokenizerError {
-    #[error("tokenizer file {} does not exist", .0.display())]
-    Missing(PathBuf),
-    #[error("{} is not a tokenizer.json: {message}", path.display())]
-    NotATokenizer { path: PathBuf, message: String },
-    #[error("the tokenizer has no plain word that is a single token")]
-    NoWords,
-    #[error(
-        "the tokenizer has too few plain words that are single tokens ({all} in all, {alone} on their own; 64 and 8 are needed)"
-    )]
-    TooFewWords { all: usize, alone: usize },
-}
-
 impl ModelTokenizer {
-    pub fn load(file: &str, path: &Path) -> Result<Self, TokenizerError> {
+    /// Loads `path` (written as `file` in the experiment) and draws its word pool.
+    pub fn load(file: &str, path: &Path) -> Result<Tokenizer, TokenizerError> {
         if !path.is_file() {
             return Err(TokenizerError::Missing(path.to_path_buf()));
         }
@@ -67,20 +38,11 @@ impl ModelTokenizer {
                 message: e.to_string(),
             })?;
         let pool = word_pool(&tokenizer)?;
-        Ok(Self {
+        Ok(Tokenizer {
             file: file.to_string(),
-            path: path.to_path_buf(),
             pool: Arc::new(pool),
-            tokenizer: Arc::new(tokenizer),
+            counter: Arc::new(ModelTokenizer(tokenizer)),
         })
-    }
-
-    /// Tokens in `text`, special tokens (BOS) not added.
-    pub fn count(&self, text: &str) -> Option<usize> {
-        self.tokenizer
-            .encode(text, false)
-            .ok()
-            .map(|e| e.get_ids().len())
     }
 }
 

@@ -10,7 +10,8 @@
 //! page drawn from them), the wire
 //! formats `sse` and `prom`, `server` (an engine's `/metrics` → canonical series and per-phase
 //! figures), `metrics` (records → per-phase summaries), `live` (a run's counters while it runs, as a
-//! Prometheus exposition and a progress line) and `slices` (figures per time slice); `privacy` (what a recording must not keep).
+//! Prometheus exposition and a progress line) and `slices` (figures per time slice); `privacy` (what a recording must not keep);
+//! `tokens` (a model's tokenizer as an experiment holds it).
 
 pub mod assert;
 pub mod b64;
@@ -32,4 +33,5 @@ pub mod server;
 pub mod slices;
 pub mod sse;
 pub mod svg;
+pub mod tokens;
 pub mod units;

@@ -31,7 +31,7 @@ mod workload;
 use crate::core::assert::Assertion;
 use crate::core::engine::TargetKind;
 use crate::core::metrics::Slo;
-use crate::tokenize::{ModelTokenizer, TokenizerError};
+use crate::core::tokens::{Tokenizer, TokenizerError};
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
@@ -48,7 +48,7 @@ pub trait Files {
     /// Its text.
     fn read(&self, file: &str) -> std::io::Result<String>;
     /// A tokenizer.json, loaded.
-    fn tokenizer(&self, file: &str) -> Result<ModelTokenizer, TokenizerError>;
+    fn tokenizer(&self, file: &str) -> Result<Tokenizer, TokenizerError>;
 }
 
 /// Parses and validates `src`; `file` is for messages, `name` is the experiment's name, and
@@ -75,7 +75,7 @@ pub struct Experiment {
     pub model: String,
     /// The model's tokenizer, when the experiment names one: prompts are drawn from its
     /// vocabulary and counted with it.
-    pub tokenizer: Option<ModelTokenizer>,
+    pub tokenizer: Option<Tokenizer>,
     pub timeouts: Timeouts,
     pub phases: Vec<Phase>,
     pub slo: Slo,

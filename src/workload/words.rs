@@ -295,7 +295,7 @@ const FIRST_WORDS: usize = 30;
 #[derive(Debug, Clone, Copy)]
 pub enum Words<'a> {
     Llama,
-    Pool(&'a crate::tokenize::WordPool),
+    Pool(&'a crate::core::tokens::WordPool),
 }
 
 impl Words<'_> {

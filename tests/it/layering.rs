@@ -159,6 +159,92 @@ fn the_core_is_pure_and_depends_only_on_itself() {
     assert!(found.is_empty(), "{}", found.join("\n"));
 }
 
+/// Pure modules outside `core/`: the experiment (spec), the schedule (workload), the tally and
+/// the report's views. Pure as `core` is, and they may use `core`, each other, and the report's
+/// data types (re-exported from `core`), but not its writer or readers.
+const PURE: &[&str] = &[
+    "spec",
+    "workload",
+    "trial/tally.rs",
+    "report/snapshot.rs",
+    "report/text.rs",
+    "report/dto.rs",
+];
+const PURE_MAY_USE: &[&str] = &["core", "spec", "workload", "report"];
+const REPORT_IO: &[&str] = &[
+    "report::load",
+    "report::rows",
+    "report::results",
+    "ResultsDir",
+    "RequestWriter",
+    "RequestRow",
+];
+
+/// What in `code` (of `file`) breaks the purity of a pure module, line by line.
+fn impurities(file: &str, code: &str, may_use: &[&str]) -> Vec<String> {
+    let mut found = Vec::new();
+    for (i, line) in code.lines().enumerate() {
+        let mut bad: Vec<String> = IMPURE
+            .iter()
+            .chain(REPORT_IO)
+            .filter(|w| line.contains(**w))
+            .map(|w| format!("uses {w}"))
+            .collect();
+        for (at, _) in line.match_indices("crate::") {
+            let module: String = line[at + "crate::".len()..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            if !may_use.contains(&module.as_str()) {
+                bad.push(format!("reaches `crate::{module}`"));
+            }
+        }
+        for b in bad {
+            found.push(format!("{file}:{}: {b}: {}", i + 1, line.trim()));
+        }
+    }
+    found
+}
+
+#[test]
+fn the_pure_modules_outside_core_are_pure_too() {
+    let mut files = Vec::new();
+    for p in PURE {
+        let path = src().join(p);
+        if path.is_dir() {
+            files.extend(rust_files(&path));
+        } else {
+            files.push(path);
+        }
+    }
+    // A module's own tests file is its tests.
+    files.retain(|f| !f.ends_with("tests.rs"));
+    assert!(files.len() >= 12, "{files:?}");
+    let found: Vec<String> = files
+        .iter()
+        .flat_map(|f| impurities(&f.display().to_string(), &code(f), PURE_MAY_USE))
+        .collect();
+    assert!(found.is_empty(), "{}", found.join("\n"));
+}
+
+/// The purity check sees a pure module reach out: to an IO module, the clock, the report's
+/// writer.
+#[test]
+fn a_planted_impurity_in_a_pure_module_is_caught() {
+    let clean = "use crate::core::metrics::Slo;\nuse crate::spec::Phase;\nfn f() {}";
+    assert!(impurities("x.rs", clean, PURE_MAY_USE).is_empty());
+    for (planted, why) in [
+        ("use crate::client::Endpoint;", "reaches `crate::client`"),
+        ("use crate::spec_io::parse;", "reaches `crate::spec_io`"),
+        ("let t = std::time::Instant::now();", "uses Instant::now"),
+        ("use crate::report::ResultsDir;", "uses ResultsDir"),
+    ] {
+        let found = impurities("x.rs", &format!("{clean}\n{planted}"), PURE_MAY_USE);
+        assert_eq!(found.len(), 1, "{planted}: {found:?}");
+        assert!(found[0].starts_with(&format!("x.rs:4: {why}")), "{found:?}");
+    }
+}
+
 #[test]
 fn the_library_has_no_import_cycles_and_no_forbidden_imports() {
     let mut files = rust_files(&src());
