@@ -317,7 +317,24 @@ pub struct ScrapeRecord {
     /// The exposition's used families as text, kept when recording a fixture.
     pub raw: Option<String>,
     pub status: Option<u16>,
-    /// A GPU sample rather than a `/metrics` scrape.
+    /// What was read: the server's `/metrics`, or a GPU sample.
     #[serde(default)]
-    pub gpu: bool,
+    pub source: ScrapeSource,
+}
+
+/// What a scrape read.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ScrapeSource {
+    /// The server's `/metrics` exposition.
+    #[default]
+    Metrics,
+    /// A GPU telemetry sample (`nvidia-smi`), beside the scrapes.
+    Gpu,
+}
+
+impl ScrapeRecord {
+    pub fn is_gpu(&self) -> bool {
+        self.source == ScrapeSource::Gpu
+    }
 }

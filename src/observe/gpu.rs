@@ -12,7 +12,7 @@
 
 use crate::client::Secret;
 use crate::core::prom::parse_filtered;
-use crate::core::record::{Point, ScrapeRecord};
+use crate::core::record::{Point, ScrapeRecord, ScrapeSource};
 use crate::core::server::{Canonical, SmiRow, canonical, canonical_smi, parse_smi_line};
 use crate::observe::scrape::CurrentPhase;
 use std::time::Duration;
@@ -87,7 +87,7 @@ fn record(
         values,
         raw: None,
         status: None,
-        gpu: true,
+        source: ScrapeSource::Gpu,
     })
 }
 
@@ -461,7 +461,7 @@ mod tests {
             at,
             [("a", Duration::ZERO), ("a", Duration::from_millis(500))]
         );
-        assert!(a.iter().all(|r| r.gpu && r.point == Point::Periodic));
+        assert!(a.iter().all(|r| r.is_gpu() && r.point == Point::Periodic));
 
         phase_tx.send(None).unwrap();
         tokio::time::sleep(Duration::from_secs(10)).await;

@@ -204,7 +204,7 @@ mod tests {
             values: Canonical::new(),
             raw: None,
             status: None,
-            gpu: true,
+            source: crate::core::record::ScrapeSource::Gpu,
         }
     }
 

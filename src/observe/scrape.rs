@@ -9,7 +9,7 @@
 use crate::client::Secret;
 use crate::core::engine::TargetKind;
 use crate::core::prom::parse_filtered;
-use crate::core::record::{Point, ScrapeRecord};
+use crate::core::record::{Point, ScrapeRecord, ScrapeSource};
 use crate::core::server::{Canonical, canonical, is_used_family};
 use std::sync::Arc;
 use std::time::Duration;
@@ -75,7 +75,7 @@ impl Scraper {
             values: Canonical::new(),
             raw: None,
             status: None,
-            gpu: false,
+            source: ScrapeSource::Metrics,
         };
         let redact = |s: String| match &self.api_key {
             Some(k) => k.redact(&s),

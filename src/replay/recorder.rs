@@ -6,7 +6,7 @@ use super::{Exchange, Fixture, FixtureMeta, RecordedGpu, RecordedScrape};
 use crate::client::Capture;
 use crate::core::privacy::scrub_model_field;
 use crate::core::record::RequestRecord;
-use crate::core::record::ScrapeRecord;
+use crate::core::record::{ScrapeRecord, ScrapeSource};
 use serde_json::Value;
 use std::borrow::Cow;
 use std::time::Duration;
@@ -59,7 +59,7 @@ impl Recorder {
             exchanges,
             gpu: scrapes
                 .iter()
-                .filter(|r| r.gpu)
+                .filter(|r| r.is_gpu())
                 .map(|r| RecordedGpu {
                     phase: r.phase.clone(),
                     in_phase_ms: ms(r.in_phase),
@@ -69,7 +69,7 @@ impl Recorder {
                 .collect(),
             scrapes: scrapes
                 .iter()
-                .filter(|r| !r.gpu)
+                .filter(|r| !r.is_gpu())
                 .filter_map(|r| {
                     Some(RecordedScrape {
                         phase: r.phase.clone(),
@@ -97,7 +97,7 @@ impl RecordedGpu {
             values: self.values.clone(),
             raw: None,
             status: None,
-            gpu: true,
+            source: ScrapeSource::Gpu,
         }
     }
 }
@@ -144,7 +144,11 @@ mod tests {
             values: Canonical::new(),
             raw: raw.map(str::to_string),
             status: Some(200),
-            gpu,
+            source: if gpu {
+                ScrapeSource::Gpu
+            } else {
+                ScrapeSource::Metrics
+            },
         }
     }
 
@@ -177,7 +181,10 @@ mod tests {
         assert_eq!(f.scrapes[0].in_phase_ms, 40);
         assert_eq!(f.gpu.len(), 1);
         let back = f.gpu[0].to_record();
-        assert_eq!((back.in_phase, back.gpu), (Duration::from_millis(40), true));
+        assert_eq!(
+            (back.in_phase, back.source),
+            (Duration::from_millis(40), ScrapeSource::Gpu)
+        );
     }
 
     #[test]

@@ -5,7 +5,7 @@
 
 use crate::core::record::TokenCounting;
 use crate::core::record::{ChunkTime, ErrorKind, Failure, RequestRecord, ServerTimings, Usage};
-use crate::core::record::{Point, ScrapeRecord};
+use crate::core::record::{Point, ScrapeRecord, ScrapeSource};
 use crate::core::server::Canonical;
 use crate::results::ResultsError;
 use serde::Deserialize;
@@ -232,7 +232,11 @@ pub fn read_scrapes(path: &Path) -> Result<ReadBack<ScrapeRecord>, ResultsError>
                 bad_field(path, line, "point", why)
             })?;
             // GPU samples are written beside the scrapes; their series are all `gpu_*`.
-            let gpu = !s.values.is_empty() && s.values.keys().all(|k| k.starts_with("gpu_"));
+            let source = if !s.values.is_empty() && s.values.keys().all(|k| k.starts_with("gpu_")) {
+                ScrapeSource::Gpu
+            } else {
+                ScrapeSource::Metrics
+            };
             Ok(ScrapeRecord {
                 phase: s.phase,
                 point,
@@ -243,7 +247,7 @@ pub fn read_scrapes(path: &Path) -> Result<ReadBack<ScrapeRecord>, ResultsError>
                 values: s.values,
                 raw: None,
                 status: s.http_status,
-                gpu,
+                source,
             })
         })
         .collect::<Result<Vec<_>, ResultsError>>()?;

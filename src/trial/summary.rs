@@ -279,7 +279,7 @@ fn server_metrics_status(
     if !exp.observe.metrics {
         return ServerMetrics::Off;
     }
-    let metrics: Vec<&ScrapeRecord> = scrapes.iter().filter(|r| !r.gpu).collect();
+    let metrics: Vec<&ScrapeRecord> = scrapes.iter().filter(|r| !r.is_gpu()).collect();
     let ok = metrics.iter().filter(|r| r.error.is_none()).count();
     if ok > 0 {
         return ServerMetrics::Scraped {
