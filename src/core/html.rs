@@ -277,7 +277,11 @@ fn by_turn_chart(runs: &[RunInput], c: &Comparison, phase: &str) -> Option<Chart
         .iter()
         .zip(&c.targets)
         .filter_map(|(r, t)| {
-            let p = r.phases.iter().find(|p| p.name == phase)?;
+            // A run whose phase has no turns (not a conversation there) draws no line.
+            let p = r
+                .phases
+                .iter()
+                .find(|p| p.name == phase && !p.summary.by_turn.is_empty())?;
             let mut points: Vec<(f64, f64)> = p
                 .summary
                 .by_turn

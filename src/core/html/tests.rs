@@ -187,6 +187,8 @@ fn sweeps_get_latency_against_load_and_conversations_ttft_by_turn() {
     assert_eq!(pareto.matches("<path class=\"series\"").count(), 2);
     let turns = svg_of("TTFT p50 by turn, phase c1");
     assert_eq!(turns.matches("<path class=\"series\"").count(), 2);
+    // Phases that are not conversations have no chart by turn (nor a "no data" note).
+    assert!(!report(&[run("vllm", 1)]).contains("by turn"));
     // One phase alone is no sweep, nor are phases at one load.
     assert!(!report(&[run("vllm", 1)]).contains("Across load"));
     let mut same = sweep("vllm", 1.0);
