@@ -12,9 +12,11 @@
 //! `replay::Recorder` (live runs recorded as fixtures) → snapshot. While it runs, `watch` counts
 //! every send and finished request (`core::live` renders them as a progress line and a
 //! Prometheus exposition); `core::slices` cuts the run into time slices; `trial::recover`
-//! summarises a run that died from what it left on disk. `harness` discovers,
-//! selects and runs the trials (for `inferlab run`, `run --deploy` through `runpod::matrix`,
-//! and `tests/experiments.rs`); the binary only parses, dispatches and prints. Afterwards,
+//! summarises a run that died from what it left on disk. A capacity search
+//! (`trial::capacity`) runs its probes as phases of their own, the pure `workload::capacity`
+//! choosing each next load. `harness` discovers, selects and runs the trials (for `inferlab
+//! run`, `run --deploy` through `runpod::matrix`, and `tests/experiments.rs` through
+//! `harness::cases`); the binary only parses, dispatches and prints. Afterwards,
 //! `results::RunDir` reads run directories back, typed (the summary as the `RunSummary` that
 //! wrote it; `baseline save`, `summarize`, `compare` and the report all read through it),
 //! `report::load` picks the runs a comparison names, `core::compare` sets them side by
@@ -23,7 +25,9 @@
 //! Leaves under everything: `core` (pure: `diag` locates input mistakes, `units` formats,
 //! `catalog` names what assertions may read), `env` (the only reader of the environment),
 //! `clock` (wall-clock labels) and `cpu` (CPU time). `tests/it/layering.rs` keeps `core` pure
-//! and the module graph free of cycles.
+//! (and `spec`, `workload`, the tally and the report's views as pure; an experiment holds its
+//! tokenizer as `core::tokens::Tokenizer`, loaded by `tokenize`) and the module graph free of
+//! cycles.
 
 pub mod baseline;
 pub mod calibrate;
