@@ -4,18 +4,16 @@
 //! its intervals over repeats, its latency histograms (HdrHistogram V2 + deflate, base64) and
 //! where it came from.
 
-use crate::core::assert::Path as MetricPath;
 use crate::core::b64;
-use crate::core::catalog::{Scope, Value};
-use crate::core::interval::{Interval, Repeated};
+pub use crate::core::baseline::{
+    BASELINE_SCHEMA_VERSION, Baseline, BaselinePhase, BaselineState, Source,
+};
+use crate::core::interval::Interval;
 use crate::core::metrics::PhaseSummary;
 use crate::report::load::LoadError;
 use crate::results::{FinishedRun, ResultsError, RunDir};
-use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-
-pub const BASELINE_SCHEMA_VERSION: u32 = 1;
 
 /// Why a baseline could not be saved or read. Each names the file or directory.
 #[derive(Debug, thiserror::Error)]
@@ -79,52 +77,6 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> BaselineError + '_ {
 /// `<root>/<experiment>__<target>.json`.
 pub fn file(root: &Path, experiment: &str, target: &str) -> PathBuf {
     root.join(format!("{experiment}__{target}.json"))
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Baseline {
-    pub schema_version: u32,
-    pub experiment: String,
-    pub target: String,
-    /// When it was saved (UTC, RFC 3339).
-    pub saved_at: String,
-    pub source: Source,
-    /// Repeats of the run (1: none, and no intervals).
-    pub repeats: u32,
-    pub phases: Vec<BaselinePhase>,
-    pub all: BaselinePhase,
-}
-
-/// The run a baseline was saved from.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Source {
-    /// The run directory, as given.
-    pub run: String,
-    /// `live`, `record` or `replay`.
-    pub mode: String,
-    pub started_at: Option<String>,
-    pub model: Option<String>,
-    pub engine_version: Option<String>,
-    pub git_revision: Option<String>,
-    /// A replay: when its fixture was recorded, and a slow-down it ran under.
-    pub fixture_recorded_at: Option<String>,
-    pub replay_slowdown: Option<f64>,
-    /// Which repeats it holds (the run's `repeats.pairing`): a replay of the same recording
-    /// is compared with it repeat by repeat.
-    pub pairing: Option<String>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct BaselinePhase {
-    pub name: String,
-    pub summary: PhaseSummary,
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub intervals: BTreeMap<String, Interval>,
-    /// Latency histograms (µs), HdrHistogram V2 + deflate, base64, by metric.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub histograms: BTreeMap<String, String>,
 }
 
 impl Baseline {
@@ -228,28 +180,6 @@ impl Baseline {
         }
         out
     }
-
-    fn phase(&self, name: &str) -> Option<&BaselinePhase> {
-        if name == "all" {
-            return Some(&self.all);
-        }
-        self.phases.iter().find(|p| p.name == name)
-    }
-
-    /// A client path of the baseline: with repeats, the mean over them and the per-repeat
-    /// values; else the figure. The server's and turns' figures are not kept (`None`).
-    pub fn estimate(&self, p: &MetricPath) -> Option<(Value, Option<Repeated>)> {
-        if p.scope != Scope::Client {
-            return None;
-        }
-        let phase = self.phase(&p.phase)?;
-        let pairing = self.source.pairing.as_deref().unwrap_or("baseline");
-        if let Some((v, r)) = crate::report::repeated_value(&phase.intervals, p, pairing) {
-            return Some((v, Some(r)));
-        }
-        let v = phase.summary.value(&p.metric, p.stat).ok().flatten()?;
-        Some((v, None))
-    }
 }
 
 /// The runs `baseline save TRIAL [RUN_DIR]` saves: RUN_DIR (which must be a run of TRIAL), or
@@ -319,23 +249,23 @@ fn histograms(dir: &Path) -> Result<BTreeMap<String, String>, BaselineError> {
     Ok(out)
 }
 
-/// What a trial knows of its baseline.
-#[derive(Debug, Clone, Default)]
-pub enum BaselineState {
-    /// No assertion reads one.
-    #[default]
-    NotNeeded,
-    Loaded(Box<Baseline>),
-    /// The file does not exist; `required` (on CI) makes that a failure.
-    Missing {
-        file: PathBuf,
-        required: bool,
-    },
-    /// The file exists but cannot be used.
-    Broken(String),
-}
-
 impl BaselineState {
+    /// The baseline under `root` that `exp`'s assertions for `target` read in `mode`
+    /// ([`BaselineState::NotNeeded`] when none reads one).
+    pub fn for_run(
+        root: &Path,
+        exp: &crate::spec::Experiment,
+        target: &str,
+        mode: crate::report::Mode,
+        required: bool,
+    ) -> Self {
+        let needed = exp
+            .assertions
+            .iter()
+            .any(|a| a.applies_to(target) && a.applies_in(mode) && a.reads_baseline());
+        Self::read(root, &exp.name, target, needed, required)
+    }
+
     /// The baseline of `experiment::target` under `root`, when `needed`.
     pub fn read(root: &Path, experiment: &str, target: &str, needed: bool, required: bool) -> Self {
         if !needed {

@@ -25,7 +25,7 @@
 //! Leaves under everything: `core` (pure: `diag` locates input mistakes, `units` formats,
 //! `catalog` names what assertions may read), `env` (the only reader of the environment),
 //! `clock` (wall-clock labels) and `cpu` (CPU time). `tests/it/layering.rs` keeps `core` pure
-//! (and `spec`, `workload`, the tally and the report's views as pure; an experiment holds its
+//! (and `spec`, `workload`, the tally, the summary and the report's views as pure; an experiment holds its
 //! tokenizer as `core::tokens::Tokenizer`, loaded by `tokenize`) and the module graph free of
 //! cycles.
 

@@ -11,10 +11,11 @@
 //! formats `sse` and `prom`, `server` (an engine's `/metrics` → canonical series and per-phase
 //! figures), `metrics` (records → per-phase summaries), `live` (a run's counters while it runs, as a
 //! Prometheus exposition and a progress line) and `slices` (figures per time slice); `privacy` (what a recording must not keep);
-//! `tokens` (a model's tokenizer as an experiment holds it).
+//! `tokens` (a model's tokenizer as an experiment holds it); `baseline` (a baseline as data).
 
 pub mod assert;
 pub mod b64;
+pub mod baseline;
 pub mod catalog;
 pub mod compare;
 pub mod diag;

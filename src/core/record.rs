@@ -338,3 +338,10 @@ impl ScrapeRecord {
         self.source == ScrapeSource::Gpu
     }
 }
+
+/// A serverless endpoint's `/health` documents around one phase.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Health {
+    pub before: Option<serde_json::Value>,
+    pub after: Option<serde_json::Value>,
+}

@@ -11,7 +11,6 @@ use crate::client::Endpoint;
 use crate::core::record::{Point, ScrapeRecord};
 use gpu::GpuSource;
 use scrape::{CurrentPhase, Scraper};
-use serde_json::Value;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -34,12 +33,7 @@ pub struct Setup {
     pub recorded_gpu: Vec<ScrapeRecord>,
 }
 
-/// A serverless endpoint's `/health` documents around one phase.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Health {
-    pub before: Option<Value>,
-    pub after: Option<Value>,
-}
+pub use crate::core::record::Health;
 
 /// Everything observed over a trial.
 #[derive(Debug, Default)]

@@ -151,7 +151,13 @@ pub fn recover(
         interrupted: true,
         cost_per_hour: None,
         noise_floor: None,
-        baseline: summary::baseline_for(&exp, &target.name, mode, baselines, false),
+        baseline: crate::baseline::BaselineState::for_run(
+            baselines,
+            &exp,
+            &target.name,
+            mode,
+            false,
+        ),
         pairing: format!("recovered run {} (salt {})", dir.display(), manifest.salt),
         capacity,
     };

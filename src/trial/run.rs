@@ -82,11 +82,11 @@ pub async fn run_trial(
         cost_per_hour: opts.cost_per_hour,
         noise_floor: pre.noise_floor(),
         pairing: resolved.pairing(started),
-        baseline: summary::baseline_for(
+        baseline: crate::baseline::BaselineState::for_run(
+            &opts.baselines.root,
             exp,
             &target.name,
             resolved.mode,
-            &opts.baselines.root,
             opts.baselines.required,
         ),
     };

@@ -3,13 +3,13 @@
 //! assertions, which read the summary they are stored in.
 
 use super::tally::Tallied;
-use crate::baseline::{Baseline, BaselineState};
 use crate::core::assert::{Assertion, Lookup, Outcome, Path as MetricPath, Verdict};
+use crate::core::baseline::{Baseline, BaselineState};
 use crate::core::catalog::Value;
 use crate::core::interval::Repeated;
+use crate::core::record::Health;
 use crate::core::record::RequestRecord;
 use crate::core::record::ScrapeRecord;
-use crate::observe::Health;
 use crate::report::{self, Cost, RunSummary, Serverless, ServerlessPhase, VerdictRow};
 use crate::report::{Mode, PromptLengths, ServerMetrics};
 use crate::spec::{Experiment, TargetSpec};
@@ -31,22 +31,6 @@ pub struct Parts<'a> {
     pub pairing: String,
     /// What each capacity search found, by its phase.
     pub capacity: BTreeMap<String, report::Capacity>,
-}
-
-/// The baseline under `root` that `exp`'s assertions for `target` read in `mode`
-/// ([`BaselineState::NotNeeded`] when none reads one).
-pub fn baseline_for(
-    exp: &Experiment,
-    target: &str,
-    mode: Mode,
-    root: &std::path::Path,
-    required: bool,
-) -> BaselineState {
-    let needed = exp
-        .assertions
-        .iter()
-        .any(|a| a.applies_to(target) && a.applies_in(mode) && a.reads_baseline());
-    BaselineState::read(root, &exp.name, target, needed, required)
 }
 
 /// The summary, with its verdicts both inside it and returned.
