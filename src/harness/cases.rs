@@ -6,7 +6,7 @@
 use super::across::{self, ACROSS, AcrossEntry, Ledger};
 use super::{DiscoveryError, Selection, TrialEntry, discover, failure, snapshot_name, trials};
 use crate::report::SnapshotView;
-use crate::trial::{self, Baselines, Plan, TrialOptions};
+use crate::trial::{self, Plan, TrialOptions};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -61,22 +61,21 @@ pub fn all(root: &Path, env: fn(&str) -> Option<String>) -> Result<Vec<Case>, Di
     Ok(cases)
 }
 
-/// Results, salt and baselines as the environment says (defaults under `root`); a missing
-/// baseline fails on CI.
+/// Results and baselines where the environment says (defaults under `root`), then the options
+/// a run of `inferlab run` would have.
 fn options(root: &Path, fixtures: &Path, env: fn(&str) -> Option<String>) -> TrialOptions {
     let dir = |var: &str, default: &str| env(var).map_or_else(|| root.join(default), PathBuf::from);
-    TrialOptions {
-        watch: None,
-        results_root: dir("INFERLAB_RESULTS_DIR", "results"),
-        fixtures_root: fixtures.to_path_buf(),
-        salt: env("INFERLAB_SALT").and_then(|s| s.parse().ok()),
+    let args = super::RunArgs {
+        experiments: dir("INFERLAB_EXPERIMENTS_DIR", "experiments"),
+        fixtures: fixtures.to_path_buf(),
+        results: dir("INFERLAB_RESULTS_DIR", "results"),
+        baselines: dir("INFERLAB_BASELINES_DIR", "baselines"),
+        selection: Selection::default(),
         interrupt: None,
         cost_per_hour: None,
-        baselines: Baselines {
-            root: dir("INFERLAB_BASELINES_DIR", "baselines"),
-            required: crate::env::ci(&env),
-        },
-    }
+        watch: None,
+    };
+    super::run::options(&args, &env)
 }
 
 fn per_target(entry: TrialEntry<'_>, options: &Arc<TrialOptions>, ledger: &Arc<Ledger>) -> Case {

@@ -114,8 +114,9 @@ impl RunResult {
     }
 }
 
-/// The options every trial of a run shares.
-fn options(args: &RunArgs, env: &dyn Fn(&str) -> Option<String>) -> TrialOptions {
+/// The options every trial of a run shares (the salt from `INFERLAB_SALT`; a missing baseline
+/// fails on CI).
+pub(super) fn options(args: &RunArgs, env: &dyn Fn(&str) -> Option<String>) -> TrialOptions {
     TrialOptions {
         watch: args.watch.clone(),
         results_root: args.results.clone(),
